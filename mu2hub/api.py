@@ -1,0 +1,285 @@
+"""Public entry points: `from_pretrained(repo, task=...)` -> `TaskModel`, `list_tasks`, `system_info`."""
+
+from __future__ import annotations
+
+import os
+import weakref
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Iterable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from . import model as vit
+from .errors import ShapeMismatchError
+from .format import ComponentRef, Structure, SystemConfig, TaskFile, distinct
+from .store import LocalStore, Store, open_store, task_components
+
+# Device arrays of components already loaded in this process, by id: tasks that share a component share its
+# memory (the Space loads every demo task). Weak, so nothing outlives the models that use it.
+_LOADED: "weakref.WeakValueDictionary[tuple[str, str], _DeviceTensors]" = weakref.WeakValueDictionary()
+
+
+class _DeviceTensors(dict):
+    """A component's tensors on device; a dict subclass so the process cache can hold it weakly."""
+
+
+def _device_component(cid: str, tensors: dict[str, np.ndarray], device_key: str = "default") -> _DeviceTensors:
+    key = (cid, device_key)
+    hit = _LOADED.get(key)
+    if hit is None:
+        hit = _DeviceTensors({k: jax.device_put(v) for k, v in tensors.items()})
+        _LOADED[key] = hit
+    return hit
+
+
+def _resolve_dtype(dtype: Any) -> Any:
+    if dtype is None or dtype in ("float32", jnp.float32):
+        return None
+    if dtype in ("bfloat16", "bf16", jnp.bfloat16):
+        return jnp.bfloat16
+    if dtype in ("float16", jnp.float16):
+        return jnp.float16
+    raise ValueError(f"dtype {dtype!r} not supported: use None/'float32', 'bfloat16' or 'float16'")
+
+
+@dataclass
+class Prediction:
+    label: str
+    score: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"label": self.label, "score": self.score}
+
+
+class TaskModel:
+    """One task's path through a system, ready to run.
+
+    Attributes:
+        config (`SystemConfig`): the system's shared dimensions.
+        task_file (`TaskFile`): the path, labels, preprocessing, metrics and lineage.
+        params (`{slot: {tensor: jax.Array}}`): the path's component parameters (float32 masters).
+        repo_id (`str`): where it was loaded from (repo id or folder); `revision` the pinned commit, if any.
+    """
+
+    def __init__(self, config: SystemConfig, task_file: TaskFile, params: dict[str, dict[str, jax.Array]], *,
+                 repo_id: str = "", revision: str | None = None, dtype: Any = None):
+        self.config, self.task_file, self.params = config, task_file, params
+        self.repo_id, self.revision = repo_id, revision
+        self.dtype = _resolve_dtype(dtype)
+        problems = vit.check_shapes(self.structure, params)
+        if problems:
+            raise ShapeMismatchError(
+                "components do not fit the path: " + "; ".join(problems), path=task_file.filename
+            )
+
+    # -- what it is -------------------------------------------------------------------------------
+    @property
+    def task(self) -> str:
+        return self.task_file.task
+
+    @property
+    def structure(self) -> Structure:
+        return self.task_file.structure(self.config.dims)
+
+    @property
+    def labels(self) -> list[str]:
+        return list(self.task_file.labels)
+
+    @property
+    def components(self) -> list[ComponentRef]:
+        return list(self.task_file.components)
+
+    @property
+    def activated_params(self) -> int:
+        return self.task_file.activated_params
+
+    @property
+    def download_bytes(self) -> int:
+        return self.task_file.download_bytes
+
+    def path_info(self) -> dict[str, Any]:
+        """Slots, component ids, activated parameters and bytes, for display and tests."""
+        return {
+            "task": self.task,
+            "image_size": self.task_file.image_size,
+            "num_layers": self.task_file.num_layers,
+            "components": [{"slot": c.slot, "id": c.id, "params": c.params, "bytes": c.bytes} for c in self.components],
+            "activated_params": self.activated_params,
+            "bytes": self.download_bytes,
+        }
+
+    def __repr__(self) -> str:
+        return (f"TaskModel(task={self.task!r}, repo={self.repo_id!r}, classes={len(self.labels)}, "
+                f"layers={self.task_file.num_layers}, image_size={self.task_file.image_size}, "
+                f"activated_params={self.activated_params:,})")
+
+    # -- running ----------------------------------------------------------------------------------
+    def preprocess(self, images: Any) -> np.ndarray:
+        """PIL images, uint8 HWC arrays (any size; grayscale and RGBA converted) or a uint8 batch -> float batch."""
+        from .data.pp import apply_pp_spec_numpy
+        from .data.registry import to_rgb_uint8
+
+        batch = _as_image_list(images)
+        if not batch:
+            raise ValueError("no images given")
+        spec = self.task_file.preprocessing or {"resize": self.task_file.image_size, "value_range": [-1, 1]}
+        return np.concatenate([apply_pp_spec_numpy(to_rgb_uint8(im)[None], spec) for im in batch])
+
+    def logits(self, x: Any) -> np.ndarray:
+        """Logits (B, classes). `x` is a float batch already preprocessed to [-1, 1], or images (see `preprocess`)."""
+        if not (isinstance(x, (np.ndarray, jax.Array)) and x.ndim == 4 and np.issubdtype(x.dtype, np.floating)):
+            x = self.preprocess(x)
+        s = self.structure
+        if x.shape[1:3] != (s.image_size, s.image_size):
+            raise ValueError(f"expected images of {s.image_size}x{s.image_size}, got {x.shape[1]}x{x.shape[2]}; "
+                             "pass raw images to have them resized")
+        return np.asarray(vit.apply_path_jit(s, self.params, jnp.asarray(x, jnp.float32), dtype=self.dtype))
+
+    def predict(self, images: Any, *, top_k: int = 5) -> list[dict[str, Any]] | list[list[dict[str, Any]]]:
+        """Top-k labels with probabilities, like transformers' image-classification pipeline.
+
+        One image -> `[{"label", "score"}, ...]`; a list or batch -> one such list per image.
+        """
+        single = not isinstance(images, (list, tuple)) and not (isinstance(images, np.ndarray) and images.ndim == 4)
+        probs = jax.nn.softmax(self.logits(images), axis=-1)
+        probs = np.asarray(probs)
+        k = min(top_k, probs.shape[1])
+        out = []
+        for row in probs:
+            order = np.argsort(-row, kind="stable")[:k]
+            out.append([Prediction(self.labels[i], float(row[i])).to_dict() for i in order])
+        return out[0] if single else out
+
+    # -- writing ----------------------------------------------------------------------------------
+    def save_pretrained(self, save_directory: str | os.PathLike) -> Path:
+        """Write a standalone one-task repo in the published format (config, task file, its components)."""
+        store = LocalStore(save_directory)
+        refs = []
+        for ref in self.components:
+            tensors = {k: np.asarray(v) for k, v in self.params[ref.slot].items()}
+            new = store.write_component(tensors, ref.kind, ref.slot)
+            if new.id != ref.id:
+                raise ShapeMismatchError(f"{ref.slot}: parameters no longer match component {ref.id}", path=ref.filename)
+            refs.append(new)
+        store.write_config(self.config)
+        store.write_task(replace(self.task_file, components=refs))
+        return Path(save_directory)
+
+    def to_transformers(self, save_directory: str | os.PathLike) -> Path:
+        """Write this task as a `ViTForImageClassification` checkpoint + `preprocessor_config.json`."""
+        from .interop import write_transformers_checkpoint
+
+        params = {slot: {k: np.asarray(v) for k, v in t.items()} for slot, t in self.params.items()}
+        write_transformers_checkpoint(save_directory, self.structure, params, self.labels, self.task_file.preprocessing)
+        return Path(save_directory)
+
+
+def _as_image_list(images: Any) -> list[Any]:
+    if isinstance(images, np.ndarray) and images.ndim == 4:
+        return list(images)
+    if isinstance(images, (list, tuple)):
+        return list(images)
+    return [images]
+
+
+def load_task(store: Store, task: str, *, dtype: Any = None, repo_id: str = "", revision: str | None = None) -> TaskModel:
+    """Assemble a TaskModel from any store: read the task file, fetch exactly its components, place them."""
+    config = store.read_config()
+    tf = store.read_task(task)
+    comps = task_components(store, tf)
+    params: dict[str, dict[str, jax.Array]] = {}
+    for ref in tf.components:
+        kind, tensors = comps[ref.id]
+        if kind != ref.kind:
+            raise ShapeMismatchError(f"{ref.slot} names component {ref.id} of kind {kind!r}", path=tf.filename)
+        params[ref.slot] = _device_component(ref.id, tensors)
+    return TaskModel(config, tf, params, repo_id=repo_id or store.name, revision=revision, dtype=dtype)
+
+
+def from_pretrained(
+    repo_id_or_path: str | os.PathLike,
+    task: str,
+    *,
+    revision: str | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    token: str | bool | None = None,
+    local_files_only: bool = False,
+    force_download: bool = False,
+    dtype: Any = None,
+) -> TaskModel:
+    """Load one task of a mu2hub system, downloading only the components its path activates.
+
+    Args:
+        repo_id_or_path (`str`): a Hub repo id (`"org/name"`) or a local folder in the same layout.
+        task (`str`): the task name (`mu2hub.list_tasks(repo)` lists them).
+        revision (`str`, *optional*): branch, tag or commit; resolved once and pinned for every file.
+        cache_dir, token, local_files_only, force_download: as in `huggingface_hub.hf_hub_download`.
+        dtype (*optional*): compute dtype (`"bfloat16"`); parameters stay float32.
+
+    Returns:
+        `TaskModel`
+
+    Raises:
+        `TaskNotFoundError`: no such task (the message lists the tasks there are).
+        `ComponentIntegrityError`: a file does not match its id even after one re-download.
+        `LocalFilesMissingError`: offline and the cache lacks files (it lists them).
+        `FormatError`: a malformed or unsafe `config.json` / task file, or a newer `format_version`.
+
+    Example:
+        >>> model = mu2hub.from_pretrained("org/system", task="digits")
+        >>> model.predict(image)[0]
+        {'label': '7', 'score': 0.98}
+    """
+    store = open_store(repo_id_or_path, revision=revision, cache_dir=cache_dir, token=token,
+                       force_download=force_download, local_files_only=local_files_only)
+    return load_task(store, task, dtype=dtype, repo_id=str(repo_id_or_path), revision=getattr(store, "commit", None))
+
+
+def list_tasks(repo_id_or_path: str | os.PathLike, *, revision: str | None = None, cache_dir=None, token=None,
+               local_files_only: bool = False) -> list[str]:
+    """Names of the tasks a system holds (listing `tasks/`; nothing else is downloaded)."""
+    return open_store(repo_id_or_path, revision=revision, cache_dir=cache_dir, token=token, local_files_only=local_files_only).list_tasks()
+
+
+def system_info(repo_id_or_path: str | os.PathLike, *, revision: str | None = None, cache_dir=None, token=None,
+                local_files_only: bool = False, tasks: Iterable[str] | None = None) -> dict[str, Any]:
+    """Per task: activated parameters, download bytes, components shared with which tasks; and system totals.
+
+    Reads task files only (small JSON); no component is downloaded.
+    """
+    store = open_store(repo_id_or_path, revision=revision, cache_dir=cache_dir, token=token, local_files_only=local_files_only)
+    names = list(tasks) if tasks is not None else store.list_tasks()
+    files = {t: store.read_task(t) for t in names}
+    return summarize(files)
+
+
+def summarize(files: dict[str, TaskFile]) -> dict[str, Any]:
+    """System statistics from task files: who uses which component, unique vs summed sizes."""
+    users: dict[str, list[str]] = {}
+    sizes: dict[str, tuple[int, int]] = {}
+    for t, tf in files.items():
+        for c in tf.components:
+            if t not in users.setdefault(c.id, []):
+                users[c.id].append(t)
+            sizes[c.id] = (c.params, c.bytes)
+    system_params = sum(p for p, _ in sizes.values())
+    system_bytes = sum(b for _, b in sizes.values())
+    per_task = {}
+    for t, tf in files.items():
+        ids = distinct(c.id for c in tf.components)
+        shared = {cid: sorted(u for u in users[cid] if u != t) for cid in ids if len(users[cid]) > 1}
+        per_task[t] = {
+            "accuracy": tf.metrics.get("test_accuracy"),
+            "activated_params": tf.activated_params,
+            "bytes": tf.download_bytes,
+            "share_of_system": tf.activated_params / system_params if system_params else 0.0,
+            "components": len(ids),
+            "shared_components": len(shared),
+            "shared_with": sorted({u for us in shared.values() for u in us}),
+            "new_params": tf.sizes.get("new_params"),
+        }
+    return {"tasks": per_task, "components": len(sizes), "params": system_params, "bytes": system_bytes,
+            "users": users}

@@ -1,0 +1,1 @@
+"""Tasks and their input pipelines: the registry, built-in data, Hugging Face datasets, preprocessing."""

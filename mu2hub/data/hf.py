@@ -1,0 +1,206 @@
+"""Tasks from Hugging Face datasets (`hf:<dataset>`) and local image folders (`imagefolder:<path>`).
+
+Everything is decoded into memory as uint8 RGB, which suits the small and medium datasets µ2Net tasks are
+(use `max_examples` to cap each split). `datasets` is imported only when one of these is used.
+
+Splits follow the reference µ2Net notebook's rule for tasks without a custom split: use the dataset's
+`train` / `validation` / `test` when present, otherwise carve 5% of train for each missing one. Unlike the
+reference's contiguous TFDS slices, the carved 5% are a seeded random sample: an image folder lists its
+files class by class, so a contiguous slice would hold one class.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from PIL import Image
+
+from mu2hub.data.registry import SPLITS, Split, TaskData, to_rgb_uint8
+
+if TYPE_CHECKING:
+    import datasets
+
+CARVE_FRACTION = 0.05
+DEFAULT_RESIZE = 64
+
+
+def load_hf_task(path: str, *, config_name: str | None = None, revision: str | None = None,
+                 image_column: str | None = None, label_column: str | None = None,
+                 splits: Mapping[str, str] | None = None, cache_dir: str | None = None,
+                 max_examples: int | None = None, image_size: int | None = None, seed: int = 0) -> TaskData:
+    """Load a Hugging Face dataset as a task, named `hf:<path>`.
+
+    Args:
+        path (`str`): a Hub dataset id (`"cifar10"`, `"user/name"`), anything `datasets.load_dataset`
+            accepts, or a folder written by `DatasetDict.save_to_disk`.
+        config_name (`str`, *optional*): the dataset configuration (`load_dataset`'s `name`).
+        revision (`str`, *optional*): branch, tag or commit of the dataset repo.
+        image_column, label_column, splits, max_examples, image_size, seed: see `task_from_dataset_dict`.
+        cache_dir (`str`, *optional*): forwarded to `datasets.load_dataset`.
+
+    Returns:
+        `TaskData`.
+
+    Raises:
+        ValueError: no usable image or label column, a missing split, fewer than 2 classes.
+    """
+    import datasets
+
+    if os.path.isdir(path) and any(
+        os.path.exists(os.path.join(path, marker)) for marker in ("dataset_dict.json", "dataset_info.json")
+    ):
+        loaded = datasets.load_from_disk(path)
+    else:
+        loaded = datasets.load_dataset(path, config_name, revision=revision, cache_dir=cache_dir)
+    if isinstance(loaded, datasets.Dataset):
+        loaded = datasets.DatasetDict({"train": loaded})
+    return task_from_dataset_dict(
+        f"hf:{path}", loaded, image_column=image_column, label_column=label_column, splits=splits,
+        max_examples=max_examples, image_size=image_size, seed=seed,
+    )
+
+
+def load_imagefolder(path: str, *, cache_dir: str | None = None, max_examples: int | None = None,
+                     image_size: int | None = None, seed: int = 0) -> TaskData:
+    """Load `path/[<split>/]<class>/<image>` (the `imagefolder` layout) as a task named `imagefolder:<path>`.
+
+    Images of any mode and size are accepted: converted to RGB and, unless all share one size, resized to
+    `image_size` (default 64). Class names are the folder names.
+    """
+    import datasets
+
+    if not os.path.isdir(path):
+        raise FileNotFoundError(f"imagefolder: {path!r} is not a directory")
+    loaded = datasets.load_dataset("imagefolder", data_dir=path, cache_dir=cache_dir)
+    return task_from_dataset_dict(
+        f"imagefolder:{path}", loaded, max_examples=max_examples, image_size=image_size, seed=seed
+    )
+
+
+def task_from_dataset_dict(name: str, dataset_dict: datasets.DatasetDict, *, image_column: str | None = None,
+                           label_column: str | None = None, splits: Mapping[str, str] | None = None,
+                           max_examples: int | None = None, image_size: int | None = None,
+                           seed: int = 0) -> TaskData:
+    """Turn an in-memory `DatasetDict` into `TaskData`; the part of loading that needs no files.
+
+    Args:
+        name (`str`): the task name.
+        dataset_dict (`datasets.DatasetDict`): needs at least the split that becomes train.
+        image_column (`str`, *optional*): defaults to the only `datasets.Image` column.
+        label_column (`str`, *optional*): defaults to the only `datasets.ClassLabel` column; label names
+            come from it.
+        splits (`Mapping[str, str]`, *optional*): our split name (`train`, `validation`, `test`) -> the
+            dataset's split name. Defaults to the same names where the dataset has them; a missing
+            validation or test split is carved from train (5%, seeded).
+        max_examples (`int`, *optional*): keep at most this many examples per split (a seeded sample).
+        image_size (`int`, *optional*): resize every image to `image_size`×`image_size`. Defaults to
+            keeping the size when all images share one, else 64.
+        seed (`int`, defaults to 0): seeds carving and sampling.
+
+    Raises:
+        ValueError: a named split is missing; no usable image or label column (the message lists the
+            columns there are); unlabeled examples (label -1); fewer than 2 classes.
+    """
+    import datasets
+
+    mapping = dict(splits) if splits is not None else {s: s for s in SPLITS if s in dataset_dict}
+    unknown = set(mapping) - set(SPLITS)
+    if unknown or "train" not in mapping:
+        raise ValueError(f"{name}: `splits` must map 'train' (and optionally 'validation', 'test') to the "
+                         f"dataset's splits; got {mapping}")
+    missing = [source for source in mapping.values() if source not in dataset_dict]
+    if missing:
+        raise ValueError(f"{name}: no split {missing}; the dataset has {sorted(dataset_dict)}")
+    parts = {ours: dataset_dict[source] for ours, source in mapping.items()}
+
+    features = parts["train"].features
+    image_column = _pick_column(name, features, image_column, datasets.Image, "image", "cast_column(col, Image())")
+    label_column = _pick_column(
+        name, features, label_column, datasets.ClassLabel, "label", "class_encode_column(col)"
+    )
+    for ours, ds in parts.items():
+        if ds.features.get(label_column) != features[label_column] or image_column not in ds.features:
+            raise ValueError(f"{name}: split {ours!r} does not have train's {image_column!r} column and "
+                             f"{label_column!r} classes; its columns are {dict(ds.features)}")
+    parts = {ours: ds.cast_column(image_column, datasets.Image(decode=True)) for ours, ds in parts.items()}
+    parts = _carve_missing(name, parts, seed)
+    rng = np.random.default_rng(seed)
+    if max_examples is not None:
+        if max_examples < 1:
+            raise ValueError(f"{name}: max_examples must be at least 1, got {max_examples}")
+        parts = {
+            ours: ds.select(np.sort(rng.choice(len(ds), max_examples, replace=False)))
+            if len(ds) > max_examples else ds
+            for ours, ds in parts.items()
+        }
+
+    decoded = {ours: _decode(name, ours, ds, image_column, label_column) for ours, ds in parts.items()}
+    size = _target_size(decoded, image_size)
+    result = {}
+    for ours, (images, labels) in decoded.items():
+        resized = [_resize(image, size) for image in images]
+        result[ours] = Split(np.stack(resized) if resized else np.zeros((0, 1, 1, 3), np.uint8), labels)
+    label_names = list(features[label_column].names)
+    return TaskData(name, label_names, result["train"], result["validation"], result["test"])
+
+
+def _pick_column(name: str, features: Any, column: str | None, feature_type: type, what: str,
+                 fix: str) -> str:
+    """The requested column, checked, or the only column of `feature_type`."""
+    described = ", ".join(f"{key!r}: {type(value).__name__}" for key, value in features.items())
+    if column is not None:
+        if column not in features:
+            raise ValueError(f"{name}: no column {column!r}; columns are {{{described}}}")
+        if not isinstance(features[column], feature_type):
+            raise ValueError(f"{name}: {what} column {column!r} is {type(features[column]).__name__}, not "
+                             f"{feature_type.__name__}; convert it first with dataset.{fix}")
+        return column
+    candidates = [key for key, value in features.items() if isinstance(value, feature_type)]
+    if len(candidates) != 1:
+        found = "no" if not candidates else f"{len(candidates)} ({candidates})"
+        raise ValueError(f"{name}: found {found} {feature_type.__name__} columns; columns are {{{described}}}; "
+                         f"pass {what}_column=...")
+    return candidates[0]
+
+
+def _carve_missing(name: str, parts: dict, seed: int) -> dict:
+    """Take seeded, disjoint 5% samples of train for a missing validation and/or test split."""
+    wanted = [s for s in ("validation", "test") if s not in parts]
+    if not wanted:
+        return parts
+    parts, train = dict(parts), parts["train"]
+    n_carve = max(1, round(CARVE_FRACTION * len(train)))
+    if len(train) <= n_carve * len(wanted):
+        raise ValueError(f"{name}: train has {len(train)} examples, too few to carve {wanted} from it; "
+                         "provide those splits")
+    order = np.random.default_rng(seed).permutation(len(train))
+    for i, split in enumerate(wanted):
+        parts[split] = train.select(np.sort(order[i * n_carve:(i + 1) * n_carve]))
+    parts["train"] = train.select(np.sort(order[len(wanted) * n_carve:]))
+    return parts
+
+
+def _decode(name: str, split: str, ds: Any, image_column: str,
+            label_column: str) -> tuple[list[np.ndarray], np.ndarray]:
+    labels = np.asarray(ds[label_column], dtype=np.int32)
+    if labels.size and labels.min() < 0:
+        raise ValueError(f"{name}: split {split!r} has unlabeled examples (label -1); map only labeled splits "
+                         "with splits={'train': ..., 'validation': ...} and the rest is carved from train")
+    return [to_rgb_uint8(image) for image in ds[image_column]], labels
+
+
+def _target_size(decoded: dict, image_size: int | None) -> tuple[int, int] | None:
+    """(H, W) to resize to, or None when every image already shares one size and none was asked for."""
+    if image_size is not None:
+        return image_size, image_size
+    shapes = {image.shape[:2] for images, _ in decoded.values() for image in images}
+    return None if len(shapes) <= 1 else (DEFAULT_RESIZE, DEFAULT_RESIZE)
+
+
+def _resize(image: np.ndarray, size: tuple[int, int] | None) -> np.ndarray:
+    if size is None or image.shape[:2] == size:
+        return image
+    return np.asarray(Image.fromarray(image).resize((size[1], size[0]), Image.Resampling.BILINEAR))

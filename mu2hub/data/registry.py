@@ -1,0 +1,245 @@
+"""Task registry: named recipes that return in-memory `TaskData` (timm / big_vision style).
+
+A task is a function registered under a name with `@register_task(name)`; `get_task(name, **kwargs)` calls
+it and validates the result. Two name prefixes are sources rather than registered tasks:
+`hf:<dataset>` (a Hugging Face dataset) and `imagefolder:<path>` (a local folder), both in `hf.py`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from mu2hub.errors import TaskNotFoundError
+
+SOURCE_PREFIXES = ("hf:", "imagefolder:")
+SPLITS = ("train", "validation", "test")
+
+_TASKS: dict[str, Callable[..., TaskData]] = {}
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Images
+# ---------------------------------------------------------------------------------------------------------
+def to_rgb_uint8(image: Image.Image | np.ndarray) -> np.ndarray:
+    """Any image, or a batch of them, as uint8 RGB: the one entry point every loader and `predict` share.
+
+    Accepts a PIL image of any mode, an array [H, W], [H, W, C] or a batch [N, H, W, C] with C in {1, 3, 4}.
+    Grayscale is replicated to three channels; an alpha channel is dropped (as PIL's `convert("RGB")`
+    does). Values: uint8 as is, bool as {0, 255}, uint16 scaled by 1/257, other integers must lie in
+    [0, 255], floats must lie in [0, 1] (a 0-255 float array is refused rather than guessed at).
+
+    Returns:
+        `np.ndarray` uint8 [H, W, 3] (or [N, H, W, 3] for a batch).
+
+    Raises:
+        ValueError: for another shape, a non-finite or out-of-range value.
+    """
+    if isinstance(image, Image.Image):
+        return _pil_to_rgb(image)
+    array = np.asarray(image)
+    if array.ndim == 2:
+        array = array[..., None]
+    if array.ndim not in (3, 4) or array.shape[-1] not in (1, 3, 4):
+        raise ValueError(
+            f"expected an image [H, W], [H, W, C] or a batch [N, H, W, C] with C in (1, 3, 4); "
+            f"got shape {list(array.shape)}"
+        )
+    array = _to_uint8(array)
+    if array.shape[-1] == 1:
+        return np.repeat(array, 3, axis=-1)
+    return np.ascontiguousarray(array[..., :3])
+
+
+def _pil_to_rgb(image: Image.Image) -> np.ndarray:
+    """PIL handles palette/CMYK/LA etc.; 16-bit and float modes go through the array rules instead."""
+    if image.mode.startswith("I;16"):
+        return to_rgb_uint8(np.asarray(image).astype(np.uint16))
+    if image.mode in ("I", "F"):
+        return to_rgb_uint8(np.asarray(image))
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")  # PIL warns when converting a transparent palette straight to RGB
+    return np.asarray(image.convert("RGB"), dtype=np.uint8)
+
+
+def _to_uint8(array: np.ndarray) -> np.ndarray:
+    if array.dtype == np.uint8:
+        return array
+    if array.dtype == np.bool_:
+        return array.astype(np.uint8) * 255
+    if array.dtype == np.uint16:
+        return np.round(array / 257.0).astype(np.uint8)
+    if np.issubdtype(array.dtype, np.integer):
+        if array.size and (array.min() < 0 or array.max() > 255):
+            raise ValueError(
+                f"integer images must lie in [0, 255]; got {array.dtype} in [{array.min()}, {array.max()}]"
+            )
+        return array.astype(np.uint8)
+    if np.issubdtype(array.dtype, np.floating):
+        if array.size and not (np.isfinite(array).all() and array.min() >= 0.0 and array.max() <= 1.0):
+            raise ValueError(
+                f"float images must lie in [0, 1]; got {array.dtype} in [{array.min()}, {array.max()}] "
+                "(cast 0-255 data to uint8 first)"
+            )
+        return np.round(array * 255.0).astype(np.uint8)
+    raise ValueError(f"unsupported image dtype {array.dtype}")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Task data
+# ---------------------------------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class Split:
+    """One split, fully in memory: images uint8 [N, H, W, 3], labels int32 [N].
+
+    Grayscale batches ([N, H, W] or [N, H, W, 1]) and RGBA uint8 batches are converted to RGB on
+    construction, so every loader can hand over what it has; anything else is left for `TaskData` to reject
+    with the task's name in the message.
+    """
+
+    images: np.ndarray
+    labels: np.ndarray
+
+    def __post_init__(self) -> None:
+        images = np.asarray(self.images)
+        if images.dtype == np.uint8 and images.ndim == 3:
+            images = images[..., None]
+        if images.dtype == np.uint8 and images.ndim == 4 and images.shape[-1] in (1, 4):
+            images = to_rgb_uint8(images)
+        object.__setattr__(self, "images", images)
+        labels = np.asarray(self.labels)
+        if np.issubdtype(labels.dtype, np.integer) and labels.dtype != np.int32:
+            labels = labels.astype(np.int32)
+        object.__setattr__(self, "labels", labels)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskData:
+    """A task's three splits and label names; validated on construction so no bad task reaches training."""
+
+    name: str
+    labels: list[str]
+    train: Split
+    validation: Split
+    test: Split
+
+    def __post_init__(self) -> None:
+        problems = list(self._problems())
+        if problems:
+            raise ValueError(f"task {self.name!r} is invalid: " + "; ".join(problems))
+
+    def _problems(self):
+        if len(self.labels) < 2:
+            yield f"it needs at least 2 classes, got {len(self.labels)} ({self.labels})"
+        if len(set(self.labels)) != len(self.labels):
+            yield f"label names are not unique: {self.labels}"
+        image_hw = None
+        for split_name in SPLITS:
+            split = getattr(self, split_name)
+            images, labels = split.images, split.labels
+            if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
+                yield (f"{split_name} images must be uint8 [N, H, W, 3], "
+                       f"got {images.dtype} {list(images.shape)}")
+                continue
+            if len(images) == 0:
+                yield f"{split_name} split is empty"
+                continue
+            if labels.dtype != np.int32 or labels.shape != (len(images),):
+                yield (f"{split_name} labels must be int32 [{len(images)}], "
+                       f"got {labels.dtype} {list(labels.shape)}")
+                continue
+            if labels.min() < 0 or labels.max() >= len(self.labels):
+                yield (f"{split_name} labels must lie in [0, {len(self.labels) - 1}], "
+                       f"got [{labels.min()}, {labels.max()}]")
+            if image_hw is None:
+                image_hw = images.shape[1:3]
+            elif images.shape[1:3] != image_hw:
+                yield f"{split_name} images are {images.shape[1:3]}, train images are {image_hw}"
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.labels)
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """(H, W, 3) as stored; the path's preprocessing resizes to its own image size."""
+        return tuple(self.train.images.shape[1:])
+
+    @property
+    def chance(self) -> float:
+        """Test accuracy of always predicting the test split's majority class: the floor to beat."""
+        counts = np.bincount(self.test.labels, minlength=self.num_classes)
+        return float(counts.max() / counts.sum())
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Registry
+# ---------------------------------------------------------------------------------------------------------
+def register_task(name: str) -> Callable[[Callable[..., TaskData]], Callable[..., TaskData]]:
+    """Register `fn(**kwargs) -> TaskData` under `name`. Duplicate names and source prefixes are refused."""
+    if ":" in name:
+        raise ValueError(f"task name {name!r} may not contain ':' (reserved for {SOURCE_PREFIXES} sources)")
+
+    def decorator(fn: Callable[..., TaskData]) -> Callable[..., TaskData]:
+        if name in _TASKS:
+            raise ValueError(f"task {name!r} is already registered (by {_TASKS[name].__module__})")
+        _TASKS[name] = fn
+        return fn
+
+    return decorator
+
+
+def list_tasks(pattern: str = "*") -> list[str]:
+    """Registered task names matching a glob `pattern` (fnmatch), sorted. Sources (`hf:`…) are not listed."""
+    return sorted(name for name in _registered() if fnmatch.fnmatchcase(name, pattern))
+
+
+def get_task(name: str, **kwargs: Any) -> TaskData:
+    """Build a task's data.
+
+    Args:
+        name (`str`): a registered name (see `list_tasks()`), `hf:<dataset id or path>` or
+            `imagefolder:<folder>`.
+        **kwargs: forwarded to the task function (e.g. `seed`, `image_size`, `n_train`) or to
+            `load_hf_task` / `load_imagefolder`.
+
+    Returns:
+        `TaskData`, validated.
+
+    Raises:
+        TaskNotFoundError (a `KeyError`): unknown name; the message lists the registered tasks.
+        ValueError: the task's data is invalid (fewer than 2 classes, an empty split, bad image arrays).
+
+    >>> get_task("digits").num_classes
+    10
+    """
+    if name.startswith("hf:"):
+        from mu2hub.data.hf import load_hf_task
+
+        return load_hf_task(name.removeprefix("hf:"), **kwargs)
+    if name.startswith("imagefolder:"):
+        from mu2hub.data.hf import load_imagefolder
+
+        return load_imagefolder(name.removeprefix("imagefolder:"), **kwargs)
+    tasks = _registered()
+    if name not in tasks:
+        raise TaskNotFoundError(name, list(tasks))
+    task = tasks[name](**kwargs)
+    if not isinstance(task, TaskData):
+        raise TypeError(f"task function for {name!r} returned {type(task).__name__}, expected TaskData")
+    return task
+
+
+def _registered() -> dict[str, Callable[..., TaskData]]:
+    """The registry, with the built-in tasks registered on first use (importing registers them)."""
+    from mu2hub.data import builtin  # noqa: F401  (import for its @register_task side effect)
+
+    return _TASKS

@@ -1,0 +1,78 @@
+"""One error hierarchy: catch `Mu2hubError` for all of ours; each class also subclasses the builtin users expect."""
+
+from __future__ import annotations
+
+
+class Mu2hubError(Exception):
+    """Base class of every error mu2hub raises on purpose."""
+
+
+class FormatError(Mu2hubError, ValueError):
+    """A JSON or safetensors file does not follow docs/FORMAT.md.
+
+    Message: `tasks/a.json: 'path.components[3].id' must be 64 lowercase hex characters, got 'xyz'`.
+    """
+
+    def __init__(self, message: str, *, path: str | None = None):
+        self.path = path
+        super().__init__(f"{path}: {message}" if path else message)
+
+
+class FormatVersionError(FormatError):
+    """The file was written by a newer (or unknown) format version."""
+
+
+class UnsafePathError(FormatError):
+    """A file name in a repo is absolute or escapes its folder (`..`)."""
+
+
+class TaskNotFoundError(Mu2hubError, KeyError):
+    """The repo has no such task. Message lists the tasks it has."""
+
+    def __init__(self, task: str, available: list[str], repo_id: str | None = None):
+        self.task, self.available, self.repo_id = task, sorted(available), repo_id
+        where = f" in {repo_id}" if repo_id else ""
+        shown = ", ".join(self.available) if self.available else "(none)"
+        super().__init__(f"no task {task!r}{where}; available tasks: {shown}")
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return self.args[0]
+
+
+class ComponentIntegrityError(Mu2hubError, OSError):
+    """A component file's sha256 does not match the id the task file records (corrupt or truncated).
+
+    Message: `components/ab/ab12….safetensors is corrupt or truncated: expected sha256 ab12…, got 9f0e…
+    (4,096 of 16,384 bytes); retry with force_download=True`.
+    """
+
+    def __init__(self, filename: str, expected: str, actual: str, detail: str = ""):
+        self.filename, self.expected_sha256, self.actual_sha256 = filename, expected, actual
+        super().__init__(
+            f"{filename} is corrupt or truncated: expected sha256 {expected}, got {actual}{detail}; "
+            "retry with force_download=True"
+        )
+
+    def __str__(self) -> str:  # OSError would format from errno/filename instead
+        return self.args[0]
+
+
+class LocalFilesMissingError(Mu2hubError, FileNotFoundError):
+    """Offline (`local_files_only=True` or `HF_HUB_OFFLINE=1`) and the cache lacks files. Lists them."""
+
+    def __init__(self, repo_id: str, missing: list[str]):
+        self.repo_id, self.missing = repo_id, list(missing)
+        listing = "\n".join(f"  - {m}" for m in self.missing)
+        super().__init__(
+            f"{repo_id}: {len(self.missing)} file(s) are not in the local cache and downloads are disabled "
+            f"(local_files_only=True or HF_HUB_OFFLINE=1):\n{listing}\n"
+            "Connect and call again without local_files_only (or unset HF_HUB_OFFLINE) to fetch them."
+        )
+
+
+class ShapeMismatchError(FormatError):
+    """A component's tensors do not fit the slot of the path that names it."""
+
+
+class IncompatibleTaskError(Mu2hubError, ValueError):
+    """An operation that the task's path cannot support (e.g. exporting adapters to transformers)."""

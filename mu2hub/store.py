@@ -1,0 +1,321 @@
+"""Where a system's files live: a local folder (`LocalStore`) or a Hub repo at one pinned commit (`HubStore`).
+
+Both read the same way (config, task files, verified components); only `LocalStore` writes, atomically.
+A Hub load resolves the revision once — the commit `config.json` was served from — and pins every later
+file of that load to it, so a push in the middle of a download cannot mix two versions of a task.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Protocol
+
+import numpy as np
+
+from .constants import CONFIG_NAME, TASKS_DIR, component_filename, task_filename
+from .errors import ComponentIntegrityError, FormatError, LocalFilesMissingError, Mu2hubError, TaskNotFoundError
+from .format import (
+    ComponentRef,
+    Source,
+    Structure,
+    SystemConfig,
+    TaskFile,
+    check_task_name,
+    component_bytes,
+    component_id,
+    distinct,
+    dump_json,
+    load_json,
+    num_params,
+    parse_component,
+)
+
+Tensors = dict[str, np.ndarray]
+
+
+def atomic_write(path: str | os.PathLike, data: bytes) -> None:
+    """Write via a temp file in the same folder + fsync + rename: readers see the old or the new file, never half."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class Store(Protocol):
+    """What loading needs from any place a system lives."""
+
+    name: str
+
+    def read_config(self) -> SystemConfig: ...
+    def read_task(self, task: str) -> TaskFile: ...
+    def list_tasks(self) -> list[str]: ...
+    def read_components(self, refs: Iterable[ComponentRef], *, desc: str = "") -> dict[str, tuple[str, Tensors]]: ...
+
+
+def _parse_all(blobs: dict[str, tuple[ComponentRef, bytes]]) -> dict[str, tuple[str, Tensors]]:
+    return {cid: parse_component(data, expected_id=cid, filename=ref.filename) for cid, (ref, data) in blobs.items()}
+
+
+# ---------------------------------------------------------------------------------------------------
+# Local folder
+# ---------------------------------------------------------------------------------------------------
+
+
+class LocalStore:
+    """A folder in the published layout; also the component store of a training run."""
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root)
+        self.name = str(self.root)
+
+    # -- reading --------------------------------------------------------------------------------
+    def _read(self, rel: str) -> bytes:
+        try:
+            return (self.root / rel).read_bytes()
+        except FileNotFoundError:
+            raise
+        except OSError as e:
+            raise Mu2hubError(f"{self.root / rel}: cannot read: {e}") from e
+
+    def read_config(self) -> SystemConfig:
+        try:
+            data = self._read(CONFIG_NAME)
+        except FileNotFoundError as e:
+            raise FormatError(f"{self.root} is not a mu2hub repo: no {CONFIG_NAME}") from e
+        return SystemConfig.from_json(load_json(data, CONFIG_NAME), CONFIG_NAME)
+
+    def list_tasks(self) -> list[str]:
+        base = self.root / TASKS_DIR
+        return sorted(p.relative_to(base).with_suffix("").as_posix() for p in base.rglob("*.json")) if base.is_dir() else []
+
+    def read_task(self, task: str) -> TaskFile:
+        rel = task_filename(check_task_name(task))
+        try:
+            data = self._read(rel)
+        except FileNotFoundError:
+            raise TaskNotFoundError(task, self.list_tasks(), self.name) from None
+        tf = TaskFile.from_json(load_json(data, rel), rel)
+        if tf.task != task:
+            raise FormatError(f"file names task {tf.task!r} but lives at {rel}", path=rel)
+        return tf
+
+    def has_component(self, cid: str) -> bool:
+        return (self.root / component_filename(cid)).is_file()
+
+    def read_components(self, refs: Iterable[ComponentRef], *, desc: str = "") -> dict[str, tuple[str, Tensors]]:
+        blobs: dict[str, tuple[ComponentRef, bytes]] = {}
+        missing = []
+        for ref in refs:
+            if ref.id in blobs:
+                continue
+            if ref.source is not None:
+                raise Mu2hubError(f"{ref.filename} lives in {ref.source.repo_id}; load through the Hub to follow sources")
+            try:
+                blobs[ref.id] = (ref, self._read(ref.filename))
+            except FileNotFoundError:
+                missing.append(ref.filename)
+        if missing:
+            raise FileNotFoundError(f"{self.root}: missing component files: {', '.join(missing)}")
+        return _parse_all(blobs)
+
+    # -- writing --------------------------------------------------------------------------------
+    def write_config(self, config: SystemConfig) -> None:
+        atomic_write(self.root / CONFIG_NAME, dump_json(config.to_json()))
+
+    def write_task(self, tf: TaskFile) -> None:
+        atomic_write(self.root / task_filename(check_task_name(tf.task)), dump_json(tf.to_json()))
+
+    def write_component(self, tensors: Tensors, kind: str, slot: str | None = None) -> ComponentRef:
+        """Store a component under its content id (a no-op if it exists) and return a reference to it."""
+        data = component_bytes(tensors, kind)
+        cid = component_id(data)
+        if not self.has_component(cid):
+            atomic_write(self.root / component_filename(cid), data)
+        return ComponentRef(slot or kind, cid, num_params(tensors), len(data))
+
+    def write_path(self, task: str, structure: Structure, params: Mapping[str, Mapping[str, np.ndarray]],
+                   labels: list[str], **fields: Any) -> TaskFile:
+        """Write a path's components and its task file; `fields` fill the other TaskFile fields."""
+        refs = [self.write_component({k: np.asarray(v) for k, v in params[s].items()}, s.split(".")[0], s) for s in structure.slots()]
+        tf = TaskFile(task=task, image_size=structure.image_size, num_layers=structure.num_layers, components=refs,
+                      labels=list(labels), adapter_layers=structure.adapter_layers, adapter_dim=structure.adapter_dim, **fields)
+        self.write_task(tf)
+        return tf
+
+    def write_component_bytes(self, data: bytes) -> str:
+        cid = component_id(data)
+        if not self.has_component(cid):
+            atomic_write(self.root / component_filename(cid), data)
+        return cid
+
+
+# ---------------------------------------------------------------------------------------------------
+# Hub repo at a pinned commit
+# ---------------------------------------------------------------------------------------------------
+
+
+def _forwarding_tqdm(shared):
+    """A tqdm class for `hf_hub_download` that feeds one aggregate bar instead of drawing one bar per file."""
+    from huggingface_hub.utils import tqdm as hf_tqdm
+
+    class _Forward(hf_tqdm):
+        def __init__(self, *args, **kwargs):
+            kwargs["disable"] = True
+            super().__init__(*args, **kwargs)
+
+        def update(self, n=1):
+            shared.update(n)
+
+    return _Forward
+
+
+class HubStore:
+    """A Hub repo read through huggingface_hub's cache at one commit.
+
+    `open()` fetches `config.json` at `revision` (branch, tag or sha); the snapshot folder it lands in
+    names the commit, and every later file of this store is fetched at exactly that commit.
+    """
+
+    def __init__(self, repo_id: str, commit: str, config_path: str, *, cache_dir=None, token=None, force_download=False, local_files_only=False):
+        self.repo_id, self.commit, self.name = repo_id, commit, repo_id
+        self._config_path = Path(config_path)
+        self._kw = dict(cache_dir=cache_dir, token=token)
+        self.force_download, self.local_files_only = force_download, local_files_only
+
+    @classmethod
+    def open(cls, repo_id: str, *, revision: str | None = None, cache_dir=None, token=None, force_download=False, local_files_only=False) -> "HubStore":
+        from huggingface_hub import constants
+
+        local_files_only = local_files_only or constants.HF_HUB_OFFLINE
+        path = _download(repo_id, CONFIG_NAME, revision=revision, cache_dir=cache_dir, token=token,
+                         force_download=force_download, local_files_only=local_files_only)
+        return cls(repo_id, Path(path).parent.name, path, cache_dir=cache_dir, token=token,
+                   force_download=force_download, local_files_only=local_files_only)
+
+    def _get(self, filename: str, *, repo_id: str | None = None, revision: str | None = None, force: bool = False, tqdm_class=None) -> str:
+        return _download(
+            repo_id or self.repo_id, filename, revision=revision or self.commit, force_download=force or self.force_download,
+            local_files_only=self.local_files_only, tqdm_class=tqdm_class, **self._kw,
+        )
+
+    def read_config(self) -> SystemConfig:
+        return SystemConfig.from_json(load_json(self._config_path.read_bytes(), CONFIG_NAME), CONFIG_NAME)
+
+    def list_tasks(self) -> list[str]:
+        """Tasks at the pinned commit (offline: the tasks whose files are in the cache)."""
+        if self.local_files_only:
+            base = self._config_path.parent / TASKS_DIR
+            return sorted(p.relative_to(base).with_suffix("").as_posix() for p in base.rglob("*.json")) if base.is_dir() else []
+        from huggingface_hub import HfApi
+
+        api = HfApi(token=self._kw["token"])
+        try:
+            entries = api.list_repo_tree(self.repo_id, path_in_repo=TASKS_DIR, recursive=True, revision=self.commit)
+            return sorted(e.path[len(TASKS_DIR) + 1 : -5] for e in entries if e.path.endswith(".json") and hasattr(e, "size"))
+        except Exception as e:  # a repo without tasks/ answers 404
+            if getattr(getattr(e, "response", None), "status_code", None) == 404:
+                return []
+            raise
+
+    def read_task(self, task: str) -> TaskFile:
+        from huggingface_hub.errors import EntryNotFoundError
+
+        rel = task_filename(check_task_name(task))
+        try:
+            path = self._get(rel)
+        except EntryNotFoundError:
+            raise TaskNotFoundError(task, self.list_tasks(), self.repo_id) from None
+        except LocalFilesMissingError as e:
+            cached = self.list_tasks()
+            raise LocalFilesMissingError(self.repo_id, e.missing + ([f"(tasks in the cache: {', '.join(cached)})"] if cached else [])) from None
+        tf = TaskFile.from_json(load_json(Path(path).read_bytes(), rel), rel)
+        if tf.task != task:
+            raise FormatError(f"file names task {tf.task!r} but lives at {rel}", path=rel)
+        return tf
+
+    def read_components(self, refs: Iterable[ComponentRef], *, desc: str = "") -> dict[str, tuple[str, Tensors]]:
+        """Fetch, verify and parse exactly these components (in parallel, one aggregate progress bar)."""
+        from huggingface_hub.utils import tqdm as hf_tqdm
+
+        todo = {r.id: r for r in refs}
+        total = sum(r.bytes for r in todo.values())
+        missing: list[str] = []
+        with hf_tqdm(total=total, unit="B", unit_scale=True, desc=desc or f"Fetching {len(todo)} components", disable=None) as bar:
+            fwd = _forwarding_tqdm(bar)
+
+            def one(ref: ComponentRef) -> tuple[str, tuple[str, Tensors]] | None:
+                try:
+                    return ref.id, self._read_verified(ref, fwd)
+                except LocalFilesMissingError as e:
+                    missing.extend(e.missing)
+                    return None
+
+            with ThreadPoolExecutor(max_workers=8) as pool:
+                results = [r for r in pool.map(one, todo.values()) if r is not None]
+        if missing:
+            raise LocalFilesMissingError(self.repo_id, sorted(missing))
+        return dict(results)
+
+    def _read_verified(self, ref: ComponentRef, tqdm_class) -> tuple[str, Tensors]:
+        src = ref.source or Source(self.repo_id, self.commit)
+        label = ref.filename if ref.source is None else f"{src.repo_id}@{src.revision[:8]}/{ref.filename}"
+        path = self._get(ref.filename, repo_id=src.repo_id, revision=src.revision, tqdm_class=tqdm_class)
+        try:
+            return parse_component(Path(path).read_bytes(), expected_id=ref.id, filename=label)
+        except ComponentIntegrityError:
+            if self.local_files_only:
+                raise
+        # The cached copy is damaged: fetch it once more from the Hub before giving up.
+        path = self._get(ref.filename, repo_id=src.repo_id, revision=src.revision, force=True)
+        return parse_component(Path(path).read_bytes(), expected_id=ref.id, filename=label)
+
+
+_HAS_TQDM_CLASS: bool | None = None
+
+
+def _download(repo_id: str, filename: str, *, revision, cache_dir, token, force_download, local_files_only, tqdm_class=None) -> str:
+    """`hf_hub_download` with offline misses turned into `LocalFilesMissingError` naming the file."""
+    global _HAS_TQDM_CLASS
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    if _HAS_TQDM_CLASS is None:
+        _HAS_TQDM_CLASS = "tqdm_class" in inspect.signature(hf_hub_download).parameters
+    extra = {"tqdm_class": tqdm_class} if tqdm_class is not None and _HAS_TQDM_CLASS else {}
+    try:
+        return hf_hub_download(repo_id, filename, revision=revision, cache_dir=cache_dir, token=token,
+                               force_download=force_download, local_files_only=local_files_only, **extra)
+    except LocalEntryNotFoundError as e:
+        if local_files_only:
+            raise LocalFilesMissingError(repo_id, [filename]) from e
+        raise
+
+
+def open_store(repo_or_dir: str | os.PathLike, *, revision: str | None = None, cache_dir=None, token=None,
+               force_download: bool = False, local_files_only: bool = False) -> LocalStore | HubStore:
+    """A local folder if `repo_or_dir` is one, otherwise a Hub repo id (huggingface_hub's rule, as ModelHubMixin)."""
+    if force_download and local_files_only:
+        raise ValueError("force_download=True and local_files_only=True contradict each other: pick one")
+    if os.path.isdir(repo_or_dir):
+        if revision is not None:
+            raise ValueError(f"revision={revision!r} given for the local folder {repo_or_dir}: folders have no revisions")
+        return LocalStore(repo_or_dir)
+    return HubStore.open(str(repo_or_dir), revision=revision, cache_dir=cache_dir, token=token,
+                         force_download=force_download, local_files_only=local_files_only)
+
+
+def task_components(store: Store, tf: TaskFile, *, desc: str = "") -> dict[str, tuple[str, Tensors]]:
+    """Verified components of one task, keyed by id."""
+    return store.read_components(tf.components, desc=desc or f"{tf.task}: {len(distinct(c.id for c in tf.components))} components")
