@@ -26,6 +26,13 @@ class _DeviceTensors(dict):
     """A component's tensors on device; a dict subclass so the process cache can hold it weakly."""
 
 
+jax.tree_util.register_pytree_node(
+    _DeviceTensors,
+    lambda d: (tuple(d[k] for k in sorted(d)), tuple(sorted(d))),
+    lambda keys, values: dict(zip(keys, values)),
+)
+
+
 def _device_component(cid: str, tensors: dict[str, np.ndarray], device_key: str = "default") -> _DeviceTensors:
     key = (cid, device_key)
     hit = _LOADED.get(key)
@@ -119,14 +126,12 @@ class TaskModel:
     # -- running ----------------------------------------------------------------------------------
     def preprocess(self, images: Any) -> np.ndarray:
         """PIL images, uint8 HWC arrays (any size; grayscale and RGBA converted) or a uint8 batch -> float batch."""
-        from .data.pp import apply_pp_spec_numpy
-        from .data.registry import to_rgb_uint8
+        from .data.pp import apply_pp_spec_numpy, pp_spec
 
         batch = _as_image_list(images)
         if not batch:
             raise ValueError("no images given")
-        spec = self.task_file.preprocessing or {"resize": self.task_file.image_size, "value_range": [-1, 1]}
-        return np.concatenate([apply_pp_spec_numpy(to_rgb_uint8(im)[None], spec) for im in batch])
+        return apply_pp_spec_numpy(batch, self.task_file.preprocessing or pp_spec(self.task_file.image_size))
 
     def logits(self, x: Any) -> np.ndarray:
         """Logits (B, classes). `x` is a float batch already preprocessed to [-1, 1], or images (see `preprocess`)."""

@@ -11,6 +11,7 @@ import jax
 import numpy as np
 
 from . import model as vit
+from .data.pp import pp_spec
 from .format import Dims, Structure, SystemConfig, TaskFile
 from .store import LocalStore
 
@@ -37,5 +38,5 @@ def random_system(folder: str | os.PathLike, *, dims: Dims, image_size: int, num
             params[slot] = {k: v + np.float32(0.01) * np.random.default_rng(seed * 1000 + t).standard_normal(v.shape, np.float32)
                             for k, v in fresh[slot].items()}
         files[f"task_{t}"] = store.write_path(f"task_{t}", structure, params, [f"c{i}" for i in range(num_classes)],
-                                              preprocessing={"resize": image_size, "value_range": [-1, 1]})
+                                              preprocessing=pp_spec(image_size))
     return files
