@@ -2,30 +2,38 @@
 
 Why: the project's tests must exercise the *real* ``huggingface_hub`` client (cache layout, ETags, revisions,
 ranges, commits, pull requests) over real sockets without network access. This module is a small but faithful
-implementation of the Hub endpoints that client uses, backed by content-addressed blobs on disk. Standard
-library only.
+implementation of the Hub endpoints that client (2.4.0) uses, backed by content-addressed blobs on disk. It is a
+protocol implementation, not a mock of project code. Standard library only.
 
-Wiring (a conftest.py)::
+Wiring (tests/conftest.py)::
 
+    import os, sys
     import pytest
-    from hubserver import HubServer, configure_hf_env   # tests/ is on sys.path under pytest's default import mode
+    sys.path.insert(0, os.path.dirname(__file__))  # only needed with --import-mode=importlib
+    from hubserver import HubServer, configure_hf_env
 
     @pytest.fixture(scope="session")
     def hub(tmp_path_factory):
         root = tmp_path_factory.mktemp("hub")
         with HubServer(root / "server") as server:
             restore = configure_hf_env(server.url, root / "hf_home")
-            yield server
-            restore()
+            try:
+                yield server
+            finally:
+                restore()
 
 ``configure_hf_env`` works whether or not ``huggingface_hub`` was already imported: it sets the environment
-variables *and* patches the module constants (and the module-level ``HfApi`` instance) that were frozen at import.
+variables (seen by a later import and by subprocesses) *and* patches the constants frozen at import time, including
+the module-level ``HfApi`` behind ``huggingface_hub.upload_folder`` & co. Calls nest: ``restore()`` puts back
+whatever was configured before.
 
 Data model: a repo is a set of commits (sha, parents, message, date, full ``{path: sha256}`` file map); refs are
 branches (``main``...), tags, and ``refs/pr/N``; discussions/PRs are records with events. A new repo starts with
 a ``.gitattributes`` commit, like on the real Hub. Files named like LFS files (``*.safetensors``...) or larger
 than ``LFS_THRESHOLD`` are reported as LFS (ETag = sha256); uploads are always accepted inline ("regular").
-State lives in memory and is mirrored to ``<root>/state.json`` after every change (reloaded on construction).
+PR merges are squash commits titled ``"<PR title> (#N)"``; a path changed differently on both sides is a conflict.
+State lives in memory; with ``persist=True`` it is mirrored to ``<root>/state.json`` after every change and
+reloaded by the next ``HubServer(..., persist=True)`` on the same root.
 """
 
 from __future__ import annotations
@@ -144,34 +152,6 @@ def _split_rev(args: list[str]) -> tuple[str, list[str]]:
     return args[0], args[1:]
 
 
-def _card_data(readme: str) -> dict[str, Any]:
-    """Top-level scalar and list keys of a model card's YAML front matter (nested mappings are skipped)."""
-    if not readme.startswith("---"):
-        return {}
-    end = readme.find("\n---", 3)
-    data: dict[str, Any] = {}
-    key: str | None = None
-    for line in readme[3 : end if end > 0 else None].splitlines():
-        if not line.strip() or line.lstrip().startswith("#"):
-            continue
-        if line[0] in " \t-":
-            item = line.strip()
-            if key is not None and item.startswith("- ") and ": " not in item:
-                data[key].append(item[2:].strip().strip("'\""))
-            elif key is not None:
-                data.pop(key, None)  # a nested structure: not representable here
-                key = None
-            continue
-        name, _, value = line.partition(":")
-        key = None
-        if value.strip():
-            data[name.strip()] = value.strip().strip("'\"")
-        else:
-            key = name.strip()
-            data[key] = []
-    return data
-
-
 class _HTTPServer(ThreadingHTTPServer):
     daemon_threads = True
     hub: HubServer
@@ -194,21 +174,10 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - silence stderr access logs
         pass
 
-    def _read_body(self) -> bytes:
-        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
-            chunks = []
-            while (size := int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)) > 0:
-                chunks.append(self.rfile.read(size))
-                self.rfile.readline()
-            while self.rfile.readline() not in (b"\r\n", b"\n", b""):
-                pass
-            return b"".join(chunks)
-        return self.rfile.read(int(self.headers.get("Content-Length") or 0))
-
     def _handle(self) -> None:
         parts = urlsplit(self.path)
         segs = [unquote(s) for s in parts.path.split("/")[1:]]
-        body = self._read_body()
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))  # httpx sends bytes bodies sized
         hub = self.server.hub
         ctx: dict[str, str] = {}
         try:
@@ -237,8 +206,9 @@ class _Handler(BaseHTTPRequestHandler):
 class HubServer:
     """A Hub stand-in bound to ``127.0.0.1`` (port 0 = any free port, kept across ``stop``/``start``)."""
 
-    def __init__(self, root_dir: str | os.PathLike[str], *, port: int = 0) -> None:
+    def __init__(self, root_dir: str | os.PathLike[str], *, port: int = 0, persist: bool = False) -> None:
         self.root = Path(root_dir)
+        self.persist = persist
         (self.root / "blobs").mkdir(parents=True, exist_ok=True)
         self._port = port
         self._lock = threading.RLock()
@@ -249,7 +219,8 @@ class HubServer:
         self._httpd: _HTTPServer | None = None
         self._thread: threading.Thread | None = None
         self.log: list[LoggedRequest] = []
-        self._load()
+        if persist:
+            self._load()
 
     # ----------------------------------------------------------------- lifecycle
     def start(self) -> HubServer:
@@ -381,6 +352,8 @@ class HubServer:
         return self._blob_meta[sha]
 
     def _save(self) -> None:
+        if not self.persist:  # opt-in: every commit rewrites the whole state
+            return
         state = [asdict(r) for r in self._repos.values()]
         tmp = self.root / f".state.{uuid.uuid4().hex}"
         tmp.write_text(json.dumps(state))
@@ -554,25 +527,21 @@ class HubServer:
         return ours, sorted(p for p in ours if p in theirs and theirs[p] != ours[p])
 
     def _diff(self, repo: Repo, disc: Discussion) -> str:
+        """A git-style diff of the PR against its base: text files in full, others as "Binary files ... differ"."""
         base = repo.commits[disc.base_oid or ""].files
-        ours, _ = self._pr_changes(repo, disc)
         out: list[str] = []
-        for path in sorted(ours):
-            old, new = base.get(path), ours[path]
+        for path, new in sorted(self._pr_changes(repo, disc)[0].items()):
+            old = base.get(path)
+            a, b = "/dev/null" if old is None else f"a/{path}", "/dev/null" if new is None else f"b/{path}"
             out.append(f"diff --git a/{path} b/{path}\n")
-            out.append("new file mode 100644\n" if old is None else "deleted file mode 100644\n" if new is None else "")
-            texts = []
-            for sha in (old, new):
-                data = self._read_blob(sha) if sha else b""
-                try:
-                    texts.append(None if sha and self._is_lfs(path, len(data)) else data.decode().splitlines(True))
-                except UnicodeDecodeError:
-                    texts.append(None)
-            if texts[0] is None or texts[1] is None:
-                out.append(f"Binary files a/{path} and b/{path} differ\n")
+            try:
+                texts = [self._read_blob(sha).decode().splitlines(True) if sha else [] for sha in (old, new)]
+            except UnicodeDecodeError:
+                texts = []
+            if not texts or self._is_lfs(path, 0):
+                out.append(f"Binary files {a} and {b} differ\n")
             else:
-                out.extend(difflib.unified_diff(texts[0], texts[1], "/dev/null" if old is None else f"a/{path}",
-                                                "/dev/null" if new is None else f"b/{path}"))
+                out.extend(difflib.unified_diff(texts[0], texts[1], a, b))
         return "".join(out)
 
     def _merge(self, repo: Repo, disc: Discussion, comment: str | None) -> None:
@@ -610,7 +579,7 @@ class HubServer:
                     del self._faults[i]
                     raise HubError(status, None, message)
         if segs[:1] == ["api"]:
-            return self._api(method, segs[1:], query, body, headers.get("Content-Type") or "")
+            return self._api(method, segs[1:], query, body, headers.get("Content-Type") or "", ctx)
         repo_type = segs[0][:-1] if segs[:1] in (["datasets"], ["spaces"]) else "model"
         with self._lock:
             repo, rest = self._split_repo(repo_type, segs[1:] if repo_type != "model" else segs)
@@ -649,7 +618,8 @@ class HubServer:
         headers["Content-Range"] = f"bytes {start}-{end}/{size}"
         return 206, headers, data[start : end + 1]
 
-    def _api(self, method: str, segs: list[str], query: dict[str, list[str]], body: bytes, ctype: str) -> Response:
+    def _api(self, method: str, segs: list[str], query: dict[str, list[str]], body: bytes, ctype: str,
+             ctx: dict[str, str]) -> Response:
         payload: Any = {}
         if "x-www-form-urlencoded" in ctype:  # paths-info posts a form: paths=a&paths=b&expand=False
             payload = {k: v if k == "paths" else v[0] for k, v in parse_qs(body.decode()).items()}
@@ -672,6 +642,7 @@ class HubServer:
             raise HubError(404, None, "Not found")
         with self._lock:
             repo, rest = self._split_repo(segs[0][:-1], segs[1:])
+            ctx["repo_id"] = repo.repo_id
             return self._repo_api(repo, method, rest[0] if rest else "", rest[1:], query, payload, body)
 
     def _repo_api(self, repo: Repo, method: str, action: str, args: list[str], query: dict[str, list[str]],
@@ -742,19 +713,13 @@ class HubServer:
                     lfs = entry["lfs"]
                     sibling["lfs"] = {"size": lfs["size"], "sha256": lfs["oid"], "pointerSize": lfs["pointerSize"]}
             siblings.append(sibling)
-        card = _card_data(self._read_blob(commit.files["README.md"]).decode("utf-8", "replace")
-                          if "README.md" in commit.files else "")
-        tags = list(card.get("tags") or []) if isinstance(card.get("tags"), list) else []
-        if isinstance(card.get("library_name"), str) and card["library_name"] not in tags:
-            tags.append(card["library_name"])
         info = {"_id": hashlib.sha1(repo.repo_id.encode()).hexdigest()[:24], "id": repo.repo_id,
                 "author": repo.repo_id.split("/")[0] if "/" in repo.repo_id else AUTHOR, "sha": sha,
                 "lastModified": commit.date, "createdAt": repo.created_at, "private": False, "gated": False,
-                "disabled": False, "downloads": 0, "likes": 0, "tags": tags, "siblings": siblings,
-                "cardData": card or None, "usedStorage": sum(self._meta(b)[0] for b in set(commit.files.values()))}
+                "disabled": False, "downloads": 0, "likes": 0, "tags": [], "siblings": siblings,
+                "usedStorage": sum(self._meta(b)[0] for b in set(commit.files.values()))}
         if repo.repo_type == "model":
-            info.update(modelId=repo.repo_id, library_name=card.get("library_name"),
-                        pipeline_tag=card.get("pipeline_tag"))
+            info["modelId"] = repo.repo_id
         return info
 
     def _tree(self, repo: Repo, rev: str, path: str, recursive: bool, expand: bool) -> list[dict[str, Any]]:
@@ -784,7 +749,10 @@ class HubServer:
             del refs[name]
         elif method == "POST":
             # create_branch posts to branch/{name} {startingPoint}; create_tag posts to tag/{revision} {tag}
-            new, start = (name, payload.get("startingPoint") or "main") if kind == "branch" else (payload.get("tag"), name)
+            if kind == "branch":
+                new, start = name, payload.get("startingPoint") or "main"
+            else:
+                new, start = payload.get("tag"), name
             if not new:
                 raise HubError(400, None, f"Missing {kind} name")
             if new in refs:

@@ -1,0 +1,73 @@
+"""Warm-cache `from_pretrained` time vs. reading the same files with safetensors.numpy + jax.device_put.
+
+Goal: <= 1.5x. Both sides read every component file of the task once and place it on the default device;
+ours also reads the JSON files, verifies every sha256 and checks shapes. Run:
+`.venv/bin/python bench/load.py [--variant B/16] [--repeats 5]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from pathlib import Path
+
+import jax
+from _common import VARIANTS, loopback_hub, machine
+from safetensors.numpy import load_file
+
+import mu2hub
+from mu2hub.format import Dims
+from mu2hub.report import table
+from mu2hub.synthetic import random_system
+
+
+def _median_time(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--variant", default="B/16", choices=sorted(VARIANTS))
+    ap.add_argument("--repeats", type=int, default=5)
+    a = ap.parse_args()
+    hidden, heads, mlp, patch, layers, size = VARIANTS[a.variant]
+    server, root = loopback_hub()
+    random_system(root / "system", dims=Dims(hidden, heads, mlp, patch), image_size=size, num_layers=layers, num_tasks=2)
+    server.create_repo("bench/load")
+    server.commit_folder("bench/load", root / "system")
+    model = mu2hub.from_pretrained("bench/load", task="task_0")  # warms the cache
+    snapshot = next((root / "hf_home" / "hub").glob("models--bench--load/snapshots/*"))
+    files = [snapshot / c.filename for c in {c.id: c for c in model.components}.values()]
+
+    def baseline():
+        arrays = [jax.device_put(load_file(f)) for f in files]
+        jax.block_until_ready(arrays)
+
+    def ours(**kw):
+        m = mu2hub.api.load_task(mu2hub.store.open_store("bench/load", **kw), "task_0")
+        jax.block_until_ready(m.params)
+        mu2hub.api._LOADED.clear()  # measure a real load, not the in-process sharing cache
+
+    del model
+    mu2hub.api._LOADED.clear()
+    base = _median_time(baseline, a.repeats)
+    offline = _median_time(lambda: ours(local_files_only=True), a.repeats)
+    online = _median_time(ours, a.repeats)
+    mb = sum(Path(f).stat().st_size for f in files) / 1e6
+    print(f"\nbench/load.py — {a.variant}, one task = {len(files)} files, {mb:.1f} MB, median of {a.repeats} — {machine()}")
+    print(table([
+        ["safetensors.numpy + jax.device_put", f"{base:.3f}", "1.00"],
+        ["from_pretrained, warm cache, local_files_only", f"{offline:.3f}", f"{offline / base:.2f}"],
+        ["from_pretrained, warm cache, online (1 HEAD)", f"{online:.3f}", f"{online / base:.2f}"],
+    ], ["load", "seconds", "x baseline"]))
+    server.stop()
+
+
+if __name__ == "__main__":
+    main()
