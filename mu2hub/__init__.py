@@ -5,7 +5,7 @@
 >>> model.predict(image)
 """
 
-from .api import TaskModel, from_pretrained, list_tasks, system_info
+from .api import TaskModel, from_pretrained, from_transformers, list_tasks, system_info
 from .errors import (
     ComponentIntegrityError,
     FormatError,
@@ -20,7 +20,7 @@ from .errors import (
 __version__ = "0.1.0"
 
 __all__ = [
-    "TaskModel", "from_pretrained", "list_tasks", "system_info",
+    "TaskModel", "from_pretrained", "from_transformers", "list_tasks", "system_info",
     "Mu2hubError", "FormatError", "FormatVersionError", "UnsafePathError", "TaskNotFoundError",
     "ComponentIntegrityError", "LocalFilesMissingError", "ShapeMismatchError",
 ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import weakref
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -14,7 +15,7 @@ import numpy as np
 
 from . import model as vit
 from .errors import ShapeMismatchError
-from .format import ComponentRef, Structure, SystemConfig, TaskFile, distinct
+from .format import ComponentRef, Structure, SystemConfig, TaskFile, component_refs, distinct
 from .store import LocalStore, Store, open_store, task_components
 
 # Device arrays of components already loaded in this process, by id: tasks that share a component share its
@@ -241,6 +242,45 @@ def from_pretrained(
     store = open_store(repo_id_or_path, revision=revision, cache_dir=cache_dir, token=token,
                        force_download=force_download, local_files_only=local_files_only)
     return load_task(store, task, dtype=dtype, repo_id=str(repo_id_or_path), revision=getattr(store, "commit", None))
+
+
+def from_transformers(
+    repo_id_or_path: str | os.PathLike,
+    *,
+    task: str | None = None,
+    revision: str | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    token: str | bool | None = None,
+    local_files_only: bool = False,
+    force_download: bool = False,
+    dtype: Any = None,
+) -> TaskModel:
+    """Import a transformers ViT checkpoint (`config.json` + `model.safetensors`, as `google/vit-*`) as a root system.
+
+    The result is a one-path system: `save_pretrained(dir)` writes it in mu2hub's format, ready to be evolved
+    (`training/`, root init) or extended. Tensors are read with safetensors; no PyTorch needed.
+
+    Args:
+        repo_id_or_path (`str`): a Hub repo id or a local folder.
+        task (`str`, *optional*): the path's task name; defaults to the checkpoint's folder/repo name.
+        revision, cache_dir, token, local_files_only, force_download: as in `from_pretrained`.
+        dtype (*optional*): compute dtype.
+    """
+    from .data.pp import pp_spec
+    from .interop import read_transformers_checkpoint
+
+    structure, params, labels = read_transformers_checkpoint(
+        repo_id_or_path, revision=revision, cache_dir=cache_dir, token=token,
+        local_files_only=local_files_only, force_download=force_download)
+    name = task or re.sub(r"[^A-Za-z0-9_.\-]+", "-", Path(str(repo_id_or_path)).name).strip("-.") or "root"
+    config = SystemConfig(structure.dims, structure.image_size, structure.num_layers, name=str(repo_id_or_path),
+                          description="imported from a transformers ViT checkpoint")
+    tf = TaskFile(task=name, image_size=structure.image_size, num_layers=structure.num_layers,
+                  components=component_refs(params, structure.slots()), labels=list(labels),
+                  preprocessing=pp_spec(structure.image_size),
+                  lineage={"imported_from": str(repo_id_or_path), "revision": revision})
+    device = {slot: _DeviceTensors({k: jax.device_put(v) for k, v in t.items()}) for slot, t in params.items()}
+    return TaskModel(config, tf, device, repo_id=str(repo_id_or_path), revision=revision, dtype=dtype)
 
 
 def list_tasks(repo_id_or_path: str | os.PathLike, *, revision: str | None = None, cache_dir=None, token=None,

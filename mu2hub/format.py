@@ -9,12 +9,15 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 import re
 import struct
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 import numpy as np
+from safetensors import safe_open
 from safetensors.numpy import load as _st_load
 
 from .constants import FORMAT_VERSION, LIBRARY_NAME, component_filename, task_filename
@@ -116,6 +119,43 @@ def parse_component(data: bytes, *, expected_id: str | None = None, filename: st
     except Exception as e:  # safetensors raises its own SafetensorError, json ValueError
         raise FormatError(f"not a valid safetensors file: {e}", path=filename) from e
     kind = meta.get("kind")
+    if kind is None:
+        raise FormatError("safetensors __metadata__ has no 'kind'", path=filename)
+    return kind, tensors
+
+
+def read_component_file(path: str | os.PathLike, *, expected_id: str, expected_bytes: int | None = None,
+                        filename: str | None = None, stamp_dir: str | os.PathLike | None = None) -> tuple[str, dict[str, np.ndarray]]:
+    """Verify a component file against its id, then read it with safetensors (memory-mapped, one copy).
+
+    Hashing hundreds of MB costs more than loading them, so a file verified once may leave a *stamp* in
+    `stamp_dir` recording its size, inode, mtime and ctime; while all four are unchanged the hash is skipped.
+    Any rewrite of the file (even one restoring the mtime) changes its ctime and forces a new hash.
+    """
+    filename = filename or component_filename(expected_id)
+    real = Path(path).resolve()
+    st = real.stat()
+    if expected_bytes is not None and st.st_size != expected_bytes:
+        raise ComponentIntegrityError(filename, expected_id, "(not computed)",
+                                      f" ({st.st_size:,} bytes where the task file records {expected_bytes:,})")
+    key = f"{st.st_size} {st.st_ino} {st.st_mtime_ns} {st.st_ctime_ns}"
+    stamp = Path(stamp_dir) / expected_id if stamp_dir is not None else None
+    if stamp is None or not stamp.is_file() or stamp.read_text() != key:
+        with open(real, "rb") as f:
+            actual = hashlib.file_digest(f, "sha256").hexdigest()
+        if actual != expected_id:
+            raise ComponentIntegrityError(filename, expected_id, actual, f" ({st.st_size:,} bytes)")
+        if stamp is not None:
+            stamp.parent.mkdir(parents=True, exist_ok=True)
+            tmp = stamp.with_name(f".{stamp.name}.{os.getpid()}.tmp")
+            tmp.write_text(key)
+            os.replace(tmp, stamp)
+    try:
+        with safe_open(str(real), framework="numpy") as f:
+            kind = (f.metadata() or {}).get("kind")
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as e:
+        raise FormatError(f"not a valid safetensors file: {e}", path=filename) from e
     if kind is None:
         raise FormatError("safetensors __metadata__ has no 'kind'", path=filename)
     return kind, tensors

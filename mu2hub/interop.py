@@ -12,7 +12,6 @@ not on that route and is dropped on import.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
@@ -27,7 +26,7 @@ from huggingface_hub import hf_hub_download
 from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
 
 from .errors import FormatError, IncompatibleTaskError, ShapeMismatchError
-from .format import Dims, Structure, check_relpath
+from .format import Dims, Structure, check_relpath, load_json
 from .model import expected_shapes, resize_pos_embed, slot_kwargs
 
 logger = logging.getLogger(__name__)
@@ -35,7 +34,6 @@ logger = logging.getLogger(__name__)
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 WEIGHTS_INDEX_FILE = "model.safetensors.index.json"
-PROCESSOR_FILE = "preprocessor_config.json"
 
 _ARCHITECTURES = ("ViTForImageClassification", "ViTModel")
 _PIL_RESAMPLE = {"nearest": 0, "bilinear": 2, "bicubic": 3}
@@ -57,6 +55,8 @@ def _as_vit_config(cfg: Mapping[str, Any] | transformers.ViTConfig) -> transform
     """A `config.json` dict becomes a ViTConfig so that absent keys take transformers' defaults (eps 1e-12)."""
     if isinstance(cfg, transformers.ViTConfig):
         return cfg
+    if not isinstance(cfg, Mapping):
+        raise FormatError(f"a ViT config must be a dict or a ViTConfig, got {type(cfg).__name__}")
     model_type = cfg.get("model_type", "vit")
     if model_type != "vit":
         raise FormatError(f"model_type {model_type!r} is not a ViT checkpoint mu2hub can import (supported: 'vit')")
@@ -144,7 +144,34 @@ def vit_config_for(dims: Dims, structure: Structure, labels: Sequence[str]) -> t
 # ---------------------------------------------------------------------------------------------------
 
 
-def _name_table(num_layers: int, prefix: str) -> dict[tuple[str, str], tuple[str, str]]:
+# A block's modules (mu2hub tensor prefix -> transformers module) in the two namings transformers uses:
+# "checkpoint" is what model.safetensors files hold (google/vit-*, save_pretrained); "module" is the
+# in-memory `model.state_dict()` of transformers >= 5.x, which renames on load and back on save.
+_BLOCK_NAMES = {
+    "checkpoint": ("encoder.layer.{i}.", {
+        "norm1.": "layernorm_before",
+        "attn.query.": "attention.attention.query",
+        "attn.key.": "attention.attention.key",
+        "attn.value.": "attention.attention.value",
+        "attn.out.": "attention.output.dense",
+        "norm2.": "layernorm_after",
+        "mlp.fc1.": "intermediate.dense",
+        "mlp.fc2.": "output.dense",
+    }),
+    "module": ("layers.{i}.", {
+        "norm1.": "layernorm_before",
+        "attn.query.": "attention.q_proj",
+        "attn.key.": "attention.k_proj",
+        "attn.value.": "attention.v_proj",
+        "attn.out.": "attention.o_proj",
+        "norm2.": "layernorm_after",
+        "mlp.fc1.": "mlp.fc1",
+        "mlp.fc2.": "mlp.fc2",
+    }),
+}
+
+
+def _name_table(num_layers: int, prefix: str, naming: str = "checkpoint") -> dict[tuple[str, str], tuple[str, str]]:
     """(slot, tensor) -> (transformers key, layout change) for every tensor of the model."""
     table = {
         ("patch_embed", "kernel"): (f"{prefix}embeddings.patch_embeddings.projection.weight", _CONV),
@@ -161,15 +188,11 @@ def _name_table(num_layers: int, prefix: str) -> dict[tuple[str, str], tuple[str
         table[(slot, f"{ours}kernel")] = (f"{theirs}.weight", _LINEAR)
         table[(slot, f"{ours}bias")] = (f"{theirs}.bias", _COPY)
 
+    block, modules = _BLOCK_NAMES[naming]
     for i in range(num_layers):
-        slot, base = f"block.{i}", f"{prefix}encoder.layer.{i}."
-        norm(slot, "norm1.", base + "layernorm_before")
-        for proj in ("query", "key", "value"):
-            linear(slot, f"attn.{proj}.", base + f"attention.attention.{proj}")
-        linear(slot, "attn.out.", base + "attention.output.dense")
-        norm(slot, "norm2.", base + "layernorm_after")
-        linear(slot, "mlp.fc1.", base + "intermediate.dense")
-        linear(slot, "mlp.fc2.", base + "output.dense")
+        base = prefix + block.format(i=i)
+        for ours, theirs in modules.items():
+            (norm if ours.startswith("norm") else linear)(f"block.{i}", ours, base + theirs)
     norm("norm", "", f"{prefix}layernorm")
     linear("head", "", "classifier")  # outside the `vit.` prefix in ViTForImageClassification
     return table
@@ -235,7 +258,9 @@ def params_from_transformers(
     """A transformers ViT state dict (numpy arrays, or anything `np.asarray` reads) -> mu2hub path params.
 
     Accepts the `ViTForImageClassification` layout (`vit.…` + `classifier.…`) and the `ViTModel` layout
-    (no prefix). `pooler.*` is dropped: classification reads the class token after the final LayerNorm.
+    (no prefix), each in checkpoint-file naming (`encoder.layer.{i}.attention.attention.query`) or in the
+    in-memory naming of transformers >= 5.x (`layers.{i}.attention.q_proj`). `pooler.*` is dropped:
+    classification reads the class token after the final LayerNorm.
     A checkpoint without a classifier (a `ViTModel`, e.g. an in21k backbone) gets a zero head with
     `num_labels` classes from the config: uniform predictions, as a fresh µ2Net head starts.
 
@@ -247,7 +272,8 @@ def params_from_transformers(
     """
     structure, _ = _structure_and_labels(cfg)
     prefix = "vit." if any(k.startswith("vit.") for k in state_dict) else ""
-    table = _name_table(structure.num_layers, prefix)
+    module_naming = any(re.match(rf"{re.escape(prefix)}layers\.\d+\.", k) for k in state_dict)
+    table = _name_table(structure.num_layers, prefix, "module" if module_naming else "checkpoint")
     head_keys = {table[("head", "kernel")][0], table[("head", "bias")][0]}
     headless = not head_keys & state_dict.keys()
     wanted = {key for key, _ in table.values()} - (head_keys if headless else set())
@@ -272,6 +298,9 @@ def params_to_transformers(
     structure: Structure, params: Mapping[str, Mapping[str, Any]], labels: Sequence[str]
 ) -> tuple[dict[str, np.ndarray], transformers.ViTConfig]:
     """The exact inverse of `params_from_transformers`: a `ViTForImageClassification` state dict + config.
+
+    Keys use the checkpoint-file naming (what `model.safetensors` holds and every transformers version's
+    `from_pretrained` reads), not the in-memory module names of a particular transformers version.
 
     A position embedding of another grid is resampled as `apply_path` does, so the export computes what
     the path computes.
@@ -301,20 +330,33 @@ def params_to_transformers(
 # ---------------------------------------------------------------------------------------------------
 
 
-def _image_processor(structure: Structure, preprocessing: Mapping[str, Any] | None) -> transformers.ViTImageProcessorPil:
-    """mu2hub's preprocessing as a ViTImageProcessor: resize to the path's size, map [0, 255] to value_range.
+def _image_processor(
+    structure: Structure, preprocessing: Mapping[str, Any] | None
+) -> transformers.ViTImageProcessorPil:
+    """A task's eval preprocessing (`mu2hub.data.pp.pp_spec`) as the equivalent ViTImageProcessor.
 
-    `value_range` (default (-1, 1)) becomes mean/std of the [0, 1]-rescaled pixels: lo + (hi - lo) x =
-    (x - mean) / std with std = 1 / (hi - lo), mean = -lo / (hi - lo). `resize_method` is a PIL filter name.
+    `resize` must be the path's image size; `method` becomes the PIL filter (PIL filters antialias when
+    shrinking, as the spec's `antialias=True`); `value_range` (lo, hi) becomes mean/std of the [0, 1]-rescaled
+    pixels: lo + (hi - lo) x = (x - mean) / std, so std = 1 / (hi - lo) and mean = -lo / (hi - lo);
+    `channels` "rgb" becomes `do_convert_rgb`. PIL resizes uint8 images, so pixels differ from mu2hub's
+    float resize by about one uint8 step (2/255 in [-1, 1]).
     """
     pp = dict(preprocessing or {})
-    lo, hi = (float(v) for v in pp.pop("value_range", (-1.0, 1.0)))
-    method = pp.pop("resize_method", "bilinear")
+    size = pp.pop("resize", structure.image_size)
+    if size != structure.image_size:
+        raise ValueError(f"preprocessing resizes to {size}, but the path's image size is {structure.image_size}")
+    method = pp.pop("method", "bilinear")
     if method not in _PIL_RESAMPLE:
-        raise ValueError(f"resize_method {method!r} has no ViTImageProcessor equivalent (known: {sorted(_PIL_RESAMPLE)})")
+        raise ValueError(f"resize method {method!r} has no PIL equivalent (known: {sorted(_PIL_RESAMPLE)})")
+    if not pp.pop("antialias", True):
+        logger.warning("antialias=False has no PIL equivalent: transformers' processor antialiases when shrinking")
+    channels = pp.pop("channels", "rgb")
+    if channels != "rgb":
+        raise ValueError(f"channels {channels!r} cannot be exported (transformers' ViT processor converts to 'rgb')")
+    lo, hi = (float(v) for v in pp.pop("value_range", (-1.0, 1.0)))
     if pp:
         logger.warning("preprocessing keys %s have no ViTImageProcessor equivalent and are not exported", sorted(pp))
-    channels = structure.dims.num_channels
+    n = structure.dims.num_channels
     return transformers.ViTImageProcessorPil(
         do_resize=True,
         size={"height": structure.image_size, "width": structure.image_size},
@@ -322,8 +364,9 @@ def _image_processor(structure: Structure, preprocessing: Mapping[str, Any] | No
         do_rescale=True,
         rescale_factor=1 / 255,
         do_normalize=True,
-        image_mean=[-lo / (hi - lo)] * channels,
-        image_std=[1 / (hi - lo)] * channels,
+        image_mean=[-lo / (hi - lo)] * n,
+        image_std=[1 / (hi - lo)] * n,
+        do_convert_rgb=True,
     )
 
 
@@ -344,8 +387,8 @@ def write_transformers_checkpoint(
         structure (`Structure`): the path's structure; it must have no adapters.
         params (`{slot: {tensor: array}}`): the path's parameters.
         labels (`Sequence[str]`): class names, one per head output.
-        preprocessing (`Mapping`, *optional*): the task's preprocessing; `value_range` (default (-1, 1)) and
-            `resize_method` (default "bilinear") are exported, other keys are logged and skipped.
+        preprocessing (`Mapping`, *optional*): the task's eval preprocessing (`mu2hub.data.pp.pp_spec`);
+            absent keys take its defaults (bilinear resize to the image size, values in [-1, 1], RGB).
 
     Returns:
         `Path`: the directory.
@@ -408,7 +451,8 @@ def _weight_files(fetch: Callable[[str], Path], where: str) -> list[Path]:
                 f"{where} has neither {WEIGHTS_FILE} nor {WEIGHTS_INDEX_FILE}; mu2hub reads safetensors only "
                 "(pytorch_model.bin is a pickle and is never loaded)"
             ) from single_missing
-    weight_map = json.loads(index.read_text()).get("weight_map")
+    weight_map = load_json(index.read_bytes(), WEIGHTS_INDEX_FILE)
+    weight_map = weight_map.get("weight_map") if isinstance(weight_map, dict) else None
     if not isinstance(weight_map, dict) or not weight_map:
         raise FormatError("no 'weight_map' object", path=WEIGHTS_INDEX_FILE)
     return [fetch(shard) for shard in sorted(set(weight_map.values()))]
@@ -449,15 +493,14 @@ def read_transformers_checkpoint(
     if os.path.isdir(dir_or_repo):
         fetch = _folder_fetcher(Path(dir_or_repo))
     else:
-        download = dict(cache_dir=cache_dir, token=token, local_files_only=local_files_only, force_download=force_download)
-        fetch = _hub_fetcher(str(dir_or_repo), revision, **download)
-    config_path = fetch(CONFIG_FILE)
-    try:
-        config = json.loads(config_path.read_text())
-    except ValueError as e:
-        raise FormatError(f"malformed JSON: {e}", path=CONFIG_FILE) from e
+        fetch = _hub_fetcher(
+            str(dir_or_repo), revision,
+            cache_dir=cache_dir, token=token, local_files_only=local_files_only, force_download=force_download,
+        )
+    config = load_json(fetch(CONFIG_FILE).read_bytes(), CONFIG_FILE)
+    _, labels = _structure_and_labels(config)  # an unsupported config fails before any weight is downloaded
     state: dict[str, np.ndarray] = {}
     for path in _weight_files(fetch, str(dir_or_repo)):
         state.update(_read_safetensors(path))
     structure, params = params_from_transformers(state, config)
-    return structure, params, _structure_and_labels(config)[1]
+    return structure, params, labels

@@ -32,6 +32,7 @@ from .format import (
     load_json,
     num_params,
     parse_component,
+    read_component_file,
 )
 
 Tensors = dict[str, np.ndarray]
@@ -139,11 +140,16 @@ class LocalStore:
 
     def write_component(self, tensors: Tensors, kind: str, slot: str | None = None) -> ComponentRef:
         """Store a component under its content id (a no-op if it exists) and return a reference to it."""
+        return self.add_component(tensors, kind, slot)[0]
+
+    def add_component(self, tensors: Tensors, kind: str, slot: str | None = None) -> tuple[ComponentRef, bool]:
+        """`write_component`, also saying whether the file is new (False: these exact parameters were there)."""
         data = component_bytes(tensors, kind)
         cid = component_id(data)
-        if not self.has_component(cid):
+        new = not self.has_component(cid)
+        if new:
             atomic_write(self.root / component_filename(cid), data)
-        return ComponentRef(slot or kind, cid, num_params(tensors), len(data))
+        return ComponentRef(slot or kind, cid, num_params(tensors), len(data)), new
 
     def write_path(self, task: str, structure: Structure, params: Mapping[str, Mapping[str, np.ndarray]],
                    labels: list[str], **fields: Any) -> TaskFile:
@@ -271,15 +277,25 @@ class HubStore:
     def _read_verified(self, ref: ComponentRef, tqdm_class) -> tuple[str, Tensors]:
         src = ref.source or Source(self.repo_id, self.commit)
         label = ref.filename if ref.source is None else f"{src.repo_id}@{src.revision[:8]}/{ref.filename}"
-        path = self._get(ref.filename, repo_id=src.repo_id, revision=src.revision, tqdm_class=tqdm_class)
+        stamps = Path(self._kw["cache_dir"] or _hub_cache()) / ".mu2hub" / "verified"
+
+        def read(force: bool) -> tuple[str, Tensors]:
+            path = self._get(ref.filename, repo_id=src.repo_id, revision=src.revision, force=force, tqdm_class=tqdm_class)
+            return read_component_file(path, expected_id=ref.id, expected_bytes=ref.bytes, filename=label, stamp_dir=stamps)
+
         try:
-            return parse_component(Path(path).read_bytes(), expected_id=ref.id, filename=label)
+            return read(False)
         except ComponentIntegrityError:
             if self.local_files_only:
                 raise
         # The cached copy is damaged: fetch it once more from the Hub before giving up.
-        path = self._get(ref.filename, repo_id=src.repo_id, revision=src.revision, force=True)
-        return parse_component(Path(path).read_bytes(), expected_id=ref.id, filename=label)
+        return read(True)
+
+
+def _hub_cache() -> str:
+    from huggingface_hub import constants
+
+    return constants.HF_HUB_CACHE
 
 
 _HAS_TQDM_CLASS: bool | None = None

@@ -1,1 +1,35 @@
-"""Tasks and their input pipelines: the registry, built-in data, Hugging Face datasets, preprocessing."""
+"""Tasks and their input pipelines: the registry, built-in data, Hugging Face datasets, preprocessing.
+
+>>> from mu2hub.data import get_task, list_tasks
+>>> list_tasks("shapes/*")
+['shapes/label_orientation', 'shapes/label_scale', 'shapes/label_shape', 'shapes/label_x_position']
+"""
+
+from mu2hub.data.hf import load_hf_task, load_imagefolder, task_from_dataset_dict
+from mu2hub.data.pp import (
+    apply_pp_spec_numpy,
+    batches,
+    eval_batches,
+    pp_spec,
+    preprocess_eval,
+    preprocess_train,
+)
+from mu2hub.data.registry import Split, TaskData, get_task, list_tasks, register_task, to_rgb_uint8
+
+__all__ = [
+    "Split",
+    "TaskData",
+    "apply_pp_spec_numpy",
+    "batches",
+    "eval_batches",
+    "get_task",
+    "list_tasks",
+    "load_hf_task",
+    "load_imagefolder",
+    "pp_spec",
+    "preprocess_eval",
+    "preprocess_train",
+    "register_task",
+    "task_from_dataset_dict",
+    "to_rgb_uint8",
+]

@@ -72,7 +72,7 @@ def _stratified_split(labels: np.ndarray, fractions: tuple[float, ...], seed: in
     for cls in np.unique(labels):
         idx = rng.permutation(np.flatnonzero(labels == cls))
         bounds = np.round(np.cumsum(fractions) * len(idx)).astype(int)
-        for part, chunk in zip(parts, np.split(idx, bounds[:-1])):
+        for part, chunk in zip(parts, np.split(idx, bounds[:-1]), strict=True):
             part.append(chunk)
     return [rng.permutation(np.concatenate(part)) for part in parts]
 
@@ -108,14 +108,26 @@ def shapes_label_orientation(**kwargs) -> TaskData:
     width = 360 // ORIENTATION_BINS
     names = [f"{i * width}-{(i + 1) * width}deg" for i in range(ORIENTATION_BINS)]
     return _shapes_task(
-        "shapes/label_orientation", names, lambda f: f[:, 2] // per_bin, shapes=(SHAPES.index("heart"),),
+        "shapes/label_orientation",
+        names,
+        lambda f: f[:, 2] // per_bin,
+        shapes=(SHAPES.index("heart"),),
         **kwargs,
     )
 
 
-def _shapes_task(name, label_names, label_fn, *, shapes=(0, 1, 2), n_train=DEFAULT_SIZES["n_train"],
-                 n_validation=DEFAULT_SIZES["n_validation"], n_test=DEFAULT_SIZES["n_test"], seed=0,
-                 image_size=32) -> TaskData:
+def _shapes_task(
+    name,
+    label_names,
+    label_fn,
+    *,
+    shapes=(0, 1, 2),
+    n_train=DEFAULT_SIZES["n_train"],
+    n_validation=DEFAULT_SIZES["n_validation"],
+    n_test=DEFAULT_SIZES["n_test"],
+    seed=0,
+    image_size=32,
+) -> TaskData:
     sizes = (n_train, n_validation, n_test)
     splits = []
     for factors, images in _generate(shapes, sizes, seed, image_size):
@@ -124,14 +136,15 @@ def _shapes_task(name, label_names, label_fn, *, shapes=(0, 1, 2), n_train=DEFAU
 
 
 @functools.lru_cache(maxsize=8)
-def _generate(shapes: tuple[int, ...], sizes: tuple[int, int, int], seed: int,
-              image_size: int) -> tuple[tuple[np.ndarray, np.ndarray], ...]:
+def _generate(
+    shapes: tuple[int, ...], sizes: tuple[int, int, int], seed: int, image_size: int
+) -> tuple[tuple[np.ndarray, np.ndarray], ...]:
     """(factors [n, 5], images [n, S, S, 3]) per split; cached because all shape tasks share the render."""
     factors = sample_factors(sum(sizes), seed, shapes=shapes)
     images = render(factors, image_size)
     bounds = np.cumsum(sizes)[:-1]
     return tuple(
-        (_readonly(f), _readonly(i)) for f, i in zip(np.split(factors, bounds), np.split(images, bounds))
+        (_readonly(f), _readonly(i)) for f, i in zip(np.split(factors, bounds), np.split(images, bounds), strict=True)
     )
 
 

@@ -27,10 +27,19 @@ CARVE_FRACTION = 0.05
 DEFAULT_RESIZE = 64
 
 
-def load_hf_task(path: str, *, config_name: str | None = None, revision: str | None = None,
-                 image_column: str | None = None, label_column: str | None = None,
-                 splits: Mapping[str, str] | None = None, cache_dir: str | None = None,
-                 max_examples: int | None = None, image_size: int | None = None, seed: int = 0) -> TaskData:
+def load_hf_task(
+    path: str,
+    *,
+    config_name: str | None = None,
+    revision: str | None = None,
+    image_column: str | None = None,
+    label_column: str | None = None,
+    splits: Mapping[str, str] | None = None,
+    cache_dir: str | None = None,
+    max_examples: int | None = None,
+    image_size: int | None = None,
+    seed: int = 0,
+) -> TaskData:
     """Load a Hugging Face dataset as a task, named `hf:<path>`.
 
     Args:
@@ -58,13 +67,25 @@ def load_hf_task(path: str, *, config_name: str | None = None, revision: str | N
     if isinstance(loaded, datasets.Dataset):
         loaded = datasets.DatasetDict({"train": loaded})
     return task_from_dataset_dict(
-        f"hf:{path}", loaded, image_column=image_column, label_column=label_column, splits=splits,
-        max_examples=max_examples, image_size=image_size, seed=seed,
+        f"hf:{path}",
+        loaded,
+        image_column=image_column,
+        label_column=label_column,
+        splits=splits,
+        max_examples=max_examples,
+        image_size=image_size,
+        seed=seed,
     )
 
 
-def load_imagefolder(path: str, *, cache_dir: str | None = None, max_examples: int | None = None,
-                     image_size: int | None = None, seed: int = 0) -> TaskData:
+def load_imagefolder(
+    path: str,
+    *,
+    cache_dir: str | None = None,
+    max_examples: int | None = None,
+    image_size: int | None = None,
+    seed: int = 0,
+) -> TaskData:
     """Load `path/[<split>/]<class>/<image>` (the `imagefolder` layout) as a task named `imagefolder:<path>`.
 
     Images of any mode and size are accepted: converted to RGB and, unless all share one size, resized to
@@ -80,10 +101,17 @@ def load_imagefolder(path: str, *, cache_dir: str | None = None, max_examples: i
     )
 
 
-def task_from_dataset_dict(name: str, dataset_dict: datasets.DatasetDict, *, image_column: str | None = None,
-                           label_column: str | None = None, splits: Mapping[str, str] | None = None,
-                           max_examples: int | None = None, image_size: int | None = None,
-                           seed: int = 0) -> TaskData:
+def task_from_dataset_dict(
+    name: str,
+    dataset_dict: datasets.DatasetDict,
+    *,
+    image_column: str | None = None,
+    label_column: str | None = None,
+    splits: Mapping[str, str] | None = None,
+    max_examples: int | None = None,
+    image_size: int | None = None,
+    seed: int = 0,
+) -> TaskData:
     """Turn an in-memory `DatasetDict` into `TaskData`; the part of loading that needs no files.
 
     Args:
@@ -109,8 +137,10 @@ def task_from_dataset_dict(name: str, dataset_dict: datasets.DatasetDict, *, ima
     mapping = dict(splits) if splits is not None else {s: s for s in SPLITS if s in dataset_dict}
     unknown = set(mapping) - set(SPLITS)
     if unknown or "train" not in mapping:
-        raise ValueError(f"{name}: `splits` must map 'train' (and optionally 'validation', 'test') to the "
-                         f"dataset's splits; got {mapping}")
+        raise ValueError(
+            f"{name}: `splits` must map 'train' (and optionally 'validation', 'test') to the "
+            f"dataset's splits; got {mapping}"
+        )
     missing = [source for source in mapping.values() if source not in dataset_dict]
     if missing:
         raise ValueError(f"{name}: no split {missing}; the dataset has {sorted(dataset_dict)}")
@@ -118,13 +148,13 @@ def task_from_dataset_dict(name: str, dataset_dict: datasets.DatasetDict, *, ima
 
     features = parts["train"].features
     image_column = _pick_column(name, features, image_column, datasets.Image, "image", "cast_column(col, Image())")
-    label_column = _pick_column(
-        name, features, label_column, datasets.ClassLabel, "label", "class_encode_column(col)"
-    )
+    label_column = _pick_column(name, features, label_column, datasets.ClassLabel, "label", "class_encode_column(col)")
     for ours, ds in parts.items():
         if ds.features.get(label_column) != features[label_column] or image_column not in ds.features:
-            raise ValueError(f"{name}: split {ours!r} does not have train's {image_column!r} column and "
-                             f"{label_column!r} classes; its columns are {dict(ds.features)}")
+            raise ValueError(
+                f"{name}: split {ours!r} does not have train's {image_column!r} column and "
+                f"{label_column!r} classes; its columns are {dict(ds.features)}"
+            )
     parts = {ours: ds.cast_column(image_column, datasets.Image(decode=True)) for ours, ds in parts.items()}
     parts = _carve_missing(name, parts, seed)
     rng = np.random.default_rng(seed)
@@ -132,8 +162,7 @@ def task_from_dataset_dict(name: str, dataset_dict: datasets.DatasetDict, *, ima
         if max_examples < 1:
             raise ValueError(f"{name}: max_examples must be at least 1, got {max_examples}")
         parts = {
-            ours: ds.select(np.sort(rng.choice(len(ds), max_examples, replace=False)))
-            if len(ds) > max_examples else ds
+            ours: ds.select(np.sort(rng.choice(len(ds), max_examples, replace=False))) if len(ds) > max_examples else ds
             for ours, ds in parts.items()
         }
 
@@ -147,22 +176,25 @@ def task_from_dataset_dict(name: str, dataset_dict: datasets.DatasetDict, *, ima
     return TaskData(name, label_names, result["train"], result["validation"], result["test"])
 
 
-def _pick_column(name: str, features: Any, column: str | None, feature_type: type, what: str,
-                 fix: str) -> str:
+def _pick_column(name: str, features: Any, column: str | None, feature_type: type, what: str, fix: str) -> str:
     """The requested column, checked, or the only column of `feature_type`."""
     described = ", ".join(f"{key!r}: {type(value).__name__}" for key, value in features.items())
     if column is not None:
         if column not in features:
             raise ValueError(f"{name}: no column {column!r}; columns are {{{described}}}")
         if not isinstance(features[column], feature_type):
-            raise ValueError(f"{name}: {what} column {column!r} is {type(features[column]).__name__}, not "
-                             f"{feature_type.__name__}; convert it first with dataset.{fix}")
+            raise ValueError(
+                f"{name}: {what} column {column!r} is {type(features[column]).__name__}, not "
+                f"{feature_type.__name__}; convert it first with dataset.{fix}"
+            )
         return column
     candidates = [key for key, value in features.items() if isinstance(value, feature_type)]
     if len(candidates) != 1:
         found = "no" if not candidates else f"{len(candidates)} ({candidates})"
-        raise ValueError(f"{name}: found {found} {feature_type.__name__} columns; columns are {{{described}}}; "
-                         f"pass {what}_column=...")
+        raise ValueError(
+            f"{name}: found {found} {feature_type.__name__} columns; columns are {{{described}}}; "
+            f"pass {what}_column=..."
+        )
     return candidates[0]
 
 
@@ -174,21 +206,25 @@ def _carve_missing(name: str, parts: dict, seed: int) -> dict:
     parts, train = dict(parts), parts["train"]
     n_carve = max(1, round(CARVE_FRACTION * len(train)))
     if len(train) <= n_carve * len(wanted):
-        raise ValueError(f"{name}: train has {len(train)} examples, too few to carve {wanted} from it; "
-                         "provide those splits")
+        raise ValueError(
+            f"{name}: train has {len(train)} examples, too few to carve {wanted} from it; provide those splits"
+        )
     order = np.random.default_rng(seed).permutation(len(train))
     for i, split in enumerate(wanted):
-        parts[split] = train.select(np.sort(order[i * n_carve:(i + 1) * n_carve]))
-    parts["train"] = train.select(np.sort(order[len(wanted) * n_carve:]))
+        parts[split] = train.select(np.sort(order[i * n_carve : (i + 1) * n_carve]))
+    parts["train"] = train.select(np.sort(order[len(wanted) * n_carve :]))
     return parts
 
 
-def _decode(name: str, split: str, ds: Any, image_column: str,
-            label_column: str) -> tuple[list[np.ndarray], np.ndarray]:
+def _decode(
+    name: str, split: str, ds: Any, image_column: str, label_column: str
+) -> tuple[list[np.ndarray], np.ndarray]:
     labels = np.asarray(ds[label_column], dtype=np.int32)
     if labels.size and labels.min() < 0:
-        raise ValueError(f"{name}: split {split!r} has unlabeled examples (label -1); map only labeled splits "
-                         "with splits={'train': ..., 'validation': ...} and the rest is carved from train")
+        raise ValueError(
+            f"{name}: split {split!r} has unlabeled examples (label -1); map only labeled splits "
+            "with splits={'train': ..., 'validation': ...} and the rest is carved from train"
+        )
     return [to_rgb_uint8(image) for image in ds[image_column]], labels
 
 

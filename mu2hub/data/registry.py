@@ -146,19 +146,18 @@ class TaskData:
             split = getattr(self, split_name)
             images, labels = split.images, split.labels
             if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
-                yield (f"{split_name} images must be uint8 [N, H, W, 3], "
-                       f"got {images.dtype} {list(images.shape)}")
+                yield (f"{split_name} images must be uint8 [N, H, W, 3], got {images.dtype} {list(images.shape)}")
                 continue
             if len(images) == 0:
                 yield f"{split_name} split is empty"
                 continue
             if labels.dtype != np.int32 or labels.shape != (len(images),):
-                yield (f"{split_name} labels must be int32 [{len(images)}], "
-                       f"got {labels.dtype} {list(labels.shape)}")
+                yield (f"{split_name} labels must be int32 [{len(images)}], got {labels.dtype} {list(labels.shape)}")
                 continue
             if labels.min() < 0 or labels.max() >= len(self.labels):
-                yield (f"{split_name} labels must lie in [0, {len(self.labels) - 1}], "
-                       f"got [{labels.min()}, {labels.max()}]")
+                yield (
+                    f"{split_name} labels must lie in [0, {len(self.labels) - 1}], got [{labels.min()}, {labels.max()}]"
+                )
             if image_hw is None:
                 image_hw = images.shape[1:3]
             elif images.shape[1:3] != image_hw:
