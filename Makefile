@@ -17,3 +17,6 @@ test: $(STAMP)
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
+
+demo: $(STAMP)
+	$(BIN)/python training/demo.py --workdir runs/quickstart

@@ -22,6 +22,7 @@ same factors as tasks; here:
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -117,18 +118,21 @@ def shapes_label_orientation(**kwargs) -> TaskData:
 
 
 def _shapes_task(
-    name,
-    label_names,
-    label_fn,
+    name: str,
+    label_names: list[str],
+    label_fn: Callable[[np.ndarray], np.ndarray],
     *,
-    shapes=(0, 1, 2),
-    n_train=DEFAULT_SIZES["n_train"],
-    n_validation=DEFAULT_SIZES["n_validation"],
-    n_test=DEFAULT_SIZES["n_test"],
-    seed=0,
-    image_size=32,
+    shapes: tuple[int, ...] = (0, 1, 2),
+    n_train: int = DEFAULT_SIZES["n_train"],
+    n_validation: int = DEFAULT_SIZES["n_validation"],
+    n_test: int = DEFAULT_SIZES["n_test"],
+    seed: int = 0,
+    image_size: int = 32,
 ) -> TaskData:
+    """The shared body of the shape tasks: generate (cached), then label each split with `label_fn(factors)`."""
     sizes = (n_train, n_validation, n_test)
+    if min(sizes) < 1:
+        raise ValueError(f"{name}: n_train, n_validation and n_test must be at least 1, got {sizes}")
     splits = []
     for factors, images in _generate(shapes, sizes, seed, image_size):
         splits.append(Split(images, _readonly(label_fn(factors).astype(np.int32))))

@@ -59,7 +59,8 @@ def load_hf_task(
     import datasets
 
     if os.path.isdir(path) and any(
-        os.path.exists(os.path.join(path, marker)) for marker in ("dataset_dict.json", "dataset_info.json")
+        os.path.exists(os.path.join(path, marker))
+        for marker in ("dataset_dict.json", "state.json")  # save_to_disk output
     ):
         loaded = datasets.load_from_disk(path)
     else:
@@ -88,8 +89,9 @@ def load_imagefolder(
 ) -> TaskData:
     """Load `path/[<split>/]<class>/<image>` (the `imagefolder` layout) as a task named `imagefolder:<path>`.
 
-    Images of any mode and size are accepted: converted to RGB and, unless all share one size, resized to
-    `image_size` (default 64). Class names are the folder names.
+    Images of any mode and size are accepted: converted to RGB and resized to `image_size`×`image_size`
+    when given; otherwise kept as they are if all share one size, else resized to 64×64. Class names are
+    the folder names. See `task_from_dataset_dict` for splits, `max_examples` and `seed`.
     """
     import datasets
 
@@ -134,6 +136,8 @@ def task_from_dataset_dict(
     """
     import datasets
 
+    if max_examples is not None and max_examples < 1:
+        raise ValueError(f"{name}: max_examples must be at least 1, got {max_examples}")
     mapping = dict(splits) if splits is not None else {s: s for s in SPLITS if s in dataset_dict}
     unknown = set(mapping) - set(SPLITS)
     if unknown or "train" not in mapping:
@@ -155,12 +159,13 @@ def task_from_dataset_dict(
                 f"{name}: split {ours!r} does not have train's {image_column!r} column and "
                 f"{label_column!r} classes; its columns are {dict(ds.features)}"
             )
-    parts = {ours: ds.cast_column(image_column, datasets.Image(decode=True)) for ours, ds in parts.items()}
+    parts = {  # a dataset loaded with decode=False holds bytes; we need PIL images
+        ours: ds if ds.features[image_column].decode else ds.cast_column(image_column, datasets.Image())
+        for ours, ds in parts.items()
+    }
     parts = _carve_missing(name, parts, seed)
     rng = np.random.default_rng(seed)
     if max_examples is not None:
-        if max_examples < 1:
-            raise ValueError(f"{name}: max_examples must be at least 1, got {max_examples}")
         parts = {
             ours: ds.select(np.sort(rng.choice(len(ds), max_examples, replace=False))) if len(ds) > max_examples else ds
             for ours, ds in parts.items()

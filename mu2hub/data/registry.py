@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -93,7 +93,7 @@ def _to_uint8(array: np.ndarray) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------------------
 # Task data
 # ---------------------------------------------------------------------------------------------------------
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False, repr=False)
 class Split:
     """One split, fully in memory: images uint8 [N, H, W, 3], labels int32 [N].
 
@@ -120,8 +120,11 @@ class Split:
     def __len__(self) -> int:
         return len(self.labels)
 
+    def __repr__(self) -> str:  # the default would print every pixel
+        return f"Split(images={self.images.dtype}{list(self.images.shape)}, labels={self.labels.dtype}[{len(self)}])"
 
-@dataclasses.dataclass(frozen=True)
+
+@dataclasses.dataclass(frozen=True, eq=False)
 class TaskData:
     """A task's three splits and label names; validated on construction so no bad task reaches training."""
 
@@ -136,7 +139,7 @@ class TaskData:
         if problems:
             raise ValueError(f"task {self.name!r} is invalid: " + "; ".join(problems))
 
-    def _problems(self):
+    def _problems(self) -> Iterator[str]:
         if len(self.labels) < 2:
             yield f"it needs at least 2 classes, got {len(self.labels)} ({self.labels})"
         if len(set(self.labels)) != len(self.labels):

@@ -175,7 +175,7 @@ class Agent:
         sampler = ParentSampler.from_json(state["samplers"][task], rng)
         pop = [self.run.read_path(p) for p in state["population"]]
         data = self.data(task)
-        incumbent = max(pop, key=lambda p: p.score) if pop else None
+        incumbent = next(p for p in pop if p.id == best_path([ScoredPath(p.id, p.score) for p in pop]).id) if pop else None
         ds = sample_data_hparams(self.defaults, incumbent.hparams if incumbent else None, self.space, rng, self.defaults["_mu_"])
         gen_seed = int(rng.integers(2**31 - 1))
         children = []
@@ -219,7 +219,9 @@ class Agent:
         views, known = [], {}
         for anc in self.run.ancestors(parent.id):
             s = structure_of(self.dims, anc.hparams)
-            views.append(AncestorView({slot: ComponentInfo(c["id"], shape_key(s, slot)) for slot, c in anc.components.items()}, locked))
+            # Another task's paths are frozen for this one (the reference keeps only their locked best paths).
+            frozen = locked if anc.task == task else locked | {c["id"] for c in anc.components.values()}
+            views.append(AncestorView({slot: ComponentInfo(c["id"], shape_key(s, slot)) for slot, c in anc.components.items()}, frozen))
             known.update({c["id"]: c for c in anc.components.values()})
         decisions = assemble(structure.slots(), {s: shape_key(structure, s) for s in structure.slots()}, views,
                              mu_for=mu_for, force_clone=self.space.force_clone, rng=rng,

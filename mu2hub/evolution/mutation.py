@@ -46,7 +46,7 @@ def incremental_step(value: Any, values: Sequence[Any], rng: np.random.Generator
         idx = values.index(value)
     except ValueError:
         raise ValueError(f"{key}={value!r} is not in its value list {values}; mutations move along that list") from None
-    idx += 1 if rng.random() < 0.6 else -1
+    idx += 1 if rng.random() < 0.5 else -1
     return values[min(max(idx, 0), len(values) - 1)]
 
 

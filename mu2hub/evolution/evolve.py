@@ -1,0 +1,49 @@
+"""Run an evolution from a config: set-up, multi-host init, progress bars, figures. Drivers call `evolve`."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from .loop import Agent
+from .plots import plot_evolution, plot_params
+from .run import RunDir
+
+
+def evolve(config: dict[str, Any], workdir: str | os.PathLike, *, resume: bool = False, agent: str = "main",
+           tasks: list[str] | None = None, quiet: bool = False) -> RunDir:
+    """Evolve `config["tasks"]` (or `tasks`) into the run directory `workdir`; resumable with `resume=True`.
+
+    Several processes may call this on one `workdir` at once with different `agent` names and task lists
+    (µ3Net style): each writes only its own state, components are content-addressed, and a task's best path
+    is replaced only by one that scores at least as well.
+    """
+    if config.get("multihost"):
+        import jax
+
+        jax.distributed.initialize()
+    run = RunDir(workdir)
+    run.init_config(config, resume=resume or agent != "main")
+    log = (lambda *_: None) if quiet else tqdm.write
+    ag = Agent(run, config, agent=agent, tasks=tasks, log=log)
+    total = config.get("num_task_iters", 1) * len(ag.tasks) * config["generations"] * config["children_per_generation"]
+    with tqdm(total=total, desc=f"evolving ({agent})", unit="child", disable=quiet or None) as bar:
+        done = len([r for r in run.history() if r.get("agent") == agent])
+        bar.update(min(done, total))
+
+        def progress(step: int, steps: int, _metrics: Any) -> None:
+            if step == steps:
+                bar.update(1)
+
+        ag.run_all(progress=progress)
+    write_figures(run)
+    return run
+
+
+def write_figures(run: RunDir) -> list[Path]:
+    files = sorted(run.best_tasks().values(), key=lambda tf: tf.lineage.get("path_id", ""))
+    return [plot_evolution(run.history(), run.root / "figures" / "evolution.png"),
+            plot_params(files, run.root / "figures" / "params.png")]
