@@ -7,8 +7,9 @@ train augmentations) runs inside the step on the device; the host only ships uin
 state is fresh per child, but each trainable component's momentum trace can be inherited from the
 component it was cloned from (`init_opt_state`), and is handed back for storage (`momentum_traces`).
 
-Devices: the reference trains one child per device (§6). `mesh=` additionally lets one child use several
-devices data-parallel (batch split on a "data" axis, params replicated); a 1-device mesh is the same code.
+Devices: the reference trains one child per device (§6): pass `mesh=data_parallel_mesh([device])`. A mesh of
+several devices trains one child data-parallel (batch split on a "data" axis, params replicated). Without a
+mesh, a 1-device mesh on the default device (`jax.default_device` is honoured) is used: one code path.
 """
 
 from __future__ import annotations
@@ -181,7 +182,7 @@ def train_step(structure: Structure, frozen: Tree, trainable: Tree, opt_state: o
     loss, grads = jax.value_and_grad(loss_fn)(trainable)
     updates, opt_state = tx.update(grads, opt_state, trainable)
     trainable = optax.apply_updates(trainable, updates)
-    return trainable, opt_state, {"loss": loss, "grad_norm": optax.global_norm(grads)}
+    return trainable, opt_state, {"loss": loss, "grad_norm": optax.tree.norm(grads)}
 
 
 @functools.partial(jax.jit, static_argnames=("structure", "dtype"))
@@ -193,7 +194,7 @@ def _correct(structure: Structure, frozen: Tree, trainable: Tree, images_uint8: 
 
 
 def _evaluate(structure: Structure, frozen: Tree, trainable: Tree, split: Any, batch_size: int, *,
-              dtype: Any, mesh: Mesh | None) -> float:
+              dtype: Any, mesh: Mesh) -> float:
     """Accuracy over every example once; counts are summed on device and fetched once at the end."""
     counts = [_correct(structure, frozen, trainable, *_put_batch(batch, mesh), dtype=dtype)
               for batch in eval_batches(split, batch_size)]
@@ -203,8 +204,8 @@ def _evaluate(structure: Structure, frozen: Tree, trainable: Tree, split: Any, b
 def evaluate(structure: Structure, params: Tree, split: Any, batch_size: int, *, dtype: Any = None,
              mesh: Mesh | None = None) -> float:
     """Validation/test accuracy of a path on `split` (every example exactly once; the last batch is masked)."""
-    placed = _put_params(params, mesh)
-    return _evaluate(structure, placed, {}, split, batch_size, dtype=dtype, mesh=mesh)
+    mesh = _default_mesh() if mesh is None else mesh
+    return _evaluate(structure, _put_params(params, mesh), {}, split, batch_size, dtype=dtype, mesh=mesh)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -217,18 +218,20 @@ def data_parallel_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
     return Mesh(np.asarray(list(devices or jax.local_devices())), ("data",))
 
 
-def _replicated(mesh: Mesh | None) -> NamedSharding | jax.Device:
-    return NamedSharding(mesh, P()) if mesh is not None else jax.devices()[0]
+def _default_mesh() -> Mesh:
+    """The current default device alone; honours `with jax.default_device(d)` (one child per device)."""
+    device = jax.config.jax_default_device
+    if device is None or isinstance(device, str):
+        device = jax.devices(device)[0]
+    return data_parallel_mesh([device])
 
 
-def _put_params(tree: Tree, mesh: Mesh | None, *, copy: bool = False) -> dict:
-    """Params on device, replicated over the mesh; `copy` forces fresh buffers (they will be donated)."""
-    return jax.device_put({s: dict(t) for s, t in tree.items()}, _replicated(mesh), may_alias=False if copy else None)
+def _put_params(tree: Any, mesh: Mesh, *, copy: bool = False) -> Any:
+    """Replicated over the mesh; `copy` forces fresh buffers (they will be donated, the caller's must not be)."""
+    return jax.device_put(tree, NamedSharding(mesh, P()), may_alias=False if copy else None)
 
 
-def _put_batch(arrays: tuple[np.ndarray, ...], mesh: Mesh | None) -> tuple[jax.Array, ...]:
-    if mesh is None:
-        return tuple(jax.device_put(a) for a in arrays)
+def _put_batch(arrays: tuple[np.ndarray, ...], mesh: Mesh) -> tuple[jax.Array, ...]:
     if len(arrays[0]) % mesh.size:
         raise ValueError(f"batch size {len(arrays[0])} is not divisible by the {mesh.size} devices of the mesh")
     return tuple(jax.device_put(a, NamedSharding(mesh, P("data"))) for a in arrays)
@@ -282,7 +285,8 @@ def train_child(structure: Structure, frozen: Tree, trainable: Tree, data: Any, 
             (the caller passes the parent's score for a same-task parent), which then rises to that score.
         progress (*optional*): `progress(step, total, metrics)` after each step; metrics stay on device
             (reading them forces a host sync).
-        mesh (*optional*): train data-parallel over this mesh's "data" axis (see `data_parallel_mesh`).
+        mesh (*optional*): the devices, batch split over the "data" axis (see `data_parallel_mesh`); defaults
+            to the current default device alone (so `with jax.default_device(d):` places the child on d).
         variant (`str`): "mu2net" or "mu3net" learning-rate schedules.
 
     Raises:
@@ -296,8 +300,10 @@ def train_child(structure: Structure, frozen: Tree, trainable: Tree, data: Any, 
     total = num_validations * steps_per_validation
     tx = make_optimizer(hparams, total, steps_per_validation=steps_per_validation, variant=variant)
     static = data_hparams(hparams)
-    frozen_d, params = _put_params(frozen, mesh), _put_params(trainable, mesh, copy=True)
-    opt_state = jax.device_put(init_opt_state(tx, params, inherited_traces), _replicated(mesh))
+    mesh = _default_mesh() if mesh is None else mesh
+    frozen_d = _put_params({s: dict(t) for s, t in frozen.items()}, mesh)
+    params = _put_params({s: dict(t) for s, t in trainable.items()}, mesh, copy=True)
+    opt_state = _put_params(init_opt_state(tx, params, inherited_traces), mesh)
     stream: Iterator = batches(data.train, batch_size, seed=seed)
     base_key = jax.random.key(seed)
 
@@ -317,9 +323,12 @@ def train_child(structure: Structure, frozen: Tree, trainable: Tree, data: Any, 
             progress(step + 1, total, metrics)
         if (step + 1) % steps_per_validation:
             continue
-        t0 = time.perf_counter()
+        first_eval = step + 1 == steps_per_validation
+        if first_eval:  # time the first validation alone (mostly its compilation), not the queued steps
+            jax.block_until_ready(params)
+            t0 = time.perf_counter()
         accuracy = _evaluate(structure, frozen_d, params, data.validation, batch_size, dtype=dtype, mesh=mesh)
-        if step + 1 == steps_per_validation:
+        if first_eval:
             compile_time += time.perf_counter() - t0
         score = float(score_fn(accuracy))
         best_seen = max(best_seen, score)

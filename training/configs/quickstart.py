@@ -25,14 +25,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.num_task_iters = 1
     # ---- evolution -----------------------------------------------------------------------------------
     c.space = "mu2net-ti0"  # µ2Net auto_tune_v2 value lists, depth 0..3 allowed as in the ti0 config
-    c.hparams = dict(num_layers=3, ds_image_size=32, opt_lr=0.02, opt_lr_warmup_ratio=0.1, opt_momentum=0.9,
+    c.hparams = dict(num_layers=3, ds_image_size=32, opt_lr=0.05, opt_lr_warmup_ratio=0.1, opt_momentum=0.9,
                      ds_crop=False, ds_flip_left_right=False, ds_area_range_min=1.0, ds_aspect_ratio_range_min=1.0)
     c.scorer = dict(base=0.95, num_params=None, root_counts=False)  # None: normalise by the root's parameters
     c.generations = 1 if runlocal else 3
     c.children_per_generation = 2
     # ---- child training ----------------------------------------------------------------------------
     c.batch_size = 64
-    c.num_validations = 1 if runlocal else 6
+    c.num_validations = 1 if runlocal else 10
     c.train_examples_between_validations_max = 1024 if runlocal else 2048
     c.parallelism = "child_per_device"  # or "data_parallel" (one child over a device mesh)
     c.dtype = None

@@ -1,0 +1,115 @@
+"""The µ2Net loop end to end on a tiny config: no forgetting, resume after SIGKILL, concurrent agents."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import mu2hub
+from mu2hub.evolution.evolve import evolve
+from mu2hub.evolution.run import RunConfigMismatchError, RunDir
+
+HERE = Path(__file__).parent
+REPO = HERE.parent
+sys.path.insert(0, str(REPO / "training"))
+from evolve import load_config  # noqa: E402
+
+CONFIG = str(HERE / "tiny_config.py")
+
+
+def _probe(size=8, n=6):
+    return np.random.default_rng(0).uniform(-1, 1, (n, size, size, 3)).astype(np.float32)
+
+
+def test_new_task_leaves_earlier_tasks_bit_identical(tmp_path):
+    cfg = load_config(CONFIG)
+    run = evolve(cfg, tmp_path / "run", agent="a", tasks=["digits"], quiet=True)
+    before_file = (run.system.root / "tasks/digits.json").read_bytes()
+    before = mu2hub.from_pretrained(run.system.root, task="digits").logits(_probe())
+    evolve(cfg, tmp_path / "run", agent="b", tasks=["shapes/label_scale"], quiet=True)
+    after = mu2hub.from_pretrained(run.system.root, task="digits")
+    assert (run.system.root / "tasks/digits.json").read_bytes() == before_file
+    np.testing.assert_array_equal(after.logits(_probe()), before)  # bit-identical
+    # the new task's path references frozen components it did not create (the root's or digits')
+    shapes = run.system.read_task("shapes/label_scale")
+    assert set(shapes.lineage["created"]) < {c.id for c in shapes.components}
+    assert shapes.metrics["test_accuracy"] >= 0 and (tmp_path / "run/figures/evolution.png").exists()
+    history = run.history()
+    assert {r["task"] for r in history} == {"digits", "shapes/label_scale"}
+    assert any(a == "share" for r in history for a in r["sources"].values())
+
+
+def test_run_dir_refuses_another_config(tmp_path):
+    cfg = load_config(CONFIG)
+    run = RunDir(tmp_path / "run")
+    run.init_config(cfg, resume=False)
+    with pytest.raises(RunConfigMismatchError, match="generations"):
+        run.init_config(dict(cfg, generations=5), resume=True)
+
+
+def _evolve_cmd(workdir, *extra):
+    return [sys.executable, str(REPO / "training/evolve.py"), "--config", f"{CONFIG}:2", "--workdir", str(workdir), "--quiet", *extra]
+
+
+def _env():
+    return dict(os.environ, PYTHONPATH=str(REPO), JAX_PLATFORMS="cpu")
+
+
+def test_sigkill_mid_generation_then_resume(tmp_path):
+    workdir = tmp_path / "run"
+    proc = subprocess.Popen(_evolve_cmd(workdir), env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    history = workdir / "history.jsonl"
+    deadline = time.time() + 240
+    # kill once the first child of the first generation is recorded, i.e. mid-generation
+    while time.time() < deadline and proc.poll() is None:
+        if history.exists() and history.read_text().count("\n") >= 1:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, proc.stdout.read().decode()[-2000:]
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    state = json.loads((workdir / "agents/main.json").read_text()) if (workdir / "agents/main.json").exists() else None
+    assert state is None or state["generation"] < 2 or state["loop"] == 0
+    out = subprocess.run(_evolve_cmd(workdir, "--resume"), env=_env(), capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    run = RunDir(workdir)
+    assert run.system.list_tasks() == ["digits", "shapes/label_scale"]
+    state = json.loads((workdir / "agents/main.json").read_text())
+    assert state["loop"] == 2 and state["generation"] == 0
+    for task in ("digits", "shapes/label_scale"):
+        mu2hub.from_pretrained(run.system.root, task=task)  # every published path loads and verifies
+
+
+def test_two_agents_at_once_on_one_run_directory(tmp_path):
+    workdir = tmp_path / "run"
+    RunDir(workdir).init_config(load_config(f"{CONFIG}:2"), resume=False)
+    procs = [subprocess.Popen(_evolve_cmd(workdir, "--agent", name, "--tasks", task), env=_env(),
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+             for name, task in (("a", "digits"), ("b", "shapes/label_scale"))]
+    for p in procs:
+        out, _ = p.communicate(timeout=600)
+        assert p.returncode == 0, out.decode()[-2000:]
+    run = RunDir(workdir)
+    assert run.system.list_tasks() == ["digits", "shapes/label_scale"]
+    agents = {r["agent"] for r in run.history()}
+    assert agents == {"a", "b"}
+
+
+def test_publish_only_replaces_with_a_better_or_equal_score(tmp_path):
+    cfg = load_config(CONFIG)
+    run = evolve(cfg, tmp_path / "run", agent="a", tasks=["digits"], quiet=True)
+    tf = run.system.read_task("digits")
+    worse = type(tf)(**{**tf.__dict__, "metrics": {**tf.metrics, "score": tf.metrics["score"] - 0.1}})
+    assert run.publish_if_better(worse) is False
+    assert run.system.read_task("digits").metrics["score"] == tf.metrics["score"]
+    equal = type(tf)(**{**tf.__dict__, "metrics": {**tf.metrics, "note": "newer"}})
+    assert run.publish_if_better(equal) is True
+    assert run.system.read_task("digits").metrics.get("note") == "newer"
