@@ -43,7 +43,7 @@ def _device_component(cid: str, tensors: dict[str, np.ndarray], device_key: str 
     return hit
 
 
-def _resolve_dtype(dtype: Any) -> Any:
+def resolve_dtype(dtype: Any) -> Any:
     if dtype is None or dtype in ("float32", jnp.float32):
         return None
     if dtype in ("bfloat16", "bf16", jnp.bfloat16):
@@ -76,7 +76,7 @@ class TaskModel:
                  repo_id: str = "", revision: str | None = None, dtype: Any = None):
         self.config, self.task_file, self.params = config, task_file, params
         self.repo_id, self.revision = repo_id, revision
-        self.dtype = _resolve_dtype(dtype)
+        self.dtype = resolve_dtype(dtype)
         problems = vit.check_shapes(self.structure, params)
         if problems:
             raise ShapeMismatchError(

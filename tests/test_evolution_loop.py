@@ -113,3 +113,38 @@ def test_publish_only_replaces_with_a_better_or_equal_score(tmp_path):
     equal = type(tf)(**{**tf.__dict__, "metrics": {**tf.metrics, "note": "newer"}})
     assert run.publish_if_better(equal) is True
     assert run.system.read_task("digits").metrics.get("note") == "newer"
+
+
+def test_mu3net_options_per_action_mu_adapters_depth_and_flops(tmp_path):
+    """µ2Net+ options behind config flags: per-action µ, adapters, depth mutation with insertion, FLOPs factor."""
+    cfg = load_config(CONFIG)
+    cfg.update(space="mu3net-ti0", generations=2, tasks=["digits"],
+               hparams=dict(num_layers=2, ds_image_size=32, adapter_dim=8, opt_lr=0.05),
+               scorer=dict(base=0.99, num_params=1e6, flops=1e6, root_counts=True))
+    cfg["root"] = dict(cfg["root"], image_size=32)
+    run = evolve(cfg, tmp_path / "run", quiet=True)
+    tf = run.system.read_task("digits")
+    assert any(k.startswith("_mu_|") for k in tf.hparams), "per-action µ is inherited through hparams"
+    model = mu2hub.from_pretrained(run.system.root, task="digits")
+    assert model.task_file.num_layers in (0, 1, 2, 3)
+    assert tf.metrics["score"] < tf.metrics["validation_accuracy"]  # size and FLOPs factors both < 1
+    actions = {a for r in run.history() for a in r["sources"].values()}
+    assert "init" in actions  # every new head at least
+
+
+def test_unknown_task_fails_before_any_work(tmp_path):
+    cfg = load_config(CONFIG)
+    cfg["tasks"] = ["digits", "no_such_task"]
+    with pytest.raises(KeyError, match="no_such_task.*digits|digits.*no_such_task"):
+        evolve(cfg, tmp_path / "run", quiet=True)
+    assert not (tmp_path / "run" / "history.jsonl").exists()
+
+
+def test_corrupted_store_file_stops_resume_with_its_name(tmp_path):
+    cfg = load_config(CONFIG)
+    run = evolve(cfg, tmp_path / "run", agent="a", tasks=["digits"], quiet=True)
+    tf = run.system.read_task("digits")
+    victim = run.system.root / tf.components[-1].filename
+    victim.write_bytes(victim.read_bytes()[:-4])
+    with pytest.raises(mu2hub.ComponentIntegrityError, match=tf.components[-1].id):
+        evolve(cfg, tmp_path / "run", agent="b", tasks=["shapes/label_scale"], quiet=True)

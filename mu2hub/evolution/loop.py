@@ -9,6 +9,8 @@ State is saved after every generation; a restarted agent redoes at most the gene
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import math
 import time
 import zlib
@@ -21,7 +23,8 @@ import numpy as np
 
 from .. import model as vit
 from ..data.pp import pp_spec
-from ..data.registry import TaskData, get_task
+from ..data.registry import Split, TaskData, get_task
+from ..api import resolve_dtype
 from ..format import ComponentRef, Dims, Structure, SystemConfig, TaskFile
 from ..train import data_parallel_mesh, evaluate, train_child
 from .hparams import SearchSpace, allows_block_insertion, get_defaults, get_space, validate_defaults
@@ -76,14 +79,18 @@ class Agent:
         self._data: dict[str, TaskData] = {}
         self._components: dict[str, dict[str, np.ndarray]] = {}
         self.mesh = data_parallel_mesh() if config.get("parallelism") == "data_parallel" else None
-        self.dtype = config.get("dtype")
+        self.dtype = resolve_dtype(config.get("dtype"))
 
     # ---------------------------------------------------------------------------------------------
     # Set-up and state
     # ---------------------------------------------------------------------------------------------
     def data(self, task: str) -> TaskData:
         if task not in self._data:
-            self._data[task] = get_task(task, **self.cfg.get("task_kwargs", {}).get(task, {}))
+            data = get_task(task, **self.cfg.get("task_kwargs", {}).get(task, {}))
+            cap = self.cfg.get("validation_examples_max")
+            if cap and len(data.validation.labels) > cap:  # a fixed, cached validation subset, as the reference
+                data = dataclasses.replace(data, validation=Split(data.validation.images[:cap], data.validation.labels[:cap]))
+            self._data[task] = data
         return self._data[task]
 
     def ensure_root(self) -> PathRecord:
@@ -127,11 +134,24 @@ class Agent:
     # ---------------------------------------------------------------------------------------------
     # The loop
     # ---------------------------------------------------------------------------------------------
+    def check(self, state: dict[str, Any]) -> None:
+        """Fail before any work: every task's data loads, and every stored file this agent will build on verifies."""
+        for task in self.tasks:
+            self.data(task)  # unknown task -> the list of tasks; bad columns / one class -> ValueError
+        ids = {c["id"] for c in self.run.read_path(ROOT_ID).components.values()}
+        for pid in state["population"]:
+            ids.update(c["id"] for c in self.run.read_path(pid).components.values())
+        for tf in self.run.best_tasks().values():
+            ids.update(c.id for c in tf.components)
+        for cid in sorted(ids):
+            self.run.read_component(cid)  # sha256 against the id: a damaged store stops the run here
+
     def run_all(self, progress=None) -> None:
-        root = self.ensure_root()
         state = self.run.read_agent(self.agent) or self._fresh_state()
         if state["tasks"] != self.tasks:
             raise ValueError(f"agent {self.agent!r} of this run evolves {state['tasks']}, not {self.tasks}")
+        root = self.ensure_root()
+        self.check(state)
         num_loops = self.cfg.get("num_task_iters", 1) * len(self.tasks)
         while state["loop"] < num_loops:
             task = self.tasks[state["loop"] % len(self.tasks)]
@@ -246,7 +266,7 @@ class Agent:
     def scorer(self) -> ScorerConfig:
         s = self.cfg.get("scorer", {})
         num_params = s.get("num_params") or sum(c["params"] for c in self.run.read_path(ROOT_ID).components.values())
-        return ScorerConfig(s.get("base", 1.0), num_params, root_counts=s.get("root_counts", False))
+        return ScorerConfig(s.get("base", 1.0), num_params, s.get("flops"), root_counts=s.get("root_counts", False))
 
     def _accounted(self, child: Child, task: str, ctx: dict[str, Any]) -> float:
         comps = []
@@ -259,6 +279,7 @@ class Agent:
     def _train(self, parent: PathRecord, child: Child, task: str, data: TaskData, ctx: dict[str, Any], seed: int, progress):
         cfg, scorer = self.cfg, self.scorer()
         accounted = self._accounted(child, task, ctx)
+        flops = forward_flops(child.structure) if scorer.flops is not None else None
         child.hparams["_accounted_params"] = accounted
         steps = math.ceil(min(len(data.train.labels), cfg["train_examples_between_validations_max"]) / cfg["batch_size"])
         return train_child(
@@ -266,7 +287,7 @@ class Agent:
             num_validations=cfg["num_validations"], steps_per_validation=steps, batch_size=cfg["batch_size"], seed=seed,
             dtype=self.dtype, inherited_traces=child.traces or None, mesh=self.mesh,
             best_score=parent.score if parent.task == task else -math.inf,
-            score_fn=lambda q: scorer.score(q, accounted), progress=progress,
+            score_fn=lambda q: scorer.score(q, accounted, flops), progress=progress,
         )
 
     def _keep(self, state: dict[str, Any], parent: PathRecord, child: Child, result, task: str) -> PathRecord:
@@ -328,6 +349,18 @@ class Agent:
             sizes={"activated_params": sum(r.params for r in refs), "bytes": sum({r.id: r.bytes for r in refs}.values()),
                    "new_params": new_params},
         )
+
+
+@functools.lru_cache(maxsize=64)
+def forward_flops(structure: Structure) -> float:
+    """FLOPs of one forward pass at batch 1 from XLA's cost analysis on CPU (µ2Net+'s FLOPs factor, spec §3.5)."""
+    params = {slot: {k: jax.ShapeDtypeStruct(shape, np.float32)
+                     for k, shape in vit.expected_shapes(slot.split(".")[0], structure.dims, **vit.slot_kwargs(structure, slot)).items()}
+              for slot in structure.slots()}
+    images = jax.ShapeDtypeStruct((1, structure.image_size, structure.image_size, structure.dims.num_channels), np.float32)
+    compiled = jax.jit(vit.apply_path, static_argnums=0).lower(structure, params, images).compile()
+    analysis = compiled.cost_analysis()
+    return float((analysis[0] if isinstance(analysis, (list, tuple)) else analysis)["flops"])
 
 
 def _rng(state: dict[str, Any]) -> np.random.Generator:
