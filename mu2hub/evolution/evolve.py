@@ -28,17 +28,16 @@ def evolve(config: dict[str, Any], workdir: str | os.PathLike, *, resume: bool =
     run = RunDir(workdir)
     run.init_config(config, resume=resume or agent != "main")
     log = (lambda *_: None) if quiet else tqdm.write
-    ag = Agent(run, config, agent=agent, tasks=tasks, log=log)
-    total = config.get("num_task_iters", 1) * len(ag.tasks) * config["generations"] * config["children_per_generation"]
+    n_tasks = len(tasks if tasks is not None else config["tasks"])
+    total = config.get("num_task_iters", 1) * n_tasks * config["generations"] * config["children_per_generation"]
     with tqdm(total=total, desc=f"evolving ({agent})", unit="child", disable=quiet or None) as bar:
-        done = len([r for r in run.history() if r.get("agent") == agent])
-        bar.update(min(done, total))
+        bar.update(min(len([r for r in run.history() if r.get("agent") == agent]), total))
 
-        def progress(step: int, steps: int, _metrics: Any) -> None:
-            if step == steps:
-                bar.update(1)
+        def report(r: dict[str, Any]) -> None:
+            bar.update(1)
+            bar.set_postfix(task=r["task"], gen=r["generation"], child=f"{r['child']:.3f}", best=f"{r['best']:.3f}")
 
-        ag.run_all(progress=progress)
+        Agent(run, config, agent=agent, tasks=tasks, log=log, report=report).run_all()
     write_figures(run)
     return run
 

@@ -65,8 +65,8 @@ class Agent:
     """Evolves `tasks` (in order, `num_task_iters` times) against one run directory."""
 
     def __init__(self, run: RunDir, config: dict[str, Any], *, agent: str = "main", tasks: list[str] | None = None,
-                 log: Callable[[str], None] = print):
-        self.run, self.cfg, self.agent, self.log = run, config, agent, log
+                 log: Callable[[str], None] = print, report: Callable[[dict[str, Any]], None] | None = None):
+        self.run, self.cfg, self.agent, self.log, self.report = run, config, agent, log, report
         self.tasks = list(tasks if tasks is not None else config["tasks"])
         self.space: SearchSpace = get_space(config["space"])
         self.defaults = {**get_defaults(config["space"]), **config.get("hparams", {})}
@@ -228,6 +228,9 @@ class Agent:
             })
             if rec is not None:
                 state["population"].append(rec.id)
+            if self.report is not None:
+                best = max([self.run.read_path(p).score for p in state["population"]] or [float("nan")])
+                self.report({"task": task, "generation": state["generation"] + 1, "best": best, "child": result.score})
 
     def _make_child(self, parent: PathRecord, task: str, data: TaskData, ds: dict[str, Any], ctx: dict[str, Any],
                     rng: np.random.Generator) -> Child:
