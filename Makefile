@@ -20,3 +20,7 @@ clean:
 
 demo: $(STAMP)
 	$(BIN)/python training/demo.py --workdir runs/quickstart
+
+# The demo Space, offline on the `make demo` export (or MU2HUB_REPO=org/name, MU2HUB_DEMO_DIR=folder).
+space: $(STAMP)
+	$(BIN)/python spaces_app/app.py

@@ -28,7 +28,8 @@ from ..api import resolve_dtype
 from ..format import ComponentRef, Dims, Structure, SystemConfig, TaskFile
 from ..train import data_parallel_mesh, evaluate, train_child
 from .hparams import SearchSpace, allows_block_insertion, get_defaults, get_space, validate_defaults
-from .mutation import AncestorView, ComponentInfo, assemble, make_mu_for, mutate_adapters, mutate_hparams, sample_data_hparams
+from .mutation import (AncestorView, ComponentInfo, assemble, hparams_diff, make_mu_for, mutate_adapters, mutate_hparams,
+                       sample_data_hparams)
 from .parents import ParentSampler
 from .run import PathRecord, RunDir
 from .scorer import ROOT, ScoredPath, ScorerConfig, accounted_params, best_path
@@ -234,7 +235,7 @@ class Agent:
 
     def _make_child(self, parent: PathRecord, task: str, data: TaskData, ds: dict[str, Any], ctx: dict[str, Any],
                     rng: np.random.Generator) -> Child:
-        hp, mutations = mutate_hparams(parent.hparams, self.space, rng, num_classes=data.num_classes, data_hparams=ds)
+        hp, _ = mutate_hparams(parent.hparams, self.space, rng, num_classes=data.num_classes, data_hparams=ds)
         mu_for = make_mu_for(hp, self.space, rng)
         hp["adapter_layers"] = mutate_adapters(hp, rng, mu_for, enabled=self.space.mutate_adapters)
         structure = structure_of(self.dims, hp)
@@ -249,7 +250,9 @@ class Agent:
         decisions = assemble(structure.slots(), {s: shape_key(structure, s) for s in structure.slots()}, views,
                              mu_for=mu_for, force_clone=self.space.force_clone, rng=rng,
                              can_init=allows_block_insertion(self.space, self.cfg["root"]["num_layers"]))
-        child = Child(hp, mutations, structure, {s: (d.action, d.source) for s, d in decisions.items()}, known=known)
+        # The record of what changed, taken after adapters and per-action µ have been written back too.
+        child = Child(hp, hparams_diff(parent.hparams, hp), structure, {s: (d.action, d.source) for s, d in decisions.items()},
+                      known=known)
         keys = jax.random.split(jax.random.key(int(rng.integers(2**31 - 1))), len(decisions))
         for (slot, d), key in zip(decisions.items(), keys):
             if d.action == "share":

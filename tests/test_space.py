@@ -1,0 +1,348 @@
+"""The demo Space: library logic, the launched app through gradio_client, and a real headless Chromium.
+
+The system is a small random-weight one (3 tasks sharing their lower components) served by the loopback Hub
+and opened by repo id, as the Space opens its repo. Predictions are checked against `TaskModel.predict`.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+from dataclasses import replace
+from pathlib import Path
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import mu2hub
+from mu2hub import space
+from mu2hub.constants import component_filename
+from mu2hub.format import Dims
+from mu2hub.store import LocalStore
+from mu2hub.synthetic import random_system
+
+gr = pytest.importorskip("gradio")  # the `space` extra; `make test` installs it
+from gradio_client import Client, handle_file  # noqa: E402
+from gradio_client.exceptions import AppError  # noqa: E402
+
+REPO = "tests/space-system"
+DIMS = Dims(32, 2, 64, 4)
+LABELS = {"task_0": ["apple", "banana", "cherry", "damson"], "task_1": ["north", "south", "east", "west"],
+          "task_2": ["red", "green", "blue", "violet"]}
+ARTIFACTS = Path(__file__).parent / "artifacts"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+
+# ---------------------------------------------------------------------------------------------------
+# Fixtures
+# ---------------------------------------------------------------------------------------------------
+
+
+def _write_system(folder: Path) -> dict:
+    files = random_system(folder, dims=DIMS, image_size=16, num_layers=3, num_tasks=3, own_blocks=1, num_classes=4)
+    store = LocalStore(folder)
+    for i, (task, tf) in enumerate(sorted(files.items())):  # readable labels and a recorded accuracy, as a real export
+        files[task] = replace(tf, labels=LABELS[task], metrics={"test_accuracy": 0.5 + 0.1 * i, "chance": 0.25})
+        store.write_task(files[task])
+    return files
+
+
+def _image(path: Path, size: tuple[int, int], mode: str = "RGB", seed: int = 0) -> Path:
+    rng = np.random.default_rng(seed)
+    channels = {"RGB": 3, "RGBA": 4, "L": 1}[mode]
+    data = rng.integers(0, 256, (size[1], size[0], channels), dtype=np.uint8)
+    Image.fromarray(data[..., 0] if channels == 1 else data, mode).save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def system(hub, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("space-system")
+    files = _write_system(folder)
+    hub.create_repo(REPO)
+    hub.commit_folder(REPO, folder, message="space system")
+    return folder, files
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("images")
+    return {"rgb": _image(d / "rgb.png", (40, 30), seed=1), "rgb2": _image(d / "rgb2.png", (16, 16), seed=2),
+            "gray": _image(d / "gray.png", (20, 20), "L", seed=3), "rgba": _image(d / "rgba.png", (25, 17), "RGBA", seed=4),
+            "pixel": _image(d / "pixel.png", (1, 1), seed=5)}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _launch(demo):
+    _, url, _ = demo.launch(server_name="127.0.0.1", server_port=_free_port(), prevent_thread_lock=True, quiet=True)
+    return url
+
+
+@pytest.fixture(scope="module")
+def app(system, images):
+    """The page for the Hub repo, launched in-process on 127.0.0.1."""
+    examples = {"task_0": [str(images["rgb"])], "task_1": [str(images["rgb2"])]}
+    demo = space.build_demo(REPO, examples=examples)
+    url = _launch(demo)
+    try:
+        yield demo, url, Client(url, verbose=False)
+    finally:
+        demo.close()
+
+
+def _reference(task: str, image) -> list[dict]:
+    return mu2hub.from_pretrained(REPO, task=task).predict(image, top_k=5)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Library: images, figure, memory, preload
+# ---------------------------------------------------------------------------------------------------
+
+
+def test_load_image_normalises_and_bounds(tmp_path, images):
+    for key in ("gray", "rgba", "pixel"):
+        im = space.load_image(str(images[key]))
+        assert im.mode == "RGB" and im.size == Image.open(images[key]).size
+    big = tmp_path / "big.jpg"
+    Image.new("RGB", (10_000, 10_000), (200, 30, 30)).save(big, quality=80)
+    t0 = time.perf_counter()
+    im = space.load_image(str(big))
+    assert max(im.size) <= space.MAX_SIDE and time.perf_counter() - t0 < 10
+    (tmp_path / "junk.png").write_bytes(b"not an image at all")
+    for bad, match in ((None, "No image"), ("", "No image"), (str(tmp_path / "junk.png"), "Could not read")):
+        with pytest.raises(ValueError, match=match):
+            space.load_image(bad)
+
+
+def test_models_load_lazily_once_and_share_components(system, images):
+    s = space.SpaceSystem(REPO)
+    assert s.loaded == {} and s.tasks == ["task_0", "task_1", "task_2"]
+    s.classify(str(images["rgb"]), "task_0")
+    assert list(s.loaded) == ["task_0"]
+    assert s.model("task_0") is s.model("task_0")
+    for t in s.tasks:
+        s.model(t)
+    per_task = sum(4 * tf.activated_params for tf in s.files.values())
+    unique = s.component_param_bytes()
+    assert s.resident_param_bytes() == unique < per_task
+    # the same, counted independently: distinct array objects over every loaded model's parameters
+    arrays = {id(a): a.nbytes for m in s.loaded.values() for t in m.params.values() for a in t.values()}
+    assert sum(arrays.values()) == unique
+
+
+def test_path_figure_highlights_the_chosen_path(system):
+    _, files = system
+    fig = np.asarray(space.path_figure(files, "task_1"))
+    colors = {tuple(int(space._OWN[i:i + 2], 16) for i in (1, 3, 5)), tuple(int(space._SHARED[i:i + 2], 16) for i in (1, 3, 5))}
+    found = {tuple(p) for p in fig.reshape(-1, 3)[:: 7]}
+    assert colors <= found
+
+
+def test_preload_lines_make_the_space_start_offline(hub, system, tmp_path):
+    _, files = system
+    sha = hub.head(REPO)
+    (line,) = space.preload_lines(REPO, ["task_0", "task_1"], "main")
+    repo, names, rev = line.split()
+    comps = {component_filename(c.id) for t in ("task_0", "task_1") for c in files[t].components}
+    assert (repo, rev) == (REPO, sha)
+    assert names.split(",")[:3] == ["config.json", "tasks/task_0.json", "tasks/task_1.json"]
+    assert set(names.split(",")[3:]) == comps
+
+    # what the Space build does: fetch exactly these files at that commit into the cache ...
+    from huggingface_hub import hf_hub_download
+
+    cache = tmp_path / "cache"
+    for f in names.split(","):
+        hf_hub_download(REPO, f, revision=sha, cache_dir=cache)
+    readme = tmp_path / "README.md"
+    readme.write_text(f'---\nsdk: gradio\npreload_from_hub:\n  - "{line}"\n---\n')
+    assert space.parse_preload(readme) == (REPO, ["task_0", "task_1"], sha)
+    # ... then the app serves both tasks without one request to the Hub
+    hub.reset_log()
+    s = space.SpaceSystem(REPO, revision=sha, tasks=["task_0", "task_1"], cache_dir=cache, local_files_only=True)
+    for t in s.tasks:
+        s.model(t)
+    assert hub.log == []
+
+
+# ---------------------------------------------------------------------------------------------------
+# The launched app, through gradio_client
+# ---------------------------------------------------------------------------------------------------
+
+
+def _check(result: dict, expected: list[dict]) -> None:
+    got = [(c["label"], c["confidence"]) for c in result["confidences"]]
+    assert result["label"] == expected[0]["label"]
+    assert [g[0] for g in got] == [e["label"] for e in expected]
+    np.testing.assert_allclose([g[1] for g in got], [e["score"] for e in expected], rtol=1e-6)
+
+
+def test_client_predictions_match_predict(app, images):
+    _, _, client = app
+    named = client.view_api(return_format="dict", print_info=False)["named_endpoints"]
+    assert {"/classify", "/classify_all", "/task_info"} <= set(named)
+    for task, key in (("task_0", "rgb"), ("task_1", "rgb2")):
+        result = client.predict(handle_file(str(images[key])), task, api_name="/classify")
+        _check(result, _reference(task, Image.open(images[key])))
+
+
+def test_client_all_tasks_mode(app, images):
+    _, _, client = app
+    table = client.predict(handle_file(str(images["rgb"])), api_name="/classify_all")
+    rows = {r[0]: r for r in table["data"]}
+    assert sorted(rows) == ["task_0", "task_1", "task_2"]
+    for task, row in rows.items():
+        ref = _reference(task, Image.open(images["rgb"]))
+        assert row[1] == ref[0]["label"] and row[2] == pytest.approx(ref[0]["score"], abs=1e-4)
+        assert row[3].startswith(f"{ref[0]['label']} ")
+
+
+def test_client_task_info(app):
+    _, _, client = app
+    md, fig = client.predict("task_2", api_name="/task_info")
+    assert "task_2" in md and "0.700" in md and "activated parameters" in md and "MB" in md
+    assert "task_0 (5)" in md and Image.open(fig).size[0] > 300
+
+
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")  # gradio opens the 10k image to sniff it
+def test_bad_input_gives_a_message_and_the_app_keeps_serving(app, images, tmp_path):
+    _, _, client = app
+    with pytest.raises(AppError, match="No image"):
+        client.predict(None, "task_0", api_name="/classify")
+    with pytest.raises(AppError, match="No image"):
+        client.predict(None, api_name="/classify_all")
+    # grayscale, RGBA and a 1-pixel image are converted, as TaskModel.predict converts them
+    for key in ("gray", "rgba", "pixel"):
+        result = client.predict(handle_file(str(images[key])), "task_1", api_name="/classify")
+        _check(result, _reference("task_1", Image.open(images[key])))
+    # a 10,000 x 10,000 image is reduced before preprocessing, not refused
+    big = tmp_path / "big.png"
+    Image.new("L", (10_000, 10_000), 90).save(big, compress_level=1)
+    result = client.predict(handle_file(str(big)), "task_0", api_name="/classify")
+    _check(result, _reference("task_0", space.load_image(str(big))))
+    junk = tmp_path / "junk.png"
+    junk.write_bytes(b"\x89PNG but not really")
+    with pytest.raises(AppError):
+        client.predict(handle_file(str(junk)), "task_0", api_name="/classify")
+    result = client.predict(handle_file(str(images["rgb"])), "task_0", api_name="/classify")
+    _check(result, _reference("task_0", Image.open(images["rgb"])))
+
+
+def test_task_removed_from_the_repo(system, images, tmp_path):
+    folder, _ = system
+    copy = tmp_path / "copy"
+    shutil.copytree(folder, copy)
+    demo = space.build_demo(str(copy), examples={})
+    client = Client(_launch(demo), verbose=False)
+    try:
+        (copy / "tasks" / "task_2.json").unlink()
+        with pytest.raises(AppError, match="'task_2' is no longer available.*task_0, task_1"):
+            client.predict(handle_file(str(images["rgb"])), "task_2", api_name="/classify")
+        table = client.predict(handle_file(str(images["rgb"])), api_name="/classify_all")
+        assert [r[1] for r in table["data"]][2] == "(unavailable)"
+        result = client.predict(handle_file(str(images["rgb"])), "task_0", api_name="/classify")
+        assert result["label"] in LABELS["task_0"]
+    finally:
+        demo.close()
+
+
+# ---------------------------------------------------------------------------------------------------
+# A real browser
+# ---------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    """Debian's chromium, installed with apt-get when missing; a failed install fails the test (never skips)."""
+    path = shutil.which("chromium")
+    if path:
+        return path
+    if shutil.which("apt-get") is None:
+        pytest.fail("chromium is not installed and there is no apt-get to install it: install Debian's `chromium`")
+    sudo = [] if os.geteuid() == 0 else ["sudo", "-n"]
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for cmd in (["apt-get", "update"], ["apt-get", "install", "-y", "chromium"]):
+        r = subprocess.run(sudo + cmd, env=env, capture_output=True, text=True, timeout=1200)
+        if r.returncode != 0:
+            pytest.fail(f"installing chromium failed: `{' '.join(sudo + cmd)}` exited {r.returncode}:\n"
+                        f"{(r.stderr or r.stdout)[-3000:]}")
+    path = shutil.which("chromium")
+    if not path:
+        pytest.fail("apt-get installed chromium but no `chromium` is on PATH")
+    return path
+
+
+def test_browser_upload_classify_and_screenshot(app, images, chromium):
+    try:
+        from playwright.sync_api import expect, sync_playwright
+    except ImportError as e:  # part of the `test` extra: a missing package is a broken set-up, not a skip
+        pytest.fail(f"playwright is not installed ({e}); `pip install -e '.[test]'`")
+    _, url, _ = app
+    expected = _reference("task_0", Image.open(images["rgb"]))[0]["label"]
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 1100})
+            page.goto(url, wait_until="networkidle")
+            page.locator("input[type=file]").first.set_input_files(str(images["rgb"]))
+            page.get_by_role("button", name="Classify", exact=True).click()
+            expect(page.get_by_test_id("label-output-value")).to_have_text(expected, timeout=30_000)
+            page.get_by_role("button", name="All tasks", exact=True).click()
+            expect(page.get_by_text("task_2", exact=True).first).to_be_visible(timeout=30_000)
+            page.screenshot(path=str(ARTIFACTS / "space.png"), full_page=True)
+        finally:
+            browser.close()
+    assert (ARTIFACTS / "space.png").stat().st_size > 10_000
+
+
+# ---------------------------------------------------------------------------------------------------
+# The Space folder: front matter and the thin app.py
+# ---------------------------------------------------------------------------------------------------
+
+SPACE_DIR = Path(__file__).resolve().parent.parent / "spaces_app"
+
+
+def test_space_front_matter():
+    from huggingface_hub import metadata_load
+
+    meta = metadata_load(SPACE_DIR / "README.md")
+    assert (meta["sdk"], str(meta["sdk_version"]), meta["app_file"]) == ("gradio", "6.31.0", "app.py")
+    (entry,) = meta["preload_from_hub"]
+    repo, files = entry.split()[:2]
+    files = files.split(",")
+    assert files[0] == "config.json" and any(f.startswith("tasks/") for f in files)
+    assert all(f.startswith(("config.json", "tasks/", "components/")) for f in files)
+    assert (SPACE_DIR / "app.py").is_file() and "mu2hub" in (SPACE_DIR / "requirements.txt").read_text()
+
+
+def test_app_picks_what_to_serve(monkeypatch, system, tmp_path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("space_app", SPACE_DIR / "app.py")
+    app_module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(app_module)
+    for var in ("MU2HUB_REPO", "MU2HUB_REVISION", "MU2HUB_TASKS", "MU2HUB_LOCAL_FILES_ONLY", "MU2HUB_DEMO_DIR"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("MU2HUB_REPO", REPO)
+    monkeypatch.setenv("MU2HUB_TASKS", "task_0,task_1")
+    assert app_module.target() == (REPO, {"revision": None, "tasks": ["task_0", "task_1"], "local_files_only": False})
+    monkeypatch.delenv("MU2HUB_REPO")
+    monkeypatch.delenv("MU2HUB_TASKS")
+    monkeypatch.setenv("MU2HUB_DEMO_DIR", str(system[0]))
+    assert app_module.target() == (str(system[0]), {"tasks": None})
+    monkeypatch.setenv("MU2HUB_DEMO_DIR", str(tmp_path / "no-export-here"))
+    repo, options = app_module.target()  # on the Space: what preload_from_hub pinned
+    assert repo == "mu2hub/quickstart" and options["tasks"] and options["local_files_only"] is False
