@@ -4,6 +4,7 @@ LIBRARY_NAME = "mu2hub"
 FORMAT_VERSION = 1
 
 CONFIG_NAME = "config.json"
+ROOT_NAME = "root.json"  # the root path (task-file schema): a parent for new tasks, not a task users load
 TASKS_DIR = "tasks"
 COMPONENTS_DIR = "components"
 README_NAME = "README.md"

@@ -16,7 +16,7 @@ from typing import Any, Iterable, Mapping, Protocol
 
 import numpy as np
 
-from .constants import CONFIG_NAME, TASKS_DIR, component_filename, task_filename
+from .constants import CONFIG_NAME, ROOT_NAME, TASKS_DIR, component_filename, task_filename
 from .errors import ComponentIntegrityError, FormatError, LocalFilesMissingError, Mu2hubError, TaskNotFoundError
 from .format import (
     ComponentRef,
@@ -112,6 +112,11 @@ class LocalStore:
             raise FormatError(f"file names task {tf.task!r} but lives at {rel}", path=rel)
         return tf
 
+    def read_root(self) -> TaskFile | None:
+        """The root path (`root.json`), if the system publishes one."""
+        f = self.root / ROOT_NAME
+        return TaskFile.from_json(load_json(f.read_bytes(), ROOT_NAME), ROOT_NAME) if f.is_file() else None
+
     def has_component(self, cid: str) -> bool:
         return (self.root / component_filename(cid)).is_file()
 
@@ -137,6 +142,9 @@ class LocalStore:
 
     def write_task(self, tf: TaskFile) -> None:
         atomic_write(self.root / task_filename(check_task_name(tf.task)), dump_json(tf.to_json()))
+
+    def write_root(self, tf: TaskFile) -> None:
+        atomic_write(self.root / ROOT_NAME, dump_json(tf.to_json()))
 
     def write_component(self, tensors: Tensors, kind: str, slot: str | None = None) -> ComponentRef:
         """Store a component under its content id (a no-op if it exists) and return a reference to it."""

@@ -108,10 +108,17 @@ class Agent:
         else:
             from ..interop import read_transformers_checkpoint
 
-            structure, params, _ = read_transformers_checkpoint(r["init"])
+            structure, params, labels = read_transformers_checkpoint(r["init"])
+            if structure.dims != self.dims:
+                raise ValueError(f"config root {self.dims} does not match the checkpoint {r['init']}: {structure.dims}")
             hp.update(num_layers=structure.num_layers, ds_image_size=structure.image_size, num_classes=structure.num_classes)
         comps = {s: self._write(params[s], s) for s in structure.slots()}
         self.run.system.write_config(SystemConfig(self.dims, structure.image_size, structure.num_layers, name=self.cfg.get("name", "")))
+        refs = [ComponentRef(s, c["id"], c["params"], c["bytes"]) for s, c in comps.items()]
+        self.run.system.write_root(TaskFile(
+            task="root", image_size=structure.image_size, num_layers=structure.num_layers, components=refs,
+            labels=list(labels) if r.get("init", "random") != "random" else ["root"],
+            preprocessing=pp_spec(structure.image_size), hparams=_jsonable(hp), lineage={"init": r.get("init", "random")}))
         rec = PathRecord(ROOT_ID, ROOT, None, hp, comps, {"score": 0.0})
         self.run.write_path(rec)
         return rec
