@@ -70,6 +70,43 @@ def cmd_predict(a: argparse.Namespace) -> int:
     return 0
 
 
+def add_export_arguments(p: argparse.ArgumentParser) -> None:
+    """Shared by `mu2hub export` and the `export/export.py` driver."""
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--run", help="a training run directory (its system/ folder is exported)")
+    src.add_argument("--repo", help="a published mu2hub repo id or folder to export from")
+    p.add_argument("--to", required=True, help="target: a Hub repo id (org/name, created if missing) or a folder path")
+    p.add_argument("--tasks", default=None, help="comma-separated tasks to export (default: all)")
+    p.add_argument("--revision", default=None, help="revision of the --repo source")
+    p.add_argument("--token", default=None)
+    p.add_argument("--cache-dir", default=None)
+    p.add_argument("--repo-id", default=None, help="name shown in the card's usage snippet (default: the target)")
+    p.add_argument("--dry-run", action="store_true", help="print the plan (files, bytes, commits) and change nothing")
+    p.add_argument("--prune", action="store_true", help="delete component files at the target that no task uses")
+    p.add_argument("--force", action="store_true", help="replace tasks even where the target's path scores better")
+    p.add_argument("--private", action="store_true", default=None, help="create the repo private")
+
+
+def cmd_export(a: argparse.Namespace) -> int:
+    from .publish import export
+
+    result = export(a.run or a.repo, a.to, tasks=a.tasks.split(",") if a.tasks else None, revision=a.revision,
+                    token=a.token, cache_dir=a.cache_dir, repo_id=a.repo_id, dry_run=a.dry_run, prune=a.prune,
+                    force=a.force, private=a.private)
+    print(result.format())
+    for note in (result.plan.notes if result.plan and not a.dry_run else []):
+        print(f"note: {note}")
+    return 0
+
+
+def cmd_verify(a: argparse.Namespace) -> int:
+    from .verify import verify
+
+    report = verify(a.repo, tasks=[a.task] if a.task else None, revision=a.revision, cache_dir=a.cache_dir, token=a.token)
+    print(report.format())
+    return 0 if report.ok else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mu2hub", description="µ2Net multitask systems on the Hugging Face Hub")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -91,6 +128,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=int, default=3)
     p.add_argument("images", nargs="+")
     p.set_defaults(fn=cmd_predict)
+    p = sub.add_parser("export", help="publish a run or repo to a Hub repo or folder, uploading only what is missing")
+    add_export_arguments(p)
+    p.set_defaults(fn=cmd_export)
+    p = sub.add_parser("verify", help="download into a fresh cache; check every id and every task's probe (exit 1 on mismatch)")
+    p.add_argument("repo", help="Hub repo id (org/name) or a local folder")
+    p.add_argument("--task", default=None, help="only this task")
+    p.add_argument("--revision", default=None)
+    p.add_argument("--cache-dir", default=None, help="download here instead of a fresh temporary cache")
+    p.add_argument("--token", default=None)
+    p.set_defaults(fn=cmd_verify)
     return parser
 
 

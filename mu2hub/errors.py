@@ -76,3 +76,37 @@ class ShapeMismatchError(FormatError):
 
 class IncompatibleTaskError(Mu2hubError, ValueError):
     """An operation that the task's path cannot support (e.g. exporting adapters to transformers)."""
+
+
+class ExportError(Mu2hubError, ValueError):
+    """The exporter refuses its input before touching the target: nothing was written or uploaded.
+
+    Message: `runs/q/system: task 'digits' has no metrics.test_accuracy (every published task must report a
+    held-out test accuracy); finish the task's evolution or pass --tasks without it`.
+    """
+
+
+class NotAMu2hubRepoError(ExportError):
+    """The export target already holds something that is not a mu2hub system; it is left untouched.
+
+    Message: `org/bert: not a mu2hub repo (config.json has library_name='transformers'); export to a new repo
+    or an empty folder`.
+    """
+
+    def __init__(self, target: str, reason: str):
+        self.target = target
+        super().__init__(f"{target}: not a mu2hub repo ({reason}); export to a new repo or an empty folder")
+
+
+class PushInterruptedError(Mu2hubError, RuntimeError):
+    """A push stopped part-way. Components go first and task files last, so the target still shows the old or
+    the new state of every task; running the same export again finishes it (uploaded files are skipped).
+    """
+
+    def __init__(self, target: str, stage: str, committed: int, cause: BaseException):
+        self.target, self.stage, self.committed = target, stage, committed
+        super().__init__(
+            f"{target}: push interrupted during the {stage} commit after {committed} successful commit(s): {cause}. "
+            "Every task file there still names components that exist (old or new state); "
+            "run the same export again to finish — files already uploaded are skipped."
+        )

@@ -83,6 +83,7 @@ class LoggedRequest(NamedTuple):
     body_bytes: int
     repo_id: str | None = None
     repo_file: str | None = None
+    request_body: bytes = b""  # kept for commit POSTs only: tests count the operations and bytes sent
 
 
 @dataclass
@@ -197,8 +198,9 @@ class _Handler(BaseHTTPRequestHandler):
         sent = 0 if self.command == "HEAD" else len(payload)
         if sent:
             self.wfile.write(payload)
+        kept = body if self.command == "POST" and "/commit/" in parts.path else b""
         hub._record(LoggedRequest(self.command, unquote(parts.path), parts.query, status, sent,
-                                  ctx.get("repo_id"), ctx.get("repo_file")))
+                                  ctx.get("repo_id"), ctx.get("repo_file"), kept))
 
     do_GET = do_HEAD = do_POST = do_PUT = do_DELETE = _handle
 
