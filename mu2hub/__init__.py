@@ -19,8 +19,18 @@ from .errors import (
 
 __version__ = "0.1.0"
 
+_LAZY = {"export": ".publish", "verify": ".verify"}  # pull in matplotlib and the card only when asked for
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name], __name__), name)
+    raise AttributeError(f"module 'mu2hub' has no attribute {name!r}")
+
 __all__ = [
-    "TaskModel", "from_pretrained", "from_transformers", "list_tasks", "system_info",
+    "TaskModel", "from_pretrained", "from_transformers", "list_tasks", "system_info", "export", "verify",
     "Mu2hubError", "FormatError", "FormatVersionError", "UnsafePathError", "TaskNotFoundError",
     "ComponentIntegrityError", "LocalFilesMissingError", "ShapeMismatchError",
 ]

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from .card import PARAMS_FIGURE, SYSTEM_FIGURE, render_card
-from .constants import COMPONENTS_DIR, CONFIG_NAME, README_NAME, TASKS_DIR, component_filename, task_filename
+from .constants import COMPONENTS_DIR, CONFIG_NAME, README_NAME, ROOT_NAME, TASKS_DIR, component_filename, task_filename
 from .errors import ComponentIntegrityError, ExportError, FormatError, Mu2hubError, NotAMu2hubRepoError, PushInterruptedError
 from .figures import params_png, system_png
 from .format import ComponentRef, SystemConfig, TaskFile, distinct, dump_json, load_json, sha256_hex
@@ -371,7 +371,7 @@ class FileOp:
 
     path: str
     size: int
-    kind: str  # component | task | config | card | figure
+    kind: str  # component | task | root | config | card | figure
     change: str  # new | edit | delete
     data: bytes | None = None  # small files, in memory
     file: Path | None = None  # component files, read at commit time (already checked against their id)
@@ -456,7 +456,7 @@ def _shared_files(union: dict[str, TaskFile], config: SystemConfig, label: str) 
 
 def make_plan(store: Store, config: SystemConfig, files: Mapping[str, TaskFile], snap: Snapshot, *, target: str,
               label: str, probe_for: Callable[[str, TaskFile], dict[str, Any] | None], force: bool = False,
-              prune: bool = False) -> ExportPlan:
+              prune: bool = False, root: TaskFile | None = None) -> ExportPlan:
     """Decide every file against the target's snapshot; pure apart from reading (and checking) source files."""
     final: list[FileOp] = []
     if snap.config is None:
@@ -491,9 +491,16 @@ def make_plan(store: Store, config: SystemConfig, files: Mapping[str, TaskFile],
         final.append(FileOp(rel.filename, len(data), "task", "new" if status[t] == "new" else "edit", data))
         for cid in distinct(c.id for c in rel.components):
             earlier.setdefault(cid, []).append(t)
+    # 2b. the root path: the parent contributors' new tasks may start from (docs/FORMAT.md, root.json)
+    if root is not None:
+        data = dump_json(root.to_json())
+        rf = snap.files.get(ROOT_NAME)
+        if rf is None or not rf.matches(data):
+            final.append(FileOp(ROOT_NAME, len(data), "root", "new" if rf is None else "edit", data))
     # 3. components the target lacks (or holds with other content)
     comps, present = [], 0
     needed = {c.id: c for t, tf in files.items() if not status[t].startswith("kept") for c in tf.components if c.source is None}
+    needed.update({c.id: c for c in (root.components if root is not None else []) if c.source is None})
     for cid, ref in needed.items():
         rf = snap.files.get(ref.filename)
         if rf is not None and rf.size == ref.bytes and rf.sha256 in (None, cid):
@@ -510,7 +517,7 @@ def make_plan(store: Store, config: SystemConfig, files: Mapping[str, TaskFile],
         if rf is None or not rf.matches(data):
             final.append(FileOp(rel_path, len(data), "card" if rel_path == README_NAME else "figure", "edit" if rf else "new", data))
     # 5. garbage at the target
-    referenced = {c.id for tf in union.values() for c in tf.components}
+    referenced = {c.id for tf in [*union.values(), *([root] if root is not None else [])] for c in tf.components}
     unreferenced = sorted(snap.components - referenced) if snap.components is not None else []
     if prune:
         final.extend(FileOp(component_filename(cid), 0, "component", "delete") for cid in unreferenced)
@@ -632,14 +639,15 @@ def export(
         return probes[t]
 
     emit = callback or (lambda *_: None)
-    paths = [c.filename for tf in files.values() for c in tf.components if c.source is None]
-    paths = distinct(paths) + [CONFIG_NAME, *SHARED_FILES]
+    root = store.read_root()
+    paths = [c.filename for tf in [*files.values(), *([root] if root else [])] for c in tf.components if c.source is None]
+    paths = distinct(paths) + [CONFIG_NAME, ROOT_NAME, *SHARED_FILES]
     result = ExportResult(target.name, dry_run=dry_run)
     with contextlib.nullcontext() if dry_run else target.locked():
         for _ in range(4 * max_retries + 8):  # components rounds + conflict retries, bounded
             snap = target.snapshot(paths, list_components=prune)
             plan = result.plan = make_plan(store, config, files, snap, target=target.name, label=repo_id or target.label,
-                                           probe_for=probe_for, force=force, prune=prune)
+                                           probe_for=probe_for, force=force, prune=prune, root=root)
             emit("plan", plan)
             if dry_run:
                 return result

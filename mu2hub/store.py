@@ -61,6 +61,7 @@ class Store(Protocol):
 
     def read_config(self) -> SystemConfig: ...
     def read_task(self, task: str) -> TaskFile: ...
+    def read_root(self) -> TaskFile | None: ...
     def list_tasks(self) -> list[str]: ...
     def read_components(self, refs: Iterable[ComponentRef], *, desc: str = "") -> dict[str, tuple[str, Tensors]]: ...
 
@@ -122,19 +123,24 @@ class LocalStore:
 
     def read_components(self, refs: Iterable[ComponentRef], *, desc: str = "") -> dict[str, tuple[str, Tensors]]:
         blobs: dict[str, tuple[ComponentRef, bytes]] = {}
+        sourced: dict[str, ComponentRef] = {}
         missing = []
         for ref in refs:
-            if ref.id in blobs:
+            if ref.id in blobs or ref.id in sourced:
                 continue
             if ref.source is not None:
-                raise Mu2hubError(f"{ref.filename} lives in {ref.source.repo_id}; load through the Hub to follow sources")
+                sourced[ref.id] = ref
+                continue
             try:
                 blobs[ref.id] = (ref, self._read(ref.filename))
             except FileNotFoundError:
                 missing.append(ref.filename)
         if missing:
             raise FileNotFoundError(f"{self.root}: missing component files: {', '.join(missing)}")
-        return _parse_all(blobs)
+        out = _parse_all(blobs)
+        if sourced:
+            out.update(read_sourced(sourced.values(), desc=desc))
+        return out
 
     # -- writing --------------------------------------------------------------------------------
     def write_config(self, config: SystemConfig) -> None:
@@ -243,6 +249,16 @@ class HubStore:
                 return []
             raise
 
+    def read_root(self) -> TaskFile | None:
+        """The root path (`root.json`) at the pinned commit, if the system publishes one."""
+        from huggingface_hub.errors import EntryNotFoundError
+
+        try:
+            path = self._get(ROOT_NAME)
+        except (EntryNotFoundError, LocalFilesMissingError):
+            return None
+        return TaskFile.from_json(load_json(Path(path).read_bytes(), ROOT_NAME), ROOT_NAME)
+
     def read_task(self, task: str) -> TaskFile:
         from huggingface_hub.errors import EntryNotFoundError
 
@@ -325,6 +341,22 @@ def _download(repo_id: str, filename: str, *, revision, cache_dir, token, force_
         if local_files_only:
             raise LocalFilesMissingError(repo_id, [filename]) from e
         raise
+
+
+def read_sourced(refs: Iterable[ComponentRef], *, desc: str = "") -> dict[str, tuple[str, Tensors]]:
+    """Components that live in other Hub repos at pinned commits (`source`), read through the Hub cache.
+
+    This is how a local folder of a fine-tuned variant loads the untouched components it references.
+    """
+    from huggingface_hub import constants
+
+    refs = list(refs)
+    if not refs:
+        return {}
+    first = refs[0].source
+    assert first is not None
+    store = HubStore(first.repo_id, first.revision, os.devnull, local_files_only=constants.HF_HUB_OFFLINE)
+    return store.read_components(refs, desc=desc or f"Fetching {len(refs)} referenced components")
 
 
 def open_store(repo_or_dir: str | os.PathLike, *, revision: str | None = None, cache_dir=None, token=None,

@@ -94,7 +94,8 @@ def test_each_task_downloads_only_its_own_files(hub, published, tmp_path, capsys
     # the run's system/ holds every kept child's components; only the referenced ones were published
     run_components = {p.relative_to(runs_system(published)).as_posix() for p in runs_system(published).glob("components/*/*")}
     published_components = {f for f in files if f.startswith("components/")}
-    referenced = set().union(*(component_files(task_file(files, t)) for t in TASKS))
+    root = json.loads(files["root.json"])  # the root path, a parent for contributors' new tasks
+    referenced = set().union(*(component_files(task_file(files, t)) for t in TASKS), component_files(root))
     assert published_components == referenced and referenced < run_components
     assert cli.main(["verify", published.repo]) == 0
     out = capsys.readouterr().out
@@ -429,7 +430,8 @@ def test_local_folder_export_dry_run_and_driver(runs, tmp_path, capsys, monkeypa
     written = export_system(runs.two, dest)  # what training/demo.py calls
     assert sorted(written) == TASKS
     store = LocalStore(dest)
-    referenced = {c.filename for tf in written.values() for c in tf.components}
+    root = store.read_root()
+    referenced = {c.filename for tf in [*written.values(), root] for c in tf.components}
     assert {p.relative_to(dest).as_posix() for p in dest.glob("components/*/*")} == referenced
     assert (dest / "README.md").read_text().startswith("---") and (dest / "figures/system.png").read_bytes().startswith(PNG)
     assert verify(dest).ok and store.list_tasks() == TASKS
