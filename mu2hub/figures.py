@@ -125,3 +125,62 @@ def params_png(files: Mapping[str, TaskFile]) -> bytes:
     ax.legend(fontsize=7, loc="upper left")
     fig.tight_layout()
     return _png(fig)
+
+
+# The Space's view: one task's path highlighted against the rest of the system.
+_OWN, _SHARED, _WITH_CHOSEN, _OTHER_SHARED, _OTHER = "#f28e2b", "#4e79a7", "#a0c4e8", "#d5d5d5", "#f2f2f2"
+
+
+def path_png(files: Mapping[str, TaskFile], task: str) -> bytes:
+    """Tasks (rows) × slots (columns); each cell is the component that task uses there, labelled by short id.
+
+    `task`'s row is highlighted: orange where the component is its own, blue where it is shared; in other
+    rows the components they share with `task` are light blue. Right margin: how many each row shares.
+    """
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Patch, Rectangle
+
+    tasks = list(files)
+    slots = _slot_columns(files)
+    users: dict[str, set[str]] = {}
+    for t, tf in files.items():
+        for c in tf.components:
+            users.setdefault(c.id, set()).add(t)
+    chosen = {c.id for c in files[task].components} if task in files else set()
+
+    fig = Figure(figsize=(max(6.0, 0.55 * len(slots) + 3.2), 0.42 * len(tasks) + 1.4), dpi=110)
+    ax = fig.add_subplot()
+    for r, t in enumerate(tasks):
+        cells = {c.slot: c.id for c in files[t].components}
+        for col, slot in enumerate(slots):
+            cid = cells.get(slot)
+            if cid is None:
+                continue
+            shared = len(users[cid]) > 1
+            if t == task:
+                color = _SHARED if shared else _OWN
+            else:
+                color = _WITH_CHOSEN if cid in chosen else (_OTHER_SHARED if shared else _OTHER)
+            ax.add_patch(Rectangle((col, r), 1, 1, facecolor=color, edgecolor="white", linewidth=1.5))
+            ax.text(col + 0.5, r + 0.5, cid[:4], ha="center", va="center", fontsize=6,
+                    color="white" if t == task else "#333333", family="monospace")
+        n = len({c.id for c in files[t].components} & chosen)
+        note = "chosen" if t == task else (f"shares {n}" if n else "")
+        ax.text(len(slots) + 0.2, r + 0.5, note, va="center", fontsize=7)
+    if task in tasks:
+        r = tasks.index(task)
+        ax.add_patch(Rectangle((0, r), len(slots), 1, fill=False, edgecolor="black", linewidth=2))
+    ax.set_xlim(0, len(slots) + 1.6)
+    ax.set_ylim(len(tasks), 0)
+    ax.set_xticks([i + 0.5 for i in range(len(slots))], slots, rotation=60, ha="right", fontsize=7)
+    ax.set_yticks([i + 0.5 for i in range(len(tasks))], tasks, fontsize=8)
+    ax.tick_params(length=0)
+    for side in ax.spines.values():
+        side.set_visible(False)
+    ax.set_title(f"path of {task!r} through the system (cells: component id prefix)", fontsize=9)
+    fig.legend(handles=[Patch(color=_OWN, label="chosen task only"), Patch(color=_SHARED, label="chosen task, shared"),
+                        Patch(color=_WITH_CHOSEN, label="shared with the chosen task"),
+                        Patch(color=_OTHER_SHARED, label="shared by other tasks"), Patch(color=_OTHER, label="one other task only")],
+               loc="lower center", ncol=3, fontsize=7, frameon=False)
+    fig.tight_layout(rect=(0, 0.1, 1, 1))
+    return _png(fig)

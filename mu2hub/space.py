@@ -25,6 +25,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 from PIL import Image
 
+from .figures import path_png
 from .api import TaskModel, load_task, summarize
 from .constants import CONFIG_NAME, component_filename, task_filename
 from .data.registry import to_rgb_uint8
@@ -207,7 +208,7 @@ class SpaceSystem:
     def figure(self, task: str) -> Image.Image:
         """The tasks × slots grid with `task`'s path highlighted (drawn once per task)."""
         if task not in self._figures:
-            self._figures[task] = path_figure(self.files, task)
+            self._figures[task] = Image.open(io.BytesIO(path_png(self.files, task))).convert("RGB")
         return self._figures[task]
 
     # -- memory -------------------------------------------------------------------------------------
@@ -233,76 +234,6 @@ class SpaceSystem:
 # ---------------------------------------------------------------------------------------------------
 # The path figure
 # ---------------------------------------------------------------------------------------------------
-
-_OWN, _SHARED, _WITH_CHOSEN, _OTHER_SHARED, _OTHER = "#f28e2b", "#4e79a7", "#a0c4e8", "#d5d5d5", "#f2f2f2"
-
-
-def _slot_key(slot: str) -> tuple[int, int]:
-    """Forward order across paths of different depths: stem, then per layer adapter before block, then norm, head."""
-    fixed = {"patch_embed": (0, 0), "cls": (0, 1), "pos_embed": (0, 2), "norm": (2, 0), "head": (2, 1)}
-    if slot in fixed:
-        return fixed[slot]
-    kind, _, i = slot.partition(".")
-    return (1, 2 * int(i) + (0 if kind == "adapter" else 1))
-
-
-def path_figure(files: Mapping[str, TaskFile], task: str) -> Image.Image:
-    """Tasks (rows) × slots (columns); each cell is the component that task uses there, labelled by short id.
-
-    `task`'s row is highlighted: orange where the component is its own, blue where it is shared; in other
-    rows the components they share with `task` are light blue. Right margin: how many each row shares.
-    """
-    from matplotlib.figure import Figure
-    from matplotlib.patches import Patch, Rectangle
-
-    tasks = list(files)
-    slots = sorted({c.slot for tf in files.values() for c in tf.components}, key=_slot_key)
-    users: dict[str, set[str]] = {}
-    for t, tf in files.items():
-        for c in tf.components:
-            users.setdefault(c.id, set()).add(t)
-    chosen = {c.id for c in files[task].components} if task in files else set()
-
-    fig = Figure(figsize=(max(6.0, 0.55 * len(slots) + 3.2), 0.42 * len(tasks) + 1.4), dpi=110)
-    ax = fig.add_subplot()
-    for r, t in enumerate(tasks):
-        cells = {c.slot: c.id for c in files[t].components}
-        for col, slot in enumerate(slots):
-            cid = cells.get(slot)
-            if cid is None:
-                continue
-            shared = len(users[cid]) > 1
-            if t == task:
-                color = _SHARED if shared else _OWN
-            else:
-                color = _WITH_CHOSEN if cid in chosen else (_OTHER_SHARED if shared else _OTHER)
-            ax.add_patch(Rectangle((col, r), 1, 1, facecolor=color, edgecolor="white", linewidth=1.5))
-            ax.text(col + 0.5, r + 0.5, cid[:4], ha="center", va="center", fontsize=6,
-                    color="white" if t == task else "#333333", family="monospace")
-        n = len({c.id for c in files[t].components} & chosen)
-        note = "chosen" if t == task else (f"shares {n}" if n else "")
-        ax.text(len(slots) + 0.2, r + 0.5, note, va="center", fontsize=7)
-    if task in tasks:
-        r = tasks.index(task)
-        ax.add_patch(Rectangle((0, r), len(slots), 1, fill=False, edgecolor="black", linewidth=2))
-    ax.set_xlim(0, len(slots) + 1.6)
-    ax.set_ylim(len(tasks), 0)
-    ax.set_xticks([i + 0.5 for i in range(len(slots))], slots, rotation=60, ha="right", fontsize=7)
-    ax.set_yticks([i + 0.5 for i in range(len(tasks))], tasks, fontsize=8)
-    ax.tick_params(length=0)
-    for side in ax.spines.values():
-        side.set_visible(False)
-    ax.set_title(f"path of {task!r} through the system (cells: component id prefix)", fontsize=9)
-    fig.legend(handles=[Patch(color=_OWN, label="chosen task only"), Patch(color=_SHARED, label="chosen task, shared"),
-                        Patch(color=_WITH_CHOSEN, label="shared with the chosen task"),
-                        Patch(color=_OTHER_SHARED, label="shared by other tasks"), Patch(color=_OTHER, label="one other task only")],
-               loc="lower center", ncol=3, fontsize=7, frameon=False)
-    fig.tight_layout(rect=(0, 0.1, 1, 1))
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")  # a bare Figure (no pyplot): nothing global to close, no leak per request
-    buf.seek(0)
-    return Image.open(buf).convert("RGB")
-
 
 # ---------------------------------------------------------------------------------------------------
 # Examples and preload lines

@@ -6,6 +6,7 @@ and opened by repo id, as the Space opens its repo. Predictions are checked agai
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
 import socket
@@ -23,6 +24,8 @@ from PIL import Image
 import mu2hub
 from mu2hub import space
 from mu2hub.constants import component_filename
+from mu2hub import figures
+from mu2hub.figures import path_png
 from mu2hub.format import Dims
 from mu2hub.store import LocalStore
 from mu2hub.synthetic import random_system
@@ -144,8 +147,8 @@ def test_models_load_lazily_once_and_share_components(system, images):
 
 def test_path_figure_highlights_the_chosen_path(system):
     _, files = system
-    fig = np.asarray(space.path_figure(files, "task_1"))
-    colors = {tuple(int(space._OWN[i:i + 2], 16) for i in (1, 3, 5)), tuple(int(space._SHARED[i:i + 2], 16) for i in (1, 3, 5))}
+    fig = np.asarray(Image.open(io.BytesIO(path_png(files, "task_1"))).convert("RGB"))
+    colors = {tuple(int(figures._OWN[i:i + 2], 16) for i in (1, 3, 5)), tuple(int(figures._SHARED[i:i + 2], 16) for i in (1, 3, 5))}
     found = {tuple(p) for p in fig.reshape(-1, 3)[:: 7]}
     assert colors <= found
 
