@@ -40,3 +40,49 @@ def loopback_hub() -> tuple[HubServer, Path]:
     server = HubServer(root / "server").start()
     configure_hf_env(server.url, root / "hf_home")
     return server, root
+
+
+def vit_forward_flops(hidden: int, mlp: int, patch: int, layers: int, image_size: int, num_classes: int = 1000,
+                      *, channels: int = 3) -> float:
+    """Multiply-adds × 2 of one image's ViT forward: patch embedding, per block q/k/v/out and the MLP
+    (2·n·(4d² + 2·d·mlp)) plus attention scores and mixing (4·n²·d), the head. B/16 at 224: 35.1 GFLOP,
+    as gpu_notes.md. A training step is counted as 3× the forward (backward = 2× forward)."""
+    n = (image_size // patch) ** 2 + 1
+    per_block = 2 * n * (4 * hidden * hidden + 2 * hidden * mlp) + 4 * n * n * hidden
+    return 2 * (n - 1) * patch * patch * channels * hidden + layers * per_block + 2 * hidden * num_classes
+
+
+def median_rate(fn, items_per_call: int, *, calls: int, repeats: int = 5, warmup: int = 2, sync=lambda out: None) -> float:
+    """items/s of `fn()`: `warmup` untimed calls (compilation), then the median over `repeats` of `calls` calls,
+    each repeat ended by `sync(last output)` so queued device work is inside the timing."""
+    return interleaved_rates({"fn": (fn, items_per_call, sync)}, calls=calls, repeats=repeats, warmup=warmup)["fn"]
+
+
+def interleaved_rates(fns: dict, *, calls: int, repeats: int = 5, warmup: int = 2) -> dict[str, float]:
+    """`median_rate` of several `name: (fn, items_per_call, sync)`, their repeats taken in turn (a, b, a, b,
+    ...) so that a change in the machine's load during the run (a shared CPU) hits all of them alike."""
+    import statistics
+    import time
+
+    for fn, _, sync in fns.values():
+        out = None
+        for _ in range(warmup):
+            out = fn()
+        sync(out)
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, (fn, _, sync) in fns.items():
+            t = time.perf_counter()
+            for _ in range(calls):
+                out = fn()
+            sync(out)
+            times[name].append(time.perf_counter() - t)
+    return {name: items * calls / statistics.median(times[name]) for name, (_, items, _) in fns.items()}
+
+
+def load_average() -> str:
+    """The 1-minute load average: other processes on the machine skew CPU numbers; it is printed with them."""
+    try:
+        return f"load average {os.getloadavg()[0]:.1f}"
+    except OSError:
+        return "load average unknown"

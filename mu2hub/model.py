@@ -5,6 +5,10 @@ file (docs/FORMAT.md), e.g. a block holds `norm1.scale`, `attn.query.kernel`, `m
 A path's parameters are `{slot: {tensor name: array}}`; the forward rebuilds the modules from those arrays
 inside `jit` (nnx.merge on a cached graph definition), so parameters stay plain pytrees that training can
 split into frozen and trainable parts and differentiate w.r.t. the trainable ones only.
+
+Compute options are static arguments of the forward, not global state: `dtype` (bf16 compute on float32
+masters), `attention` ("xla", "cudnn" with the sequence padded to a multiple of 64, or None: cuDNN where it
+runs) and `fuse_qkv` (one q/k/v matmul on kernels concatenated at trace time). docs/PERFORMANCE.md.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+from flax.nnx.nn.dtypes import promote_dtype
 
 from .format import Dims, Structure
 
@@ -48,6 +53,66 @@ class PosEmbed(nnx.Module):
         self.embedding = nnx.Param(init(rngs.params(), (1, 1 + grid * grid, d.hidden_size), jnp.float32))
 
 
+ATTENTION = (None, "xla", "cudnn")  # None: cuDNN where it can run (GPU, bf16/fp16), else XLA
+_CUDNN_SEQ_MULTIPLE = 64  # cuDNN flash attention rejects e.g. 197 tokens: pad to a multiple, mask by length
+
+
+def attend(q: jax.Array, k: jax.Array, v: jax.Array, *, implementation: str = "xla",
+           pad_multiple: int | None = None) -> jax.Array:
+    """Softmax attention on (batch, tokens, heads, head dim), optionally on a sequence padded to `pad_multiple`.
+
+    Padding appends zero tokens and passes the true length as `query_seq_lengths` / `key_value_seq_lengths`,
+    so padded keys get no weight; padded query rows are sliced off. The cuDNN path needs it (gpu_notes.md);
+    with `implementation="xla"` it computes the same thing, which is how the padding is tested on a CPU.
+    """
+    n = q.shape[1]
+    pad = (-n) % pad_multiple if pad_multiple else 0
+    if not pad:
+        return jax.nn.dot_product_attention(q, k, v, implementation=implementation)
+    q, k, v = (jnp.pad(t, ((0, 0), (0, pad), (0, 0), (0, 0))) for t in (q, k, v))
+    lengths = jnp.full((q.shape[0],), n, jnp.int32)
+    o = jax.nn.dot_product_attention(q, k, v, query_seq_lengths=lengths, key_value_seq_lengths=lengths,
+                                     implementation=implementation)
+    return o[:, :n]
+
+
+def resolve_attention(attention: str | None, dtype: Any, head_dim: int) -> str:
+    """The attention implementation to trace: `attention` itself, or for None cuDNN when it can run here.
+
+    cuDNN flash attention needs a GPU, bf16/fp16 inputs and a head dimension that is a multiple of 8 and at
+    most 128; anything else (every CPU run, float32) uses XLA's attention.
+
+    Raises:
+        ValueError: an unknown implementation name.
+    """
+    if attention not in ATTENTION:
+        raise ValueError(f"unknown attention implementation {attention!r}; expected one of {ATTENTION}")
+    if attention is not None:
+        return attention
+    half = dtype is not None and jnp.dtype(dtype) in (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
+    if not half or head_dim % 8 or head_dim > 128:
+        return "xla"
+    return "cudnn" if _cudnn_attention_available() else "xla"
+
+
+@functools.lru_cache(maxsize=None)
+def _cudnn_attention_available() -> bool:
+    """Whether this process's default backend compiles our cuDNN attention, forward and backward, padded and
+    masked as `Attention` calls it (probed once, on a tiny bf16 shape of 65 tokens)."""
+    if jax.default_backend() not in ("gpu", "cuda"):
+        return False
+    t = jax.ShapeDtypeStruct((1, _CUDNN_SEQ_MULTIPLE + 1, 1, 64), jnp.bfloat16)
+
+    def loss(q, k, v):
+        return attend(q, k, v, implementation="cudnn", pad_multiple=_CUDNN_SEQ_MULTIPLE).astype(jnp.float32).sum()
+
+    try:
+        jax.jit(jax.grad(loss, (0, 1, 2))).lower(t, t, t).compile()
+    except Exception:  # noqa: BLE001 - any failure (old cuDNN, GPU generation) means: use XLA's attention
+        return False
+    return True
+
+
 class Attention(nnx.Module):
     def __init__(self, d: Dims, *, dtype=None, rngs: nnx.Rngs):
         self.num_heads = d.num_heads
@@ -56,11 +121,22 @@ class Attention(nnx.Module):
         self.value = _dense(d.hidden_size, d.hidden_size, dtype=dtype, rngs=rngs)
         self.out = _dense(d.hidden_size, d.hidden_size, dtype=dtype, rngs=rngs)
 
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def __call__(self, x: jax.Array, *, attention: str = "xla", fuse_qkv: bool = True) -> jax.Array:
         b, n, dm = x.shape
         heads = lambda t: t.reshape(b, n, self.num_heads, dm // self.num_heads)  # noqa: E731
-        o = jax.nn.dot_product_attention(heads(self.query(x)), heads(self.key(x)), heads(self.value(x)))
+        q, k, v = self._qkv(x) if fuse_qkv else (self.query(x), self.key(x), self.value(x))
+        pad = _CUDNN_SEQ_MULTIPLE if attention == "cudnn" else None
+        o = attend(heads(q), heads(k), heads(v), implementation=attention, pad_multiple=pad)
         return self.out(o.reshape(b, n, dm))
+
+    def _qkv(self, x: jax.Array) -> list[jax.Array]:
+        """q, k, v from one matmul on the concatenated kernels (built at trace time; stored tensors unchanged)."""
+        layers = (self.query, self.key, self.value)
+        kernel = jnp.concatenate([layer.kernel[...] for layer in layers], axis=1)
+        bias = jnp.concatenate([layer.bias[...] for layer in layers])
+        x, kernel, bias = promote_dtype((x, kernel, bias), dtype=self.query.dtype)
+        y = jax.lax.dot_general(x, kernel, (((x.ndim - 1,), (0,)), ((), ()))) + bias
+        return jnp.split(y, 3, axis=-1)
 
 
 class Mlp(nnx.Module):
@@ -82,8 +158,8 @@ class Block(nnx.Module):
         self.norm2 = _layer_norm(d, dtype=dtype, rngs=rngs)
         self.mlp = Mlp(d, dtype=dtype, rngs=rngs)
 
-    def __call__(self, x: jax.Array) -> jax.Array:
-        x = x + self.attn(self.norm1(x))
+    def __call__(self, x: jax.Array, *, attention: str = "xla", fuse_qkv: bool = True) -> jax.Array:
+        x = x + self.attn(self.norm1(x), attention=attention, fuse_qkv=fuse_qkv)
         return x + self.mlp(self.norm2(x))
 
 
@@ -225,13 +301,18 @@ def embed(structure: Structure, params: Params, images: jax.Array, *, dtype: Any
     return jnp.concatenate([cls, x], axis=1) + pos.astype(x.dtype)
 
 
-def encode(structure: Structure, params: Params, x: jax.Array, *, start: int = 0, stop: int | None = None, dtype: Any = None) -> jax.Array:
+def encode(structure: Structure, params: Params, x: jax.Array, *, start: int = 0, stop: int | None = None, dtype: Any = None,
+           attention: str | None = None, fuse_qkv: bool | None = None) -> jax.Array:
     """Run blocks `start..stop-1` (with their adapters): the unit frozen-prefix caching splits on."""
     stop = structure.num_layers if stop is None else stop
+    impl = resolve_attention(attention, dtype, structure.dims.hidden_size // structure.dims.num_heads)
+    # Fused q/k/v by default on a GPU only: on a CPU the kernel concatenation costs more than it saves
+    # (14-25% slower, ViT-B/16 at 64 px, bench/gpu.py on 2 Xeon cores).
+    fuse = jax.default_backend() in ("gpu", "cuda") if fuse_qkv is None else fuse_qkv
     for i in range(start, stop):
         if i in structure.adapter_layers:
             x = _module(structure, params, f"adapter.{i}", dtype)(x)
-        x = _module(structure, params, f"block.{i}", dtype)(x)
+        x = _module(structure, params, f"block.{i}", dtype)(x, attention=impl, fuse_qkv=fuse)
     return x
 
 
@@ -241,7 +322,8 @@ def classify(structure: Structure, params: Params, x: jax.Array, *, dtype: Any =
     return _module(structure, params, "head", dtype)(x).astype(jnp.float32)
 
 
-def apply_path(structure: Structure, params: Params, images: jax.Array, *, dtype: Any = None) -> jax.Array:
+def apply_path(structure: Structure, params: Params, images: jax.Array, *, dtype: Any = None,
+               attention: str | None = None, fuse_qkv: bool | None = None) -> jax.Array:
     """Logits of a path: a pure function of (static structure, component params, images).
 
     Args:
@@ -249,15 +331,20 @@ def apply_path(structure: Structure, params: Params, images: jax.Array, *, dtype
         params (`{slot: {tensor: array}}`): one entry per slot of `structure.slots()`; float32 masters.
         images (`(B, S, S, C)` float): preprocessed to [-1, 1] at `structure.image_size`.
         dtype (*optional*): compute dtype, e.g. `jnp.bfloat16`; parameters stay float32.
+        attention (`str`, *optional*): "xla", "cudnn" (sequence padded to a multiple of 64, masked by
+            length), or None: cuDNN on a GPU in bf16/fp16 where it compiles, else XLA (`resolve_attention`).
+        fuse_qkv (`bool`, *optional*): q, k and v from one matmul on the kernels concatenated at trace time
+            (the stored tensors keep their names); None: fused on a GPU, separate elsewhere.
     """
     x = embed(structure, params, images, dtype=dtype)
-    x = encode(structure, params, x, dtype=dtype)
+    x = encode(structure, params, x, dtype=dtype, attention=attention, fuse_qkv=fuse_qkv)
     return classify(structure, params, x, dtype=dtype)
 
 
-@functools.partial(jax.jit, static_argnames=("structure", "dtype"))
-def apply_path_jit(structure: Structure, params: Params, images: jax.Array, dtype: Any = None) -> jax.Array:
-    return apply_path(structure, params, images, dtype=dtype)
+@functools.partial(jax.jit, static_argnames=("structure", "dtype", "attention", "fuse_qkv"))
+def apply_path_jit(structure: Structure, params: Params, images: jax.Array, dtype: Any = None,
+                   attention: str | None = None, fuse_qkv: bool | None = None) -> jax.Array:
+    return apply_path(structure, params, images, dtype=dtype, attention=attention, fuse_qkv=fuse_qkv)
 
 
 def init_path(structure: Structure, key: jax.Array) -> dict[str, dict[str, np.ndarray]]:

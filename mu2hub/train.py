@@ -10,6 +10,11 @@ component it was cloned from (`init_opt_state`), and is handed back for storage 
 Devices: the reference trains one child per device (§6): pass `mesh=data_parallel_mesh([device])`. A mesh of
 several devices trains one child data-parallel (batch split on a "data" axis, params replicated). Without a
 mesh, a 1-device mesh on the default device (`jax.default_device` is honoured) is used: one code path.
+
+Speed (docs/PERFORMANCE.md): the learning rate is data, so children differing only in it share one compiled
+step; a small train split is uploaded once and batches are gathered on the device; `prefix_cache=` serves a
+child's frozen lowest blocks from activations computed once per dataset (mu2hub/prefix.py); and
+`train_children` trains several children of the same shape in one vmapped step.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import dataclasses
 import functools
 import math
 import time
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Hashable, Iterator, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -27,8 +32,10 @@ import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from .data.pp import batches, eval_batches, preprocess_eval, preprocess_train
+from .data.registry import Split
 from .format import Structure
-from .model import apply_path
+from .model import classify, embed, encode, resolve_attention
+from .prefix import PrefixCache, cache_key, cacheable_depth, prefix_slots, split_fingerprint, tensors_fingerprint
 
 Tree = Mapping[str, Mapping[str, Any]]
 StaticHparams = tuple[tuple[str, Any], ...]
@@ -162,54 +169,146 @@ def data_hparams(hparams: Mapping[str, Any]) -> StaticHparams:
     return tuple(sorted((k, v) for k, v in hparams.items() if k.startswith("ds_")))
 
 
-@functools.partial(jax.jit, static_argnames=("structure", "hparams_static", "tx", "dtype"),
-                   donate_argnames=("trainable", "opt_state"))
-def train_step(structure: Structure, frozen: Tree, trainable: Tree, opt_state: optax.OptState,
-               images_uint8: jax.Array, labels: jax.Array, key: jax.Array, hparams_static: StaticHparams, *,
-               tx: optax.GradientTransformation, dtype: Any = None) -> tuple[Tree, optax.OptState, dict]:
-    """One SGD step on uint8 images: augment on device, softmax cross-entropy, update `trainable` only.
+def _logits(structure: Structure, params: Tree, x: jax.Array, *, start: int | None, dtype: Any,
+            attention: str | None) -> jax.Array:
+    """Logits from preprocessed images (`start=None`) or from the activations entering block `start`."""
+    if start is None:
+        x, start = embed(structure, params, x, dtype=dtype), 0
+    x = encode(structure, params, x, start=start, dtype=dtype, attention=attention)
+    return classify(structure, params, x, dtype=dtype)
 
-    `trainable` and `opt_state` are donated (updated in place on the device); `frozen` is read-only.
-    Returns (trainable, opt_state, {"loss", "grad_norm"}), the norm taken before clipping.
-    """
-    images = preprocess_train(images_uint8, structure.image_size, dict(hparams_static), key)
 
+def _update(structure: Structure, frozen: Tree, trainable: Tree, opt_state: optax.OptState, x: jax.Array,
+            labels: jax.Array, lr: jax.Array | None, *, tx: optax.GradientTransformation, dtype: Any,
+            attention: str | None, start: int | None) -> tuple[Tree, optax.OptState, dict]:
     def loss_fn(params: Tree) -> jax.Array:
-        logits = apply_path(structure, {**frozen, **params}, images, dtype=dtype)
-        onehot = jax.nn.one_hot(labels, logits.shape[-1])
-        return optax.softmax_cross_entropy(logits, onehot).mean()
+        logits = _logits(structure, {**frozen, **params}, x, start=start, dtype=dtype, attention=attention)
+        return optax.softmax_cross_entropy(logits, jax.nn.one_hot(labels, logits.shape[-1])).mean()
 
     loss, grads = jax.value_and_grad(loss_fn)(trainable)
     updates, opt_state = tx.update(grads, opt_state, trainable)
+    if lr is not None:  # the lr as data: `tx` was built for lr 1, and every schedule is linear in the lr
+        updates = jax.tree.map(lambda u: u * lr, updates)
     trainable = optax.apply_updates(trainable, updates)
     return trainable, opt_state, {"loss": loss, "grad_norm": optax.tree.norm(grads)}
 
 
-@functools.partial(jax.jit, static_argnames=("structure", "dtype"))
-def _correct(structure: Structure, frozen: Tree, trainable: Tree, images_uint8: jax.Array, labels: jax.Array,
-             mask: jax.Array, dtype: Any = None) -> jax.Array:
-    logits = apply_path(structure, {**frozen, **trainable}, preprocess_eval(images_uint8, structure.image_size),
-                        dtype=dtype)
+def _train_inputs(inputs: jax.Array, image_size: int, hparams_static: StaticHparams, key: jax.Array,
+                  start: int | None) -> jax.Array:
+    return preprocess_train(inputs, image_size, dict(hparams_static), key) if start is None else inputs
+
+
+_STEP_STATIC = ("structure", "hparams_static", "tx", "dtype", "attention", "start")
+
+
+@functools.partial(jax.jit, static_argnames=_STEP_STATIC, donate_argnames=("trainable", "opt_state"))
+def train_step(structure: Structure, frozen: Tree, trainable: Tree, opt_state: optax.OptState, inputs: jax.Array,
+               labels: jax.Array, key: jax.Array, hparams_static: StaticHparams, *, tx: optax.GradientTransformation,
+               dtype: Any = None, attention: str | None = None, start: int | None = None,
+               lr: jax.Array | None = None) -> tuple[Tree, optax.OptState, dict]:
+    """One SGD step: softmax cross-entropy, update `trainable` only.
+
+    `inputs` are uint8 images, augmented on device (`start=None`), or, with `start=k`, the cached activations
+    entering block k (frozen-prefix caching; then `frozen` needs only the slots from block k on).
+    `lr`, when given, multiplies the updates of a `tx` built for lr 1 (`train_child` does so: one compiled
+    step serves every learning rate). `trainable` and `opt_state` are donated (updated in place on the
+    device); `frozen` is read-only. Returns (trainable, opt_state, {"loss", "grad_norm"}), the norm taken
+    before clipping.
+    """
+    x = _train_inputs(inputs, structure.image_size, hparams_static, key, start)
+    return _update(structure, frozen, trainable, opt_state, x, labels, lr, tx=tx, dtype=dtype,
+                   attention=attention, start=start)
+
+
+@functools.partial(jax.jit, static_argnames=_STEP_STATIC, donate_argnames=("trainable", "opt_state"))
+def train_step_many(structure: Structure, frozen: Tree, frozen_each: Tree, trainable: Tree,
+                    opt_state: optax.OptState, lr: jax.Array, inputs: jax.Array, labels: jax.Array, key: jax.Array,
+                    hparams_static: StaticHparams, *, tx: optax.GradientTransformation, dtype: Any = None,
+                    attention: str | None = None, start: int | None = None) -> tuple[Tree, optax.OptState, dict]:
+    """`train_step` for C children at once, vmapped over a leading axis C of `frozen_each`, `trainable`,
+    `opt_state` and `lr` (per-child learning rates; `tx` built for lr 1). `frozen` (shared by all) and the
+    batch are not batched, so the shared frozen computation and the augmentation run once for all.
+    """
+    x = _train_inputs(inputs, structure.image_size, hparams_static, key, start)
+
+    def one(fe: Tree, tr: Tree, st: optax.OptState, lr_: jax.Array):
+        return _update(structure, {**frozen, **fe}, tr, st, x, labels, lr_, tx=tx, dtype=dtype, attention=attention,
+                       start=start)
+
+    return jax.vmap(one)(frozen_each, trainable, opt_state, lr)
+
+
+def _eval_inputs(inputs: jax.Array, image_size: int, start: int | None) -> jax.Array:
+    return preprocess_eval(inputs, image_size) if start is None else inputs
+
+
+@functools.partial(jax.jit, static_argnames=("structure", "dtype", "attention", "start"))
+def _correct(structure: Structure, frozen: Tree, trainable: Tree, inputs: jax.Array, labels: jax.Array,
+             mask: jax.Array, dtype: Any = None, attention: str | None = None, start: int | None = None) -> jax.Array:
+    logits = _logits(structure, {**frozen, **trainable}, _eval_inputs(inputs, structure.image_size, start),
+                     start=start, dtype=dtype, attention=attention)
     return jnp.sum((logits.argmax(-1) == labels) & mask)
 
 
-def _evaluate(structure: Structure, frozen: Tree, trainable: Tree, split: Any, batch_size: int, *,
-              dtype: Any, mesh: Mesh) -> float:
-    """Accuracy over every example once; counts are summed on device and fetched once at the end."""
-    counts = [_correct(structure, frozen, trainable, *_put_batch(batch, mesh), dtype=dtype)
+@functools.partial(jax.jit, static_argnames=("structure", "dtype", "attention", "start"))
+def _correct_many(structure: Structure, frozen: Tree, frozen_each: Tree, trainable: Tree, inputs: jax.Array,
+                  labels: jax.Array, mask: jax.Array, dtype: Any = None, attention: str | None = None,
+                  start: int | None = None) -> jax.Array:
+    x = _eval_inputs(inputs, structure.image_size, start)
+
+    def one(fe: Tree, tr: Tree) -> jax.Array:
+        logits = _logits(structure, {**frozen, **fe, **tr}, x, start=start, dtype=dtype, attention=attention)
+        return jnp.sum((logits.argmax(-1) == labels) & mask)
+
+    return jax.vmap(one)(frozen_each, trainable)
+
+
+def _evaluate(structure: Structure, frozen: Tree, trainable: Tree, split: Any, batch_size: int, *, dtype: Any,
+              mesh: Mesh, attention: str | None = None, start: int | None = None,
+              frozen_each: Tree | None = None) -> Any:
+    """Accuracy over every example once (an array over children with `frozen_each`); one fetch at the end."""
+    kw = dict(dtype=dtype, attention=attention, start=start)
+    counts = [_correct(structure, frozen, trainable, *_put_batch(batch, mesh), **kw) if frozen_each is None else
+              _correct_many(structure, frozen, frozen_each, trainable, *_put_batch(batch, mesh), **kw)
               for batch in eval_batches(split, batch_size)]
-    return int(sum(jax.device_get(counts))) / len(split)
+    total = np.sum(np.asarray(jax.device_get(counts)), axis=0)
+    return int(total) / len(split) if frozen_each is None else total / len(split)
 
 
 def evaluate(structure: Structure, params: Tree, split: Any, batch_size: int, *, dtype: Any = None,
-             mesh: Mesh | None = None) -> float:
+             mesh: Mesh | None = None, attention: str | None = None) -> float:
     """Validation/test accuracy of a path on `split` (every example exactly once; the last batch is masked)."""
     mesh = _default_mesh() if mesh is None else mesh
-    return _evaluate(structure, _put_params(params, mesh), {}, split, batch_size, dtype=dtype, mesh=mesh)
+    return _evaluate(structure, _put_params(params, mesh), {}, split, batch_size, dtype=dtype, mesh=mesh,
+                     attention=attention)
+
+
+@functools.partial(jax.jit, static_argnames=("structure", "stop", "dtype", "attention"))
+def _prefix_batch(structure: Structure, frozen: Tree, images_uint8: jax.Array, *, stop: int, dtype: Any = None,
+                  attention: str | None = None) -> jax.Array:
+    x = embed(structure, frozen, preprocess_eval(images_uint8, structure.image_size), dtype=dtype)
+    return encode(structure, frozen, x, stop=stop, dtype=dtype, attention=attention)
+
+
+def prefix_activations(structure: Structure, frozen: Tree, split: Any, stop: int, *, batch_size: int,
+                       dtype: Any = None, attention: str | None = None, mesh: Mesh | None = None) -> np.ndarray:
+    """The activations entering block `stop` of every example of `split`, in order: (N, tokens, hidden) on
+    the host, in the compute dtype. Eval preprocessing (= train preprocessing with augmentation off)."""
+    mesh = _default_mesh() if mesh is None else mesh
+    frozen_d = _put_params({s: dict(frozen[s]) for s in prefix_slots(structure, stop)}, mesh)
+    out = np.empty((len(split), structure.seq_len, structure.dims.hidden_size), np.dtype(dtype or np.float32))
+    pending: list[tuple[int, jax.Array]] = []
+    for i, (images, _, _) in enumerate(eval_batches(split, batch_size)):
+        pending.append((i * batch_size, _prefix_batch(structure, frozen_d, *_put_batch((images,), mesh), stop=stop,
+                                                      dtype=dtype, attention=attention)))
+        while len(pending) > (2 if i + 1 < math.ceil(len(split) / batch_size) else 0):  # keep 2 in flight
+            at, acts = pending.pop(0)
+            out[at:at + batch_size] = np.asarray(acts)[:len(split) - at]
+    return out
 
 
 # ---------------------------------------------------------------------------------------------------
-# Devices
+# Devices and inputs
 # ---------------------------------------------------------------------------------------------------
 
 
@@ -237,6 +336,58 @@ def _put_batch(arrays: tuple[np.ndarray, ...], mesh: Mesh) -> tuple[jax.Array, .
     return tuple(jax.device_put(a, NamedSharding(mesh, P("data"))) for a in arrays)
 
 
+@functools.lru_cache(maxsize=16)
+def _gather(sharding: NamedSharding) -> Callable[[jax.Array, jax.Array], jax.Array]:
+    return jax.jit(lambda a, idx: jnp.take(a, idx, axis=0), out_shardings=sharding)
+
+
+@dataclasses.dataclass
+class _Inputs:
+    """What the steps eat: uint8 images (`start` None) or the cached activations entering block `start`."""
+
+    train: Any
+    train_labels: np.ndarray
+    validation: Split
+    start: int | None = None
+    resident_bytes: int = 0  # train inputs up to this size are uploaded once and batches gathered on device
+    prefix: tuple[str, ...] = ()  # the slots whose work the cached activations already hold
+    prefix_time: float = 0.0
+
+    def stream(self, batch_size: int, seed: int, mesh: Mesh) -> Iterator[tuple[jax.Array, jax.Array]]:
+        """(inputs, labels) batches on the mesh, in the order of `batches(train split, batch_size, seed=seed)`."""
+        order = batches(Split(np.arange(len(self.train_labels)), self.train_labels), batch_size, seed=seed)
+        if self.train.nbytes > self.resident_bytes:  # gather on the host; async dispatch overlaps it with steps
+            return (_put_batch((self.train[idx], labels), mesh) for idx, labels in order)
+        resident = jax.device_put(np.asarray(self.train), NamedSharding(mesh, P()))
+        take = _gather(NamedSharding(mesh, P("data")))
+        return ((take(resident, i), y) for i, y in (_put_batch((idx.astype(np.int32), labels), mesh) for idx, labels in order))
+
+
+def _inputs(structure: Structure, frozen: Tree, data: Any, hparams: Mapping[str, Any], *, cache: PrefixCache | None,
+            component_ids: Mapping[str, str] | None, batch_size: int, dtype: Any, attention: str | None, mesh: Mesh,
+            resident_bytes: int) -> _Inputs:
+    """Cached prefix activations when the cache can serve this child (see mu2hub/prefix.py), else the images."""
+    plain = _Inputs(data.train.images, data.train.labels, data.validation, resident_bytes=resident_bytes)
+    depth = cacheable_depth(structure, list(frozen), hparams) if cache is not None else 0
+    if depth == 0:
+        return plain
+    slots = prefix_slots(structure, depth)
+    ids = {s: (component_ids or {}).get(s) or tensors_fingerprint(frozen[s]) for s in slots}
+    impl = resolve_attention(attention, dtype, structure.dims.hidden_size // structure.dims.num_heads)
+    per_example = structure.seq_len * structure.dims.hidden_size * np.dtype(dtype or np.float32).itemsize
+    splits = {"train": data.train, "validation": data.validation}
+    if not all(cache.admits(len(s) * per_example) for s in splits.values()):
+        return plain
+    t0 = time.perf_counter()
+    acts = {name: cache.get_or_compute(
+        cache_key(ids, split_fingerprint(split), structure.image_size, dtype, impl), len(split) * per_example,
+        lambda split=split: prefix_activations(structure, frozen, split, depth, batch_size=batch_size, dtype=dtype,
+                                               attention=attention, mesh=mesh))
+        for name, split in splits.items()}
+    return _Inputs(acts["train"], data.train.labels, Split(acts["validation"], data.validation.labels), depth,
+                   cache.device_max_bytes, tuple(slots), time.perf_counter() - t0)
+
+
 # ---------------------------------------------------------------------------------------------------
 # Training a child
 # ---------------------------------------------------------------------------------------------------
@@ -255,6 +406,8 @@ class ChildResult:
     train_time: float  # seconds of training and validation after the first step
     compile_time: float  # seconds to the end of the first step and first validation (compilation, if new)
     examples_seen: int
+    cached_blocks: int = 0  # lowest blocks served from the prefix cache (0: the plain path)
+    prefix_time: float = 0.0  # seconds spent getting those activations (computing them on a cache miss)
 
 
 def _to_host(tree: Tree) -> dict[str, dict[str, np.ndarray]]:
@@ -265,12 +418,71 @@ def _to_host(tree: Tree) -> dict[str, dict[str, np.ndarray]]:
     return {s: {k: np.array(v, np.float32) for k, v in t.items()} for s, t in jax.device_get(dict(tree)).items()}
 
 
+class _Validations:
+    """One child's validation record: history, and the best snapshot whenever the score reaches the bar."""
+
+    def __init__(self, best_score: float, score_fn: Callable[[float], float]):
+        self.best_score, self.score_fn = best_score, score_fn
+        self.best: tuple[dict, dict] | None = None
+        self.best_seen = -math.inf
+        self.history: list[dict[str, float]] = []
+
+    def record(self, step: int, accuracy: float, loss: Any, snapshot: Callable[[], tuple[dict, dict]]) -> None:
+        score = float(self.score_fn(accuracy))
+        self.best_seen = max(self.best_seen, score)
+        self.history.append({"step": step, "val_accuracy": float(accuracy), "score": score, "loss": float(loss)})
+        if score >= self.best_score:
+            self.best, self.best_score = snapshot(), score
+
+    def result(self, train_time: float, compile_time: float, examples: int, inputs: _Inputs) -> ChildResult:
+        return ChildResult(
+            improved=self.best is not None,
+            quality=max((h["val_accuracy"] for h in self.history), default=float("nan")),
+            score=self.best_score if self.best is not None else self.best_seen,
+            params=self.best[0] if self.best else None,
+            traces=self.best[1] if self.best else None,
+            history=self.history, train_time=train_time, compile_time=compile_time, examples_seen=examples,
+            cached_blocks=inputs.start or 0, prefix_time=inputs.prefix_time,
+        )
+
+
+def _drive(total: int, steps_per_validation: int, stream: Iterator, step: Callable[[int, Any, Any], Any],
+           validate: Callable[[int], None]) -> tuple[float, float]:
+    """`total` steps with a validation every `steps_per_validation`; returns (elapsed, compile seconds)."""
+    start = time.perf_counter()
+    compile_time = 0.0
+    for i in range(total):
+        out = step(i, *next(stream))
+        if i == 0:
+            jax.block_until_ready(out)
+            compile_time += time.perf_counter() - start
+        if (i + 1) % steps_per_validation:
+            continue
+        first_eval = i + 1 == steps_per_validation
+        if first_eval:  # time the first validation alone (mostly its compilation), not the queued steps
+            jax.block_until_ready(out)
+            t0 = time.perf_counter()
+        validate(i + 1)
+        if first_eval:
+            compile_time += time.perf_counter() - t0
+    return time.perf_counter() - start, compile_time
+
+
+def _check_partition(structure: Structure, frozen: Tree, trainable: Tree) -> None:
+    slots, overlap = set(structure.slots()), sorted(set(frozen) & set(trainable))
+    missing, extra = sorted(slots - set(frozen) - set(trainable)), sorted((set(frozen) | set(trainable)) - slots)
+    if overlap or missing or extra:
+        raise ValueError(f"frozen/trainable must partition the path's slots: both {overlap}, in neither "
+                         f"{missing}, not in the path {extra}")
+
+
 def train_child(structure: Structure, frozen: Tree, trainable: Tree, data: Any, hparams: Mapping[str, Any], *,
                 num_validations: int, steps_per_validation: int, batch_size: int, seed: int,
                 dtype: Any = None, inherited_traces: Tree | None = None, best_score: float = -math.inf,
                 score_fn: Callable[[float], float] = lambda quality: quality,
                 progress: Callable[[int, int, dict], None] | None = None, mesh: Mesh | None = None,
-                variant: str = "mu2net") -> ChildResult:
+                variant: str = "mu2net", attention: str | None = None, prefix_cache: PrefixCache | None = None,
+                component_ids: Mapping[str, str] | None = None, resident_bytes: int = 1 << 30) -> ChildResult:
     """Train a child for `num_validations` × `steps_per_validation` steps and keep its best validation snapshot.
 
     Args:
@@ -288,62 +500,150 @@ def train_child(structure: Structure, frozen: Tree, trainable: Tree, data: Any, 
         mesh (*optional*): the devices, batch split over the "data" axis (see `data_parallel_mesh`); defaults
             to the current default device alone (so `with jax.default_device(d):` places the child on d).
         variant (`str`): "mu2net" or "mu3net" learning-rate schedules.
+        attention (`str`, *optional*): "xla", "cudnn" or None (cuDNN where it runs, see `model.apply_path`).
+        prefix_cache (`PrefixCache`, *optional*): with augmentation off and the embedding and lowest k >= 1
+            blocks frozen, their activations come from this cache (computed on a miss) and only the rest
+            runs per step. Same result as without (up to float rounding); `ChildResult.cached_blocks` says k.
+        component_ids (`{slot: id}`, *optional*): ids of the frozen components, naming the cache entries;
+            without them the frozen tensors are hashed (once per array object).
+        resident_bytes (`int`, defaults to 1 GiB): a train split of uint8 images up to this size is uploaded
+            to the device once and batches are gathered there (cached activations: the cache's
+            `device_max_bytes`).
 
     Raises:
         ValueError: `frozen` and `trainable` do not partition the structure's slots, or bad hparams.
     """
-    slots, overlap = set(structure.slots()), sorted(set(frozen) & set(trainable))
-    missing, extra = sorted(slots - set(frozen) - set(trainable)), sorted((set(frozen) | set(trainable)) - slots)
-    if overlap or missing or extra:
-        raise ValueError(f"frozen/trainable must partition the path's slots: both {overlap}, in neither "
-                         f"{missing}, not in the path {extra}")
+    _check_partition(structure, frozen, trainable)
     total = num_validations * steps_per_validation
-    tx = make_optimizer(hparams, total, steps_per_validation=steps_per_validation, variant=variant)
+    # Built for lr 1, the lr passed as data: children differing only in lr share one compiled step.
+    tx = make_optimizer({**hparams, "opt_lr": 1.0}, total, steps_per_validation=steps_per_validation, variant=variant)
+    lr = jnp.asarray(float(hparams["opt_lr"]), jnp.float32)
     static = data_hparams(hparams)
     mesh = _default_mesh() if mesh is None else mesh
-    frozen_d = _put_params({s: dict(t) for s, t in frozen.items()}, mesh)
+    inputs = _inputs(structure, frozen, data, hparams, cache=prefix_cache, component_ids=component_ids,
+                     batch_size=batch_size, dtype=dtype, attention=attention, mesh=mesh, resident_bytes=resident_bytes)
+    frozen_d = _put_params({s: dict(t) for s, t in frozen.items() if s not in inputs.prefix}, mesh)
     params = _put_params({s: dict(t) for s, t in trainable.items()}, mesh, copy=True)
-    opt_state = _put_params(init_opt_state(tx, params, inherited_traces), mesh)
-    stream: Iterator = batches(data.train, batch_size, seed=seed)
+    state = {"params": params, "opt": _put_params(init_opt_state(tx, params, inherited_traces), mesh), "metrics": {}}
     base_key = jax.random.key(seed)
+    kw = dict(dtype=dtype, attention=attention, start=inputs.start)
+    validations = _Validations(best_score, score_fn)
 
-    start = time.perf_counter()
-    compile_time = 0.0
-    history: list[dict[str, float]] = []
-    best: tuple[dict, dict] | None = None
-    best_seen = -math.inf
-    for step in range(total):
-        images, labels = _put_batch(next(stream), mesh)
-        params, opt_state, metrics = train_step(structure, frozen_d, params, opt_state, images, labels,
-                                                jax.random.fold_in(base_key, step), static, tx=tx, dtype=dtype)
-        if step == 0:
-            jax.block_until_ready(params)
-            compile_time += time.perf_counter() - start
+    def step(i: int, x: jax.Array, labels: jax.Array) -> Tree:
+        state["params"], state["opt"], state["metrics"] = train_step(
+            structure, frozen_d, state["params"], state["opt"], x, labels, jax.random.fold_in(base_key, i), static,
+            tx=tx, lr=lr, **kw)
         if progress is not None:
-            progress(step + 1, total, metrics)
-        if (step + 1) % steps_per_validation:
-            continue
-        first_eval = step + 1 == steps_per_validation
-        if first_eval:  # time the first validation alone (mostly its compilation), not the queued steps
-            jax.block_until_ready(params)
-            t0 = time.perf_counter()
-        accuracy = _evaluate(structure, frozen_d, params, data.validation, batch_size, dtype=dtype, mesh=mesh)
-        if first_eval:
-            compile_time += time.perf_counter() - t0
-        score = float(score_fn(accuracy))
-        best_seen = max(best_seen, score)
-        history.append({"step": step + 1, "val_accuracy": accuracy, "score": score, "loss": float(metrics["loss"])})
-        if score >= best_score:
-            best, best_score = (_to_host(params), _to_host(momentum_traces(opt_state))), score
-    elapsed = time.perf_counter() - start
-    return ChildResult(
-        improved=best is not None,
-        quality=max((h["val_accuracy"] for h in history), default=float("nan")),
-        score=best_score if best is not None else best_seen,
-        params=best[0] if best else None,
-        traces=best[1] if best else None,
-        history=history,
-        train_time=elapsed - compile_time,
-        compile_time=compile_time,
-        examples_seen=total * batch_size,
-    )
+            progress(i + 1, total, state["metrics"])
+        return state["params"]
+
+    def validate(at: int) -> None:
+        accuracy = _evaluate(structure, frozen_d, state["params"], inputs.validation, batch_size, mesh=mesh, **kw)
+        validations.record(at, accuracy, state["metrics"]["loss"],
+                           lambda: (_to_host(state["params"]), _to_host(momentum_traces(state["opt"]))))
+
+    elapsed, compile_time = _drive(total, steps_per_validation, inputs.stream(batch_size, seed, mesh), step, validate)
+    return validations.result(elapsed - compile_time, compile_time, total * batch_size, inputs)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Several children in one compiled step
+# ---------------------------------------------------------------------------------------------------
+
+
+def batch_key(structure: Structure, frozen: Tree, trainable: Tree, hparams: Mapping[str, Any]) -> Hashable:
+    """Children with equal keys can be trained together by `train_children`.
+
+    That is: the same structure, the same trainable slots, frozen tensors of the same shapes (a frozen
+    position embedding may have any grid), and the same hparams except `opt_lr` (which becomes data).
+    """
+    shapes = tuple((s, k, tuple(np.shape(v))) for s in sorted(frozen) for k, v in sorted(frozen[s].items()))
+    others = tuple(sorted((k, v) for k, v in hparams.items() if k != "opt_lr" and (k.startswith(("opt_", "ds_")))))
+    return structure, tuple(sorted(trainable)), shapes, others
+
+
+def _shared_slots(frozen: Sequence[Tree], ids: Sequence[Mapping[str, str]] | None) -> set[str]:
+    """Frozen slots holding the same component in every child (equal ids, else the very same arrays)."""
+    def same(slot: str) -> bool:
+        if ids is not None and all(slot in i for i in ids):
+            return len({i[slot] for i in ids}) == 1
+        return all(f[slot].keys() == frozen[0][slot].keys() and all(f[slot][k] is frozen[0][slot][k] for k in f[slot])
+                   for f in frozen[1:])
+    return {s for s in frozen[0] if same(s)}
+
+
+def _stack(trees: Sequence[Tree]) -> Tree:
+    plain = [{s: dict(t) for s, t in tree.items()} for tree in trees]
+    return jax.tree.map(lambda *xs: np.stack([np.asarray(x) for x in xs]), *plain)
+
+
+def train_children(structure: Structure, frozen: Sequence[Tree], trainable: Sequence[Tree], data: Any,
+                   hparams: Sequence[Mapping[str, Any]], *, num_validations: int, steps_per_validation: int,
+                   batch_size: int, seed: int, dtype: Any = None, inherited_traces: Sequence[Tree | None] | None = None,
+                   best_scores: Sequence[float] | None = None,
+                   score_fns: Sequence[Callable[[float], float]] | None = None,
+                   progress: Callable[[int, int, dict], None] | None = None, mesh: Mesh | None = None,
+                   variant: str = "mu2net", attention: str | None = None, prefix_cache: PrefixCache | None = None,
+                   component_ids: Sequence[Mapping[str, str]] | None = None,
+                   resident_bytes: int = 1 << 30) -> list[ChildResult]:
+    """Train C children in one compiled step (`jax.vmap` over them), each as `train_child` would.
+
+    For children too small to fill the device alone. They must share `batch_key` (same structure, trainable
+    slots and hparams except `opt_lr`) and see the same batches (one `seed`, as siblings of a generation do).
+    Frozen components held by every child (equal `component_ids`, else identical array objects) are passed
+    once and their computation runs once; other frozen slots are stacked. Arguments are those of
+    `train_child`, one per child where plural; `progress` gets metrics with a leading axis of C. Each result's
+    `train_time` / `compile_time` is the batch's divided by C.
+
+    Raises:
+        ValueError: children that do not share `batch_key`, or lists of different lengths.
+    """
+    n = len(trainable)
+    inherited_traces = list(inherited_traces or [None] * n)
+    best_scores = list(best_scores if best_scores is not None else [-math.inf] * n)
+    score_fns = list(score_fns or [lambda quality: quality] * n)
+    if not n or {len(frozen), len(hparams), len(inherited_traces), len(best_scores), len(score_fns)} != {n}:
+        raise ValueError(f"need one frozen, trainable, hparams (and traces, scores) per child; got {n} trainable")
+    for f, t in zip(frozen, trainable):
+        _check_partition(structure, f, t)
+    keys = [batch_key(structure, f, t, h) for f, t, h in zip(frozen, trainable, hparams)]
+    if len(set(keys)) > 1:
+        raise ValueError("these children cannot share a step (structure, trainable slots, frozen shapes or hparams "
+                         "other than opt_lr differ); group them by train.batch_key")
+    total = num_validations * steps_per_validation
+    tx = make_optimizer({**hparams[0], "opt_lr": 1.0}, total, steps_per_validation=steps_per_validation, variant=variant)
+    lr = jnp.asarray([float(h["opt_lr"]) for h in hparams], jnp.float32)
+    static = data_hparams(hparams[0])
+    mesh = _default_mesh() if mesh is None else mesh
+    shared = _shared_slots(frozen, component_ids)
+    inputs = _inputs(structure, {s: frozen[0][s] for s in shared}, data, hparams[0], cache=prefix_cache,
+                     component_ids=component_ids[0] if component_ids else None, batch_size=batch_size, dtype=dtype,
+                     attention=attention, mesh=mesh, resident_bytes=resident_bytes)
+    frozen_d = _put_params({s: dict(frozen[0][s]) for s in shared - set(inputs.prefix)}, mesh)
+    each = _put_params(_stack([{s: f[s] for s in f if s not in shared} for f in frozen]), mesh)
+    params = _put_params(_stack(trainable), mesh, copy=True)
+    opt = jax.tree.map(lambda *xs: jnp.stack(xs), *[init_opt_state(tx, t, it) for t, it in zip(trainable, inherited_traces)])
+    state = {"params": params, "opt": _put_params(opt, mesh), "metrics": {}}
+    base_key = jax.random.key(seed)
+    kw = dict(dtype=dtype, attention=attention, start=inputs.start)
+    validations = [_Validations(b, f) for b, f in zip(best_scores, score_fns)]
+
+    def step(i: int, x: jax.Array, labels: jax.Array) -> Tree:
+        state["params"], state["opt"], state["metrics"] = train_step_many(
+            structure, frozen_d, each, state["params"], state["opt"], lr, x, labels, jax.random.fold_in(base_key, i),
+            static, tx=tx, **kw)
+        if progress is not None:
+            progress(i + 1, total, state["metrics"])
+        return state["params"]
+
+    def validate(at: int) -> None:
+        accuracies = _evaluate(structure, frozen_d, state["params"], inputs.validation, batch_size, mesh=mesh,
+                               frozen_each=each, **kw)
+        losses = np.asarray(state["metrics"]["loss"])
+        for c, v in enumerate(validations):
+            v.record(at, accuracies[c], losses[c], lambda c=c: (
+                _to_host(jax.tree.map(lambda a: a[c], state["params"])),
+                _to_host(jax.tree.map(lambda a: a[c], momentum_traces(state["opt"])))))
+
+    elapsed, compile_time = _drive(total, steps_per_validation, inputs.stream(batch_size, seed, mesh), step, validate)
+    return [v.result((elapsed - compile_time) / n, compile_time / n, total * batch_size, inputs) for v in validations]
