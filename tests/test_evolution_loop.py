@@ -148,3 +148,15 @@ def test_corrupted_store_file_stops_resume_with_its_name(tmp_path):
     victim.write_bytes(victim.read_bytes()[:-4])
     with pytest.raises(mu2hub.ComponentIntegrityError, match=tf.components[-1].id):
         evolve(cfg, tmp_path / "run", agent="b", tasks=["shapes/label_scale"], quiet=True)
+
+
+def test_batched_children_and_prefix_cache_options(tmp_path):
+    """Engine options of issue 7: siblings with one batch key train in one vmapped step; frozen prefixes cached."""
+    cfg = load_config(CONFIG)
+    cfg.update(tasks=["digits"], children_per_generation=3, generations=2, batch_children=True, prefix_cache=True,
+               hparams=dict(cfg["hparams"], _mu_=0.1))
+    run = evolve(cfg, tmp_path / "run", quiet=True)
+    rows = run.history()
+    assert len(rows) == 6 and all("cached_blocks" in r for r in rows)
+    model = mu2hub.from_pretrained(run.system.root, task="digits")
+    assert 0.0 <= model.task_file.metrics["test_accuracy"] <= 1.0

@@ -16,7 +16,7 @@ import time
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Callable, Hashable
+from typing import Any, Callable, Hashable, Iterable
 
 import jax
 import numpy as np
@@ -26,7 +26,8 @@ from ..data.pp import pp_spec
 from ..data.registry import Split, TaskData, get_task
 from ..api import resolve_dtype
 from ..format import ComponentRef, Dims, Structure, SystemConfig, TaskFile
-from ..train import data_parallel_mesh, evaluate, train_child
+from ..prefix import PrefixCache
+from ..train import batch_key, data_parallel_mesh, evaluate, train_child, train_children
 from .hparams import SearchSpace, allows_block_insertion, get_defaults, get_space, validate_defaults
 from .mutation import (AncestorView, ComponentInfo, assemble, hparams_diff, make_mu_for, mutate_adapters, mutate_hparams,
                        sample_data_hparams)
@@ -66,7 +67,10 @@ class Agent:
     """Evolves `tasks` (in order, `num_task_iters` times) against one run directory."""
 
     def __init__(self, run: RunDir, config: dict[str, Any], *, agent: str = "main", tasks: list[str] | None = None,
-                 log: Callable[[str], None] = print, report: Callable[[dict[str, Any]], None] | None = None):
+                 log: Callable[[str], None] = print, report: Callable[[dict[str, Any]], None] | None = None,
+                 data: dict[str, TaskData] | None = None, seed_pool: Iterable[str] | None = None):
+        """`data` supplies tasks' data directly (a user's dataset, not a registry name); `seed_pool`, when
+        given, restricts the seed pool to these path ids (`mu2hub.add_task`: the parents that fit its byte cap)."""
         self.run, self.cfg, self.agent, self.log, self.report = run, config, agent, log, report
         self.tasks = list(tasks if tasks is not None else config["tasks"])
         self.space: SearchSpace = get_space(config["space"])
@@ -77,10 +81,16 @@ class Agent:
         if self.defaults["ds_image_size"] % self.dims.patch_size:
             raise ValueError(f"image size {self.defaults['ds_image_size']} is not a multiple of the root's patch size "
                              f"{self.dims.patch_size}: the root cannot serve it")
-        self._data: dict[str, TaskData] = {}
+        self._data: dict[str, TaskData] = dict(data or {})
+        self.seed_pool = None if seed_pool is None else set(seed_pool)
         self._components: dict[str, dict[str, np.ndarray]] = {}
         self.mesh = data_parallel_mesh() if config.get("parallelism") == "data_parallel" else None
         self.dtype = resolve_dtype(config.get("dtype"))
+        # Frozen-prefix activations, shared by every child of this process (docs/PERFORMANCE.md).
+        self.prefix_cache = PrefixCache(
+            max_bytes=config.get("prefix_cache_bytes", 1 << 30),
+            directory=run.root / "prefix_cache" if config.get("prefix_cache_disk") else None,
+        ) if config.get("prefix_cache", True) else None
 
     # ---------------------------------------------------------------------------------------------
     # Set-up and state
@@ -152,6 +162,8 @@ class Agent:
         for tf in self.run.best_tasks().values():
             ids.update(c.id for c in tf.components)
         for cid in sorted(ids):
+            if self.run.component_reader is not None and not self.run.system.has_component(cid):
+                continue  # lazy mode: fetched (and verified against its id) only if a child needs it
             self.run.read_component(cid)  # sha256 against the id: a damaged store stops the run here
 
     def run_all(self, progress=None) -> None:
@@ -186,6 +198,8 @@ class Agent:
                 users.setdefault(c.id, [])
                 if t not in users[c.id]:
                     users[c.id].append(t)
+        if self.seed_pool is not None:
+            seeds = [s for s in seeds if s in self.seed_pool]
         own = [best[task].lineage["path_id"]] if task in best else []
         rng = _rng(state)
         sampler = ParentSampler.from_json(state["samplers"][task], rng) if task in state["samplers"] else ParentSampler(rng)
@@ -220,7 +234,17 @@ class Agent:
             with jax.default_device(devices[i % len(devices)]):  # one child per device, as the reference
                 return self._train(parent, child, task, data, state["context"], gen_seed, progress)
 
-        if self.mesh is None and len(devices) > 1 and self.cfg.get("parallelism", "child_per_device") == "child_per_device":
+        if self.cfg.get("batch_children"):
+            groups: dict[Any, list[int]] = {}
+            for i, (_, c) in enumerate(children):
+                groups.setdefault(batch_key(c.structure, c.frozen, c.trainable, c.hparams), []).append(i)
+            results: list = [None] * len(children)
+            for idx in groups.values():
+                done = ([train((idx[0], children[idx[0]]))] if len(idx) == 1 else
+                        self._train_batched([children[i] for i in idx], task, data, state["context"], gen_seed))
+                for i, r in zip(idx, done):
+                    results[i] = r
+        elif self.mesh is None and len(devices) > 1 and self.cfg.get("parallelism", "child_per_device") == "child_per_device":
             with ThreadPoolExecutor(len(devices)) as pool:
                 results = list(pool.map(train, enumerate(children)))
         else:
@@ -233,6 +257,7 @@ class Agent:
                 "quality": result.quality, "score": result.score, "mutations": _jsonable(child.mutations),
                 "train_time": result.train_time, "compile_time": result.compile_time, "examples": result.examples_seen,
                 "sources": {s: a for s, (a, _) in child.sources.items()}, "time": time.time(),
+                "cached_blocks": result.cached_blocks, "prefix_time": result.prefix_time,
             })
             if rec is not None:
                 state["population"].append(rec.id)
@@ -289,19 +314,36 @@ class Agent:
             comps.append((source if action == "share" else f"new:{slot}", n))
         return accounted_params(comps, ctx["users"], task, root_counts=self.scorer().root_counts)
 
-    def _train(self, parent: PathRecord, child: Child, task: str, data: TaskData, ctx: dict[str, Any], seed: int, progress):
-        cfg, scorer = self.cfg, self.scorer()
+    def _child_args(self, parent: PathRecord, child: Child, task: str, ctx: dict[str, Any]) -> dict[str, Any]:
+        """What training needs per child: its score function (size/FLOPs accounting), starting best score, ids."""
+        scorer = self.scorer()
         accounted = self._accounted(child, task, ctx)
         flops = forward_flops(child.structure) if scorer.flops is not None else None
         child.hparams["_accounted_params"] = accounted
+        return {"score_fn": lambda q: scorer.score(q, accounted, flops),
+                "best_score": parent.score if parent.task == task else -math.inf,
+                "component_ids": {slot: src for slot, (action, src) in child.sources.items() if action == "share"}}
+
+    def _common_args(self, data: TaskData, seed: int) -> dict[str, Any]:
+        cfg = self.cfg
         steps = math.ceil(min(len(data.train.labels), cfg["train_examples_between_validations_max"]) / cfg["batch_size"])
-        return train_child(
-            child.structure, child.frozen, child.trainable, data, child.hparams,
-            num_validations=cfg["num_validations"], steps_per_validation=steps, batch_size=cfg["batch_size"], seed=seed,
-            dtype=self.dtype, inherited_traces=child.traces or None, mesh=self.mesh,
-            best_score=parent.score if parent.task == task else -math.inf,
-            score_fn=lambda q: scorer.score(q, accounted, flops), progress=progress,
-        )
+        return {"num_validations": cfg["num_validations"], "steps_per_validation": steps, "batch_size": cfg["batch_size"],
+                "seed": seed, "dtype": self.dtype, "mesh": self.mesh, "attention": cfg.get("attention"),
+                "prefix_cache": self.prefix_cache}
+
+    def _train(self, parent: PathRecord, child: Child, task: str, data: TaskData, ctx: dict[str, Any], seed: int, progress):
+        return train_child(child.structure, child.frozen, child.trainable, data, child.hparams,
+                           inherited_traces=child.traces or None, progress=progress,
+                           **self._child_args(parent, child, task, ctx), **self._common_args(data, seed))
+
+    def _train_batched(self, pairs: list[tuple[PathRecord, Child]], task: str, data: TaskData, ctx: dict[str, Any],
+                       seed: int) -> list:
+        """Siblings with one `batch_key` in one vmapped, compiled step (`batch_children`: small models)."""
+        per = [self._child_args(p, c, task, ctx) for p, c in pairs]
+        return train_children(pairs[0][1].structure, [c.frozen for _, c in pairs], [c.trainable for _, c in pairs], data,
+                              [c.hparams for _, c in pairs], inherited_traces=[c.traces or None for _, c in pairs],
+                              best_scores=[a["best_score"] for a in per], score_fns=[a["score_fn"] for a in per],
+                              component_ids=[a["component_ids"] for a in per], **self._common_args(data, seed))
 
     def _keep(self, state: dict[str, Any], parent: PathRecord, child: Child, result, task: str) -> PathRecord:
         """Write the improved child's new components (content-addressed), their traces, and its record."""

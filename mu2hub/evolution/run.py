@@ -21,7 +21,7 @@ import json
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -66,9 +66,13 @@ def _safe_id(path_id: str) -> str:
 
 
 class RunDir:
-    def __init__(self, workdir: str | os.PathLike):
+    def __init__(self, workdir: str | os.PathLike, *,
+                 component_reader: Callable[[str], dict[str, np.ndarray]] | None = None):
         self.root = Path(workdir)
         self.system = LocalStore(self.root / "system")
+        # Lazy mode (`mu2hub.add_task`): components this run does not store locally come from this reader
+        # (e.g. a Hub repo at a pinned commit, fetched and verified only when a sampled child needs them).
+        self.component_reader = component_reader
 
     # -- config -----------------------------------------------------------------------------------
     def init_config(self, config: dict[str, Any], *, resume: bool) -> None:
@@ -106,6 +110,8 @@ class RunDir:
     # -- components and their momentum traces ----------------------------------------------------
     def read_component(self, cid: str) -> dict[str, np.ndarray]:
         f = self.system.root / component_filename(cid)
+        if self.component_reader is not None and not f.is_file():
+            return self.component_reader(cid)
         return parse_component(f.read_bytes(), expected_id=cid, filename=str(f))[1]
 
     def write_trace(self, cid: str, trace: dict[str, np.ndarray]) -> None:
