@@ -19,7 +19,8 @@ from .errors import (
 
 __version__ = "0.1.0"
 
-_LAZY = {"export": ".publish", "verify": ".verify"}  # pull in matplotlib and the card only when asked for
+_LAZY = {"export": ".publish", "verify": ".probe"}  # pull in matplotlib and the card only when asked for
+_LAZY.update({"add_task": ".contribute", "push_task": ".contribute", "validate": ".contribute"})  # the evolution engine
 
 
 def __getattr__(name: str):
@@ -31,6 +32,7 @@ def __getattr__(name: str):
 
 __all__ = [
     "TaskModel", "from_pretrained", "from_transformers", "list_tasks", "system_info", "export", "verify",
+    "add_task", "push_task", "validate",
     "Mu2hubError", "FormatError", "FormatVersionError", "UnsafePathError", "TaskNotFoundError",
     "ComponentIntegrityError", "LocalFilesMissingError", "ShapeMismatchError",
 ]

@@ -182,6 +182,46 @@ class TaskModel:
         write_transformers_checkpoint(save_directory, self.structure, params, self.labels, self.task_file.preprocessing)
         return Path(save_directory)
 
+    # -- fine-tuning and sharing (mu2hub/finetune.py does the work) --------------------------------
+    def finetune(self, data: Any, *, steps: int, lr: float, train: str | list[str] = "own", **kwargs: Any) -> "TaskModel":
+        """Fine-tune this task on `data` and return a new model; this one is left untouched (clone-on-write).
+
+        Args:
+            data: a Hugging Face dataset id (`"user/name"` or `"hf:user/name"`), a local `imagefolder` folder,
+                a registered task name, or `TaskData`; label names come from the dataset.
+            steps (`int`): SGD steps.
+            lr (`float`): peak learning rate.
+            train (`str` or `list`, defaults to `"own"`): `"own"` (components this task created, and its head),
+                `"all"`, or slots / kinds (`["head", "block.2"]`).
+            **kwargs: `batch_size`, `num_validations`, `task`, `seed`, `data_kwargs`, `progress` (see
+                `mu2hub.finetune.finetune`).
+
+        Returns:
+            `FineTunedModel`: its `save_pretrained` / `push_to_hub` write only the new components; the untouched
+            ones are referenced in this model's repo at its pinned revision.
+
+        Example:
+            >>> variant = mu2hub.from_pretrained("org/system", task="digits").finetune("my_digits/", steps=200, lr=0.01)
+            >>> variant.push_to_hub("me/digits-v2")
+        """
+        from .finetune import finetune
+
+        return finetune(self, data, steps=steps, lr=lr, train=train, **kwargs)
+
+    def push_to_hub(self, repo_id: str, *, token: str | bool | None = None, private: bool | None = None,
+                    create_pr: bool = False, commit_message: str | None = None) -> Any:
+        """Upload this task to `repo_id`, sending only the files the repo lacks.
+
+        `save_pretrained` into a temporary folder, then the exporter's incremental push (config, task file, the
+        components missing there, card and figures); with `create_pr=True` a pull request that only adds files.
+
+        Returns:
+            `mu2hub.finetune.PushResult`: the files and bytes sent, the commit or the pull request.
+        """
+        from .finetune import push_model
+
+        return push_model(self, repo_id, token=token, private=private, create_pr=create_pr, commit_message=commit_message)
+
 
 def _as_image_list(images: Any) -> list[Any]:
     if isinstance(images, np.ndarray) and images.ndim == 4:

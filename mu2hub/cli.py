@@ -100,11 +100,97 @@ def cmd_export(a: argparse.Namespace) -> int:
 
 
 def cmd_verify(a: argparse.Namespace) -> int:
-    from .verify import verify
+    from .probe import verify
 
     report = verify(a.repo, tasks=[a.task] if a.task else None, revision=a.revision, cache_dir=a.cache_dir, token=a.token)
     print(report.format())
     return 0 if report.ok else 1
+
+
+def _parse_bytes(text: str) -> int:
+    """`200MB`, `1.5GB`, `5e8`, `1000000` -> bytes (decimal units, as the Hub shows sizes)."""
+    units = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12}
+    t = text.strip().upper().replace(" ", "")
+    num = t.rstrip("KMGTB")
+    try:
+        return int(float(num) * units[t[len(num):]])
+    except (KeyError, ValueError):
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (e.g. 200MB, 1.5GB, 5e8)") from None
+
+
+def _data_kwargs(a: argparse.Namespace) -> dict:
+    return {k: v for k, v in (("image_size", a.image_size), ("max_examples", a.max_examples)) if v is not None}
+
+
+def cmd_finetune(a: argparse.Namespace) -> int:
+    from .api import from_pretrained
+
+    if not (a.out or a.push_to):
+        raise ValueError("say where the variant goes: --out DIR and/or --push-to REPO")
+    train = a.train if a.train in ("own", "all") else a.train.split(",")
+    model = from_pretrained(a.repo, task=a.task, revision=a.revision, cache_dir=a.cache_dir, token=a.token)
+    variant = model.finetune(a.data, steps=a.steps, lr=a.lr, train=train, batch_size=a.batch_size,
+                             num_validations=a.num_validations, task=a.new_task, seed=a.seed,
+                             data_kwargs=_data_kwargs(a), progress=True)
+    tf, m = variant.task_file, variant.task_file.metrics
+    new = [c for c in variant.components if c.source is None]
+    rows = [["task", f"{tf.task} (from {a.repo} @ {str(model.revision)[:8]}, task {a.task})"],
+            ["test accuracy", f"{m['test_accuracy']:.4f}"],
+            ["source task, same data", f"{m['source_test_accuracy']:.4f}" if "source_test_accuracy" in m else "(other labels)"],
+            ["chance", f"{m['chance']:.4f}"], ["trained slots", ", ".join(tf.lineage["trained_slots"])],
+            ["new components", f"{len(new)} ({human_bytes(sum(c.bytes for c in new))})"],
+            ["referenced in the source repo", f"{len(variant.components) - len(new)} components"]]
+    if a.out:
+        rows.append(["saved", str(variant.save_pretrained(a.out))])
+    if a.push_to:
+        pushed = variant.push_to_hub(a.push_to, token=a.token, create_pr=a.create_pr)
+        rows.append(["pushed", f"{a.push_to}: {len(pushed.files)} files, {human_bytes(pushed.bytes)}"
+                     + (f", PR #{pushed.pr_num} {pushed.pr_url}" if pushed.pr_num else "")])
+    print(table(rows, ["finetune", ""]))
+    return 0
+
+
+def cmd_add_task(a: argparse.Namespace) -> int:
+    from .contribute import add_task, push_task
+
+    evolution = {k: v for k, v in (("space", a.space), ("children_per_generation", a.children_per_generation),
+                                   ("batch_size", a.batch_size)) if v is not None}
+    if a.scorer_base is not None:
+        evolution["scorer"] = {"base": a.scorer_base}
+    result = add_task(a.repo, task=a.task, data=a.data, budget=a.budget, revision=a.revision, max_bytes=a.max_bytes,
+                      revisit=a.revisit, evolution=evolution, data_kwargs=_data_kwargs(a), baseline=not a.no_baseline,
+                      workdir=a.workdir, seed=a.seed, cache_dir=a.cache_dir, token=a.token)
+    rows = result.summary_rows()
+    if a.push:
+        pushed = push_task(result, create_pr=not a.no_pr, token=a.token)
+        rows.append(["pushed", f"{len(pushed.files)} files, {human_bytes(pushed.bytes)}"
+                     + (f": PR #{pushed.pr_num} {pushed.pr_url}" if pushed.pr_num else f": commit {pushed.commit}")])
+    else:
+        rows.append(["not pushed", f"new files in {result.workdir}; rerun with --push to open a pull request"])
+    print(table(rows, ["add-task", ""]))
+    return 0
+
+
+def cmd_validate(a: argparse.Namespace) -> int:
+    from .review import validate
+
+    report = validate(a.repo, a.pr, merge=a.merge, token=a.token, cache_dir=a.cache_dir, probe=not a.no_probe,
+                      progress=True)
+    print(report.format())
+    return 0 if report.ok else 1
+
+
+def _contribution_args(p: argparse.ArgumentParser, *, batch_size: int | None) -> None:
+    p.add_argument("repo", help="the published system's Hub repo id (org/name)")
+    p.add_argument("--task", required=True)
+    p.add_argument("--data", required=True, help="an imagefolder path, a Hugging Face dataset id, hf:<id>, imagefolder:<path>")
+    p.add_argument("--image-size", type=int, default=None, help="resize every image to this size when loading")
+    p.add_argument("--max-examples", type=int, default=None, help="keep at most this many examples per split")
+    p.add_argument("--batch-size", type=int, default=batch_size)
+    p.add_argument("--revision", default=None)
+    p.add_argument("--cache-dir", default=None)
+    p.add_argument("--token", default=None)
+    p.add_argument("--seed", type=int, default=0)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -138,6 +224,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache-dir", default=None, help="download here instead of a fresh temporary cache")
     p.add_argument("--token", default=None)
     p.set_defaults(fn=cmd_verify)
+    p = sub.add_parser("finetune", help="fine-tune a task on your data; the variant stores only its new components")
+    _contribution_args(p, batch_size=32)
+    p.add_argument("--steps", type=int, required=True)
+    p.add_argument("--lr", type=float, required=True)
+    p.add_argument("--train", default="own", help="own (created components + head), all, or slots/kinds: head,block.2")
+    p.add_argument("--num-validations", type=int, default=1)
+    p.add_argument("--new-task", default=None, help="the variant's task name (default: the source task's)")
+    p.add_argument("--out", default=None, help="save the variant into this folder")
+    p.add_argument("--push-to", default=None, help="push the variant to this Hub repo")
+    p.add_argument("--create-pr", action="store_true", help="push as a pull request that only adds files")
+    p.set_defaults(fn=cmd_finetune)
+    p = sub.add_parser("add-task", help="evolve a new task on a published system; --push opens a pull request")
+    _contribution_args(p, batch_size=None)  # None: the evolution's default (32)
+    p.add_argument("--budget", type=int, default=16, help="children to train")
+    p.add_argument("--max-bytes", type=_parse_bytes, default=None, help="cap on component bytes downloaded (200MB)")
+    p.add_argument("--revisit", action="store_true", help="evolve an existing task again (must beat its score)")
+    p.add_argument("--space", default=None, help="search space (default: inferred from the system's paths)")
+    p.add_argument("--children-per-generation", type=int, default=None)
+    p.add_argument("--scorer-base", type=float, default=None, help="size penalty base of the score (default 1.0)")
+    p.add_argument("--no-baseline", action="store_true", help="skip training the same ViT from scratch")
+    p.add_argument("--workdir", default=None, help="keep the run (and the new components) here")
+    p.add_argument("--push", action="store_true", help="open a pull request with the task file and new components")
+    p.add_argument("--no-pr", action="store_true", help="with --push: commit to main on the pinned parent instead")
+    p.set_defaults(fn=cmd_add_task)
+    p = sub.add_parser("validate", help="check a contribution pull request (exit 1 on rejection); --merge merges it")
+    p.add_argument("repo", help="Hub repo id (org/name)")
+    p.add_argument("--pr", type=int, required=True, help="pull request number")
+    p.add_argument("--merge", action="store_true", help="merge when every check passes")
+    p.add_argument("--no-probe", action="store_true", help="skip running the new tasks' probes")
+    p.add_argument("--cache-dir", default=None, help="download here instead of a fresh temporary cache")
+    p.add_argument("--token", default=None)
+    p.set_defaults(fn=cmd_validate)
     return parser
 
 

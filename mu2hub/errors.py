@@ -110,3 +110,37 @@ class PushInterruptedError(Mu2hubError, RuntimeError):
             "Every task file there still names components that exist (old or new state); "
             "run the same export again to finish — files already uploaded are skipped."
         )
+
+
+class TaskExistsError(Mu2hubError, ValueError):
+    """`add_task` was asked for a task name the repo already has, without `revisit=True`.
+
+    Message: `org/system already has task 'digits' (test accuracy 0.9700, score 0.9512); pick another name, or
+    pass revisit=True to evolve it again (the result must beat the existing score)`.
+    """
+
+    def __init__(self, repo_id: str, task: str, detail: str = ""):
+        self.repo_id, self.task = repo_id, task
+        super().__init__(f"{repo_id} already has task {task!r}{detail}; pick another name, or pass revisit=True to "
+                         "evolve it again (the result must beat the existing score)")
+
+
+class ByteCapError(Mu2hubError, ValueError):
+    """No candidate parent of a new task fits the download cap (`max_bytes`); nothing was downloaded.
+
+    Message: `max_bytes=1,000 B is too small for any parent: the smallest parent (digits) needs 41,344 B; raise
+    max_bytes to at least that`.
+    """
+
+    def __init__(self, cap: int, smallest: int, parent: str, detail: str = ""):
+        self.cap, self.smallest, self.parent = cap, smallest, parent
+        super().__init__(f"max_bytes={cap:,} B is too small{detail}: the smallest parent ({parent}) needs "
+                         f"{smallest:,} B; raise max_bytes to at least that")
+
+
+class RevisitNotBetterError(Mu2hubError, RuntimeError):
+    """A revisit (`add_task(..., revisit=True)`) did not beat the published path's score: nothing to push."""
+
+
+class ContributionError(Mu2hubError, ValueError):
+    """A contribution cannot be pushed as asked (e.g. no new files, or the target is not the source repo)."""

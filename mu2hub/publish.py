@@ -151,7 +151,7 @@ def _score(tf: TaskFile) -> float | None:
 def make_task_probe(store: Store, task: str, tf: TaskFile) -> dict[str, Any] | None:
     """The source's probe if it still reproduces here, otherwise a new one (re-exports stay byte-stable)."""
     from .api import load_task
-    from .verify import check_probe, make_probe
+    from .probe import check_probe, make_probe
 
     if isinstance(store, LocalStore) and any(c.source is not None for c in tf.components):
         return tf.probe  # components in other repos: the probe is only checkable through the Hub

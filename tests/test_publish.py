@@ -26,7 +26,7 @@ from mu2hub.errors import ComponentIntegrityError, ExportError, NotAMu2hubRepoEr
 from mu2hub.evolution.evolve import evolve
 from mu2hub.publish import export, export_system
 from mu2hub.store import LocalStore
-from mu2hub.verify import check_probe, make_probe, verify
+from mu2hub.probe import check_probe, make_probe, verify
 
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE.parent / "training"))

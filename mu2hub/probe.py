@@ -170,7 +170,7 @@ def verify(repo_id_or_path: str | os.PathLike, *, tasks: Iterable[str] | None = 
         `VerifyReport`: `.ok`, per-task results, `.format()` for display.
 
     Example:
-        >>> from mu2hub.verify import verify
+        >>> from mu2hub.probe import verify
         >>> verify("org/system", tasks=["digits"]).ok
         True
     """

@@ -1,0 +1,327 @@
+"""Contributing back: evolve a new task on top of a published system, and open a Hub pull request with it.
+
+`add_task(repo, task=..., data=..., budget=...)` runs the evolution engine (`mu2hub.evolution.loop.Agent`) for one
+task against the published system, frozen:
+1. The data loads and validates first, and the name is checked (an existing task needs `revisit=True`): bad input
+   fails before anything is downloaded.
+2. The repo is opened at one commit (pinned for everything after); only JSON is read: `config.json`, every
+   `tasks/<task>.json`, and `root.json` if the system publishes its root. Without `root.json` the parent candidates
+   are the tasks' best paths only (the first full-depth one in stream order stands in as the "root" the clone walk
+   falls back to, but is not itself a seed).
+3. Each candidate parent costs the bytes of its path plus the root components its children may fall back to (deeper
+   blocks when depth can grow, the position embedding when the image size can change). Candidates are admitted,
+   root first, then by smallest added bytes, while their union fits `max_bytes`; if none fits, `ByteCapError`
+   names the cap and the smallest parent's size.
+4. A temporary run directory mirrors the published paths (`paths/hub-NNNN.json`, task files) with a *lazy* component
+   reader: a component is fetched (and verified against its id) only when a sampled child needs it.
+5. The best path's new components, its probe and sizes make the task file; the same structure trained from random
+   init for the same number of steps gives the from-scratch baseline, measured in the same run.
+
+`push_task(result)` opens one pull request on the pinned commit that only *adds* files: the task file and the new
+components. Maintainers check it with `mu2hub.validate(repo, pr=N)`.
+
+Where things live: parent candidates, costs and the lazy reader in `mu2hub/evolution/published.py`; opening and
+validating pull requests in `mu2hub/review.py`; the user + maintainer workflow in `docs/CONTRIBUTING.md`.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Mapping
+
+from .constants import component_filename, task_filename
+from .data.registry import TaskData
+from .errors import RevisitNotBetterError
+from .evolution.hparams import get_space
+from .evolution.loop import ROOT_ID, Agent
+from .evolution.published import LazyComponents, PublishedSystem, admit_parents, infer_space, run_config
+from .evolution.run import RunDir
+from .finetune import resolve_data
+from .format import ComponentRef, TaskFile, check_task_name, dump_json
+from .report import human_bytes, table
+from .review import PushResult, open_pull_request
+from .store import LocalStore
+
+__all__ = ["AddTaskResult", "add_task", "describe", "push_task", "validate"]
+
+# ---------------------------------------------------------------------------------------------------
+# add_task
+# ---------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class AddTaskResult:
+    """What `add_task` produced: the new task's file, its new components (in `workdir`), and what it cost."""
+
+    repo_id: str
+    revision: str
+    task: str
+    task_file: TaskFile
+    workdir: Path
+    new_components: list[ComponentRef]
+    downloaded_bytes: int
+    system_bytes: int
+    parents: dict[str, int]  # admitted parent candidates -> their download bytes
+    excluded: dict[str, int]  # candidates left out by the byte cap
+    children: int
+    train_steps: int
+    baseline_test_accuracy: float | None
+    wall_time: float
+    revisit: bool = False
+    lineage: dict[str, str] = field(default_factory=dict)  # slot -> "new" | "shared with a, b" | "root"
+    download_seconds: float = 0.0  # of `wall_time`, spent fetching (and verifying) components
+
+    @property
+    def new_bytes(self) -> int:
+        return sum(c.bytes for c in self.new_components)
+
+    def summary_rows(self) -> list[list[Any]]:
+        m, s = self.task_file.metrics, self.task_file.sizes
+        base = "" if self.baseline_test_accuracy is None else f"{self.baseline_test_accuracy:.4f}"
+        return [["task", self.task], ["test accuracy", f"{m['test_accuracy']:.4f}"],
+                [f"from scratch, same {self.train_steps} steps", base], ["chance", f"{m.get('chance', 0):.4f}"],
+                ["activated params", f"{self.task_file.activated_params:,}"], ["new params", f"{s.get('new_params', 0):,}"],
+                ["new components", f"{len(self.new_components)} ({human_bytes(self.new_bytes)})"],
+                ["downloaded", f"{human_bytes(self.downloaded_bytes)} of {human_bytes(self.system_bytes)} (whole system)"],
+                ["parents admitted", f"{len(self.parents)}" + (f" ({len(self.excluded)} over the byte cap)" if self.excluded else "")],
+                ["children trained", self.children],
+                ["wall time", f"{self.wall_time:.1f} s ({self.download_seconds:.1f} s fetching components)"]]
+
+    def format(self) -> str:
+        return table(self.summary_rows(), ["", "value"])
+
+    def push(self, **kwargs: Any) -> PushResult:
+        """`push_task(self, **kwargs)`."""
+        return push_task(self, **kwargs)
+
+
+def add_task(
+    repo_id: str,
+    task: str,
+    data: TaskData | str | os.PathLike,
+    *,
+    budget: int = 16,
+    revision: str | None = None,
+    max_bytes: int | None = None,
+    revisit: bool = False,
+    evolution: Mapping[str, Any] | None = None,
+    data_kwargs: Mapping[str, Any] | None = None,
+    baseline: bool = True,
+    workdir: str | os.PathLike | None = None,
+    seed: int = 0,
+    cache_dir: str | os.PathLike | None = None,
+    token: str | bool | None = None,
+    progress: bool = True,
+) -> AddTaskResult:
+    """Evolve a new task on top of a published system, downloading only the paths it samples.
+
+    Args:
+        repo_id (`str`): the published system (a Hub repo id).
+        task (`str`): the new task's name (`tasks/<task>.json`).
+        data: a Hugging Face dataset id or `hf:<id>`, a local `imagefolder` folder or `imagefolder:<path>`, a
+            registered task name, or `TaskData`. Label names come from the dataset.
+        budget (`int`, defaults to 16): children to train (generations × children per generation).
+        revision (`str`, *optional*): branch, tag or commit; resolved once, and the pull request is opened on it.
+        max_bytes (`int`, *optional*): cap on component bytes downloaded; parents are admitted while they fit.
+        revisit (`bool`, defaults to `False`): evolve an existing task again; the result must beat its score.
+        evolution (`dict`, *optional*): `space` (default: inferred from the paths' hparams), `scorer`
+            (`{"base", "num_params", "root_counts"}`, default base 1.0), `children_per_generation` (4),
+            `batch_size` (32), `num_validations` (2), `train_examples_between_validations_max` (512), `hparams`.
+        data_kwargs (`dict`, *optional*): forwarded to the data loader (`image_size`, `max_examples`, ...).
+        baseline (`bool`, defaults to `True`): also train the same structure from random init for the same steps.
+        workdir (`str`, *optional*): where the run and the new components live (default: a new temporary folder).
+        seed, cache_dir, token, progress: RNG seed; as in huggingface_hub; a progress bar.
+
+    Returns:
+        `AddTaskResult`: `task_file` (metrics incl. `test_accuracy` and `from_scratch_test_accuracy`, sizes, probe,
+        lineage), `new_components`, bytes downloaded vs the whole system, `format()` for a summary table.
+
+    Raises:
+        `TaskExistsError`: the name exists and `revisit` is off. `ByteCapError`: no parent fits `max_bytes`.
+        `RevisitNotBetterError`: a revisit did not beat the published score. `ValueError`: bad data (one class,
+        no label column, ...). Nothing is pushed in any of these cases.
+
+    Example:
+        >>> result = mu2hub.add_task("org/system", task="my_shapes", data="imagefolder:shapes/", budget=16)
+        >>> print(result.format())
+        >>> mu2hub.push_task(result)   # a pull request adding only new files
+    """
+    start = time.perf_counter()
+    check_task_name(task)
+    # 1. data first: bad input fails before any download
+    tdata = resolve_data(data, **dict(data_kwargs or {}))
+    tdata = replace(tdata, name=task) if tdata.name != task else tdata
+    # 2. the system at one commit, JSON only; the name and (for a revisit) the labels
+    system = PublishedSystem.open(repo_id, revision=revision, cache_dir=cache_dir, token=token)
+    system.check_name(task, tdata, revisit)
+    settings = {"children_per_generation": 4, "batch_size": 32, "num_validations": 2,
+                "train_examples_between_validations_max": 512, **dict(evolution or {})}
+    space_name = settings.get("space") or infer_space(system.files.values())
+    cfg = run_config(system, task, space_name, settings, budget, seed)
+    # 3. parents that fit the byte cap (nothing downloaded yet)
+    costs = system.costs(get_space(space_name).ranges)
+    admitted = admit_parents(costs, system.sizes, max_bytes, required=[task] if revisit else [], first=["root"])
+    # 4. a temporary run mirroring the published paths, components read lazily from the pinned commit
+    total = cfg["generations"] * cfg["children_per_generation"]
+    bar = _progress(total, task, max_bytes) if progress else None
+    reader = LazyComponents(system.store, system.refs, max_bytes,
+                            on_fetch=(lambda n: bar.set_postfix(downloaded=human_bytes(n))) if bar else None)
+    run = RunDir(Path(workdir or tempfile.mkdtemp(prefix="mu2hub-add-task-")), component_reader=reader)
+    run.init_config(cfg, resume=False)
+    system.materialise(run, cfg["hparams"])
+    seeds = [ROOT_ID] * ("root" in admitted) + [system.pid_of[t] for t in admitted if t != "root"]
+    # 5. evolve the one task against the frozen system
+    agent = Agent(run, cfg, agent="add-task", tasks=[task], data={task: tdata}, seed_pool=seeds,
+                  log=bar.write if bar else (lambda *_: None), report=_reporter(bar))
+    try:
+        agent.run_all()
+    finally:
+        if bar is not None:
+            bar.close()
+    best = run.system.read_task(task)
+    if revisit and (best.lineage["path_id"] == system.pid_of[task]
+                    or best.metrics["score"] <= system.files[task].metrics.get("score", -1)):
+        raise RevisitNotBetterError(f"revisit of {task!r} did not beat the published score "
+                                    f"{system.files[task].metrics.get('score')}: nothing to push")
+    # 6. the publishable task file and the from-scratch baseline
+    rows = [r for r in run.history() if r.get("agent") == "add-task"]
+    steps = int(sum(r["examples"] for r in rows) // cfg["batch_size"])
+    return _finish(system, run, agent, tdata, best, admitted, costs, reader, steps, len(rows), baseline, revisit, start)
+
+
+def _progress(total: int, task: str, cap: int | None):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=f"add-task {task}", unit="child",
+                postfix={"downloaded": "0 B" + (f" of {human_bytes(cap)}" if cap else "")})
+
+
+def _reporter(bar):
+    if bar is None:
+        return None
+
+    def report(r: dict[str, Any]) -> None:
+        bar.update(1)
+        bar.set_postfix(gen=r["generation"], child=f"{r['child']:.3f}", best=f"{r['best']:.3f}", refresh=False)
+
+    return report
+
+
+def _finish(system: PublishedSystem, run: RunDir, agent: Agent, data: TaskData, best: TaskFile, admitted: list[str],
+            costs: Mapping[str, set[str]], reader: LazyComponents, steps: int, children: int, baseline: bool,
+            revisit: bool, start: float) -> AddTaskResult:
+    """The publishable task file (new components, lineage, sizes, probe) and the from-scratch baseline."""
+    from .api import TaskModel
+    from .publish import release
+    from .probe import make_probe
+
+    new = [c for c in best.components if c.id not in system.refs]
+    new_ids = list(dict.fromkeys(c.id for c in new))
+    # the published path the best one descends from (through the task's own children)
+    task_of = {pid: t for t, pid in system.pid_of.items()}
+    rec = origin = run.read_path(best.lineage["path_id"])
+    while origin.parent is not None and origin.id not in task_of:
+        origin = run.read_path(origin.parent)
+    parent_task = task_of.get(origin.id)
+    parent_tf = system.files[parent_task] if parent_task else system.root
+    earlier: dict[str, list[str]] = {}  # component id -> published tasks using it ("shared with")
+    for t, tf in system.files.items():
+        for cid in dict.fromkeys(c.id for c in tf.components):
+            if t != best.task:
+                earlier.setdefault(cid, []).append(t)
+    lineage = {"path_id": f"contrib-{system.store.commit[:8]}-{rec.id}", "parent_task": parent_task,
+               "parent": parent_tf.lineage.get("path_id") if parent_tf else None, "created": new_ids,
+               "base": {"repo_id": system.repo_id, "revision": system.store.commit}}
+    base_acc = _from_scratch(agent, best, data, steps) if baseline and steps else None
+    metrics = {**best.metrics, "from_scratch_test_accuracy": base_acc, "train_steps": steps, "children": children}
+    tf = replace(best, lineage=lineage, metrics=metrics)
+    params = {c.slot: run.read_component(c.id) for c in best.components}
+    tf = release(tf, earlier=earlier, probe=make_probe(TaskModel(system.config, tf, params)))
+    slots = {c.slot: "new" if c.id in new_ids else f"shared with {', '.join(sorted(earlier[c.id]))}" if c.id in earlier
+             else "root" for c in tf.components}
+    published = {c.id: c.bytes for t in [*system.files.values(), *([system.root] if system.root else [])]
+                 for c in t.components}
+
+    def cost(name: str) -> int:
+        return sum(system.sizes[i] for i in costs[name])
+
+    return AddTaskResult(system.repo_id, system.store.commit, best.task, tf, run.root, new, reader.bytes,
+                         sum(published.values()), {n: cost(n) for n in admitted},
+                         {n: cost(n) for n in costs if n not in admitted}, children, steps, base_acc,
+                         time.perf_counter() - start, revisit, slots, reader.seconds)
+
+
+def _from_scratch(agent: Agent, best: TaskFile, data: TaskData, steps: int) -> float:
+    """The same structure from random init, every slot trainable, for the same number of steps."""
+    import jax
+
+    from . import model as vit
+    from .evolution.loop import structure_of
+    from .train import evaluate, train_child
+
+    hp = agent.run.read_path(best.lineage["path_id"]).hparams
+    structure = structure_of(agent.dims, hp)
+    params = vit.init_path(structure, jax.random.key(agent.cfg["seed"] + 1))
+    k = agent.cfg["num_validations"] if steps % agent.cfg["num_validations"] == 0 else 1
+    result = train_child(structure, {}, params, data, hp, num_validations=k, steps_per_validation=steps // k,
+                         batch_size=agent.cfg["batch_size"], seed=agent.cfg["seed"])
+    return float(evaluate(structure, result.params, data.test, agent.cfg["batch_size"]))
+
+
+# ---------------------------------------------------------------------------------------------------
+# The pull request
+# ---------------------------------------------------------------------------------------------------
+
+
+def describe(result: AddTaskResult) -> str:
+    """The pull request text: metrics, parameters, bytes, lineage, and how to validate it."""
+    tf, m, s = result.task_file, result.task_file.metrics, result.task_file.sizes
+    base = result.baseline_test_accuracy
+    lines = [f"Adds task **`{tf.task}`** ({len(tf.labels)} classes: {', '.join(tf.labels[:12])}{' …' if len(tf.labels) > 12 else ''}), "
+             f"evolved with `mu2hub add-task` on `{result.repo_id}` @ `{result.revision}`.", "",
+             "| metric | value |", "|---|---:|",
+             f"| test accuracy | {m['test_accuracy']:.4f} |", f"| validation accuracy | {m['validation_accuracy']:.4f} |",
+             f"| same ViT from scratch, {result.train_steps} steps (test) | {'n/a' if base is None else f'{base:.4f}'} |",
+             f"| chance (majority class) | {m.get('chance', 0):.4f} |", f"| score | {m['score']:.4f} |",
+             f"| activated parameters | {tf.activated_params:,} |", f"| new parameters | {s.get('new_params', 0):,} |",
+             f"| new files | {len(result.new_components) + 1} ({result.new_bytes:,} bytes of components) |",
+             f"| downloaded to build it | {result.downloaded_bytes:,} of {result.system_bytes:,} bytes |", "",
+             f"Lineage: parent `{tf.lineage.get('parent_task') or 'root'}`; per slot:", ""]
+    lines += [f"- `{slot}`: {how}" for slot, how in result.lineage.items()]
+    lines += ["", f"Validate: `mu2hub validate {result.repo_id} --pr <this PR's number>` (checks that it only adds files, "
+              "ids, shapes and the probe)."]
+    return "\n".join(lines)
+
+
+def push_task(result: AddTaskResult, *, create_pr: bool = True, token: str | bool | None = None,
+              title: str | None = None) -> PushResult:
+    """Open a pull request on `result.repo_id` at the pinned commit adding the task file and its new components.
+
+    Args:
+        result (`AddTaskResult`): from `add_task`.
+        create_pr (`bool`, defaults to `True`): `False` commits to main directly, on the pinned parent (fails if
+            main moved since: HTTP 412).
+        token (`str`, *optional*): as in huggingface_hub. title (`str`, *optional*): the PR title.
+
+    Returns:
+        `PushResult`: `pr_url`, `pr_num`, `commit`, `files` and `bytes` sent, `parent`.
+
+    Raises:
+        `ContributionError`: a file would modify one the repo has (e.g. the task name was taken meanwhile), or the
+        repo already has every file.
+    """
+    store = LocalStore(result.workdir / "system")
+    files: dict[str, bytes | Path] = {task_filename(result.task): dump_json(result.task_file.to_json())}
+    for c in result.new_components:
+        files[component_filename(c.id)] = store.root / c.filename
+    verb = "Revisit" if result.revisit else "Add"
+    return open_pull_request(result.repo_id, files, title=title or f"{verb} task {result.task} (mu2hub add-task)",
+                             description=describe(result), parent_commit=result.revision, token=token,
+                             create_pr=create_pr)
+
+
+from .review import validate  # noqa: E402,F401  (re-exported as `mu2hub.validate`)
