@@ -333,6 +333,26 @@ class HubServer:
         return sum(r.body_bytes for r in list(self.log) if r.method == "GET" and r.repo_file is not None
                    and (repo_id is None or r.repo_id == repo_id))
 
+    def committed_operations(self, repo_id: str) -> list[tuple[str, int | None]]:
+        """(path, bytes) of every file operation in successful commit requests to `repo_id`, in order.
+
+        Bytes are what the client sent for an added file (None for deletions and copies): tests use this to
+        prove an upload carried only what the Hub lacked.
+        """
+        ops: list[tuple[str, int | None]] = []
+        for r in list(self.log):
+            if r.method == "POST" and "/commit/" in r.path and r.repo_id == repo_id and r.status == 200 and r.request_body:
+                for line in r.request_body.splitlines():
+                    entry = json.loads(line)
+                    value = entry["value"]
+                    if entry["key"] == "file":
+                        ops.append((value["path"], len(base64.b64decode(value["content"]))))
+                    elif entry["key"] == "lfsFile":
+                        ops.append((value["path"], value["size"]))
+                    elif entry["key"] != "header":
+                        ops.append((value["path"], None))
+        return ops
+
     # ----------------------------------------------------------------- storage
     def _put_blob(self, data: bytes) -> str:
         sha = hashlib.sha256(data).hexdigest()

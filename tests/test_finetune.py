@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import base64
 import hashlib
-import json
 from dataclasses import replace
 from types import SimpleNamespace
 
@@ -29,20 +27,6 @@ def sizes(labels: list[str]) -> TaskData:
     d = mu2hub.data.get_task("shapes/label_scale", image_size=8, n_train=256, n_validation=64, n_test=96, seed=5)
     split = lambda s: Split(s.images, s.labels // 2)  # noqa: E731
     return TaskData("sizes", labels, split(d.train), split(d.validation), split(d.test))
-
-
-def sent(hub, repo):
-    """(path, bytes) of every file operation the server received in successful commits to `repo`."""
-    ops = []
-    for r in list(hub.log):
-        if r.method == "POST" and "/commit/" in r.path and r.repo_id == repo and r.status == 200:
-            for line in r.request_body.splitlines():
-                x = json.loads(line)
-                if x["key"] == "file":
-                    ops.append((x["value"]["path"], len(base64.b64decode(x["value"]["content"]))))
-                elif x["key"] == "lfsFile":
-                    ops.append((x["value"]["path"], x["value"]["size"]))
-    return ops
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +84,7 @@ def test_push_uploads_only_the_new_components(hub, tuned, tmp_path, capsys):
     new = {r.filename: r.bytes for r in variant.components if r.source is None}
     hub.reset_log()
     result = variant.push_to_hub("ft/variant")
-    ops = sent(hub, "ft/variant")
+    ops = hub.committed_operations("ft/variant")
     components = {p: n for p, n in ops if p.startswith("components/")}
     assert components == new  # exactly the new components, byte for byte; nothing of the source repo
     assert {p for p, _ in ops} - set(components) == {"config.json", "tasks/task_0.json", "README.md",
@@ -115,7 +99,7 @@ def test_push_uploads_only_the_new_components(hub, tuned, tmp_path, capsys):
     assert verify("ft/variant", cache_dir=tmp_path / "v").ok
     hub.reset_log()
     variant.push_to_hub("ft/variant")
-    assert sent(hub, "ft/variant") == []  # nothing new
+    assert hub.committed_operations("ft/variant") == []  # nothing new
     with capsys.disabled():
         total = sum(r.bytes for r in {r.id: r for r in variant.components}.values())
         print(f"\n[finetune] variant test {variant.task_file.metrics['test_accuracy']:.4f} "

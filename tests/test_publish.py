@@ -3,7 +3,6 @@ what the server received, concurrent exporters, interrupted pushes, bad input, t
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import runpy
@@ -52,20 +51,6 @@ def published(hub, runs):
     repo = "publish/system"
     result = export(runs.two, repo)
     return SimpleNamespace(repo=repo, result=result, files=hub.files(repo))
-
-
-def sent(hub, repo):
-    """Every operation the server received in successful commit requests to `repo`: [(path, bytes or None)]."""
-    ops = []
-    for r in list(hub.log):
-        if r.method == "POST" and "/commit/" in r.path and r.repo_id == repo and r.status == 200:
-            for line in r.request_body.splitlines():
-                x = json.loads(line)
-                if x["key"] == "file":
-                    ops.append((x["value"]["path"], len(base64.b64decode(x["value"]["content"]))))
-                elif x["key"] != "header":
-                    ops.append((x["value"]["path"], None))
-    return ops
 
 
 def task_file(files, task):
@@ -156,14 +141,14 @@ def test_second_export_uploads_only_the_new_task(hub, runs, capsys):
     repo = "publish/incremental"
     hub.reset_log()
     first = export(runs.one, repo)
-    ops1 = sent(hub, repo)
+    ops1 = hub.committed_operations(repo)
     files1 = hub.files(repo)
     assert sorted(p for p, _ in ops1) == sorted(p for p in files1 if p != ".gitattributes")
     assert first.operations == len(ops1) and first.bytes == sum(n for _, n in ops1)
 
     hub.reset_log()
     second = export(runs.two, repo)
-    ops2 = sent(hub, repo)
+    ops2 = hub.committed_operations(repo)
     files2 = hub.files(repo)
     shapes = task_file(files2, "shapes/label_scale")
     new_components = component_files(shapes) - set(files1)
@@ -176,7 +161,7 @@ def test_second_export_uploads_only_the_new_task(hub, runs, capsys):
 
     hub.reset_log()
     third = export(runs.two, repo)
-    assert sent(hub, repo) == [] and third.commits == []
+    assert hub.committed_operations(repo) == [] and third.commits == []
     with capsys.disabled():
         print(f"\n[export] first: {len(ops1)} ops, {first.bytes:,} B; second (+1 task): {len(ops2)} ops, "
               f"{second.bytes:,} B ({len(new_components)} components); third: 0 ops")
@@ -271,7 +256,7 @@ def test_interrupted_push_leaves_every_task_whole_and_rerun_finishes(hub, runs, 
 
     hub.reset_log()
     rerun = export(runs.two, repo)
-    assert [op for op in sent(hub, repo) if op[0].startswith("components/")] == []  # already uploaded
+    assert [op for op in hub.committed_operations(repo) if op[0].startswith("components/")] == []  # already uploaded
     assert rerun.plan.tasks == {"digits": "unchanged", "shapes/label_scale": "new"}
     assert verify(repo, cache_dir=tmp_path / "v").ok
 
@@ -352,7 +337,7 @@ def test_component_not_matching_its_id_is_refused_before_any_upload(hub, runs, t
     hub.reset_log()
     with pytest.raises(ComponentIntegrityError, match=tf.components[-1].id):
         export(run, repo)
-    assert sent(hub, repo) == []
+    assert hub.committed_operations(repo) == []
     with pytest.raises(Exception):
         hub.head(repo)  # not even created
 
