@@ -160,3 +160,15 @@ def test_batched_children_and_prefix_cache_options(tmp_path):
     assert len(rows) == 6 and all("cached_blocks" in r for r in rows)
     model = mu2hub.from_pretrained(run.system.root, task="digits")
     assert 0.0 <= model.task_file.metrics["test_accuracy"] <= 1.0
+
+
+def test_revisit_starts_from_the_best_path_and_never_gets_worse(tmp_path):
+    cfg = load_config(CONFIG)
+    cfg.update(tasks=["digits"], num_task_iters=2)
+    run = evolve(cfg, tmp_path / "run", quiet=True)
+    rows = run.history()
+    first = max(r["score"] for r in rows if r["loop"] == 0 and r["kept"])
+    revisit = [r for r in rows if r["loop"] == 1]
+    assert revisit and all(r["parent_task"] == "digits" or r["parent"] == "root" for r in revisit)
+    best = run.system.read_task("digits")
+    assert best.metrics["score"] >= first
