@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import re
 import weakref
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -51,15 +51,6 @@ def resolve_dtype(dtype: Any) -> Any:
     if dtype in ("float16", jnp.float16):
         return jnp.float16
     raise ValueError(f"dtype {dtype!r} not supported: use None/'float32', 'bfloat16' or 'float16'")
-
-
-@dataclass
-class Prediction:
-    label: str
-    score: float
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"label": self.label, "score": self.score}
 
 
 class TaskModel:
@@ -150,13 +141,9 @@ class TaskModel:
         One image -> `[{"label", "score"}, ...]`; a list or batch -> one such list per image.
         """
         single = not isinstance(images, (list, tuple)) and not (isinstance(images, np.ndarray) and images.ndim == 4)
-        probs = jax.nn.softmax(self.logits(images), axis=-1)
-        probs = np.asarray(probs)
-        k = min(top_k, probs.shape[1])
-        out = []
-        for row in probs:
-            order = np.argsort(-row, kind="stable")[:k]
-            out.append([Prediction(self.labels[i], float(row[i])).to_dict() for i in order])
+        probs = np.asarray(jax.nn.softmax(self.logits(images), axis=-1))
+        out = [[{"label": self.labels[i], "score": float(row[i])} for i in np.argsort(-row, kind="stable")[:top_k]]
+               for row in probs]
         return out[0] if single else out
 
     # -- writing ----------------------------------------------------------------------------------

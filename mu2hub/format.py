@@ -118,10 +118,7 @@ def parse_component(data: bytes, *, expected_id: str | None = None, filename: st
         tensors = _st_load(data)
     except Exception as e:  # safetensors raises its own SafetensorError, json ValueError
         raise FormatError(f"not a valid safetensors file: {e}", path=filename) from e
-    kind = meta.get("kind")
-    if kind is None:
-        raise FormatError("safetensors __metadata__ has no 'kind'", path=filename)
-    return kind, tensors
+    return _kind(meta, filename), tensors
 
 
 def read_component_file(path: str | os.PathLike, *, expected_id: str, expected_bytes: int | None = None,
@@ -152,13 +149,18 @@ def read_component_file(path: str | os.PathLike, *, expected_id: str, expected_b
             os.replace(tmp, stamp)
     try:
         with safe_open(str(real), framework="numpy") as f:
-            kind = (f.metadata() or {}).get("kind")
+            meta = f.metadata() or {}
             tensors = {k: f.get_tensor(k) for k in f.keys()}
     except Exception as e:
         raise FormatError(f"not a valid safetensors file: {e}", path=filename) from e
-    if kind is None:
+    return _kind(meta, filename), tensors
+
+
+def _kind(meta: Mapping[str, str], filename: str) -> str:
+    """A component file names its kind in `__metadata__`; without it the file cannot fill a slot."""
+    if "kind" not in meta:
         raise FormatError("safetensors __metadata__ has no 'kind'", path=filename)
-    return kind, tensors
+    return meta["kind"]
 
 
 def num_params(tensors: Mapping[str, np.ndarray]) -> int:

@@ -261,8 +261,9 @@ class Agent:
             })
             if rec is not None:
                 state["population"].append(rec.id)
+                pop.append(rec)
             if self.report is not None:
-                best = max([self.run.read_path(p).score for p in state["population"]] or [float("nan")])
+                best = max([p.score for p in pop] or [float("nan")])
                 self.report({"task": task, "generation": state["generation"] + 1, "best": best, "child": result.score})
 
     def _make_child(self, parent: PathRecord, task: str, data: TaskData, ds: dict[str, Any], ctx: dict[str, Any],
