@@ -144,3 +144,11 @@ class RevisitNotBetterError(Mu2hubError, RuntimeError):
 
 class ContributionError(Mu2hubError, ValueError):
     """A contribution cannot be pushed as asked (e.g. no new files, or the target is not the source repo)."""
+
+
+class RootMismatchError(Mu2hubError, ValueError):
+    """A config's `root` disagrees with the checkpoint `root.init` names (dimensions, depth, image size).
+
+    Message: `config root disagrees with timm:timm/vit_large_patch16_224.augreg_in21k: layer_norm_eps: config says
+    1e-12, checkpoint has 1e-06 (drop these keys from `root` to take the checkpoint's values)`.
+    """
