@@ -97,7 +97,9 @@ class Agent:
     # ---------------------------------------------------------------------------------------------
     def data(self, task: str) -> TaskData:
         if task not in self._data:
-            data = get_task(task, **self.cfg.get("task_kwargs", {}).get(task, {}))
+            # Images of varying sizes (a dataset source's) are decoded at the path's image size.
+            kwargs = {"decode_size": self.defaults["ds_image_size"], **self.cfg.get("task_kwargs", {}).get(task, {})}
+            data = get_task(task, **kwargs)
             cap = self.cfg.get("validation_examples_max")
             if cap and len(data.validation.labels) > cap:  # a fixed, cached validation subset, as the reference
                 data = dataclasses.replace(data, validation=Split(data.validation.images[:cap], data.validation.labels[:cap]))
