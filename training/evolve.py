@@ -31,8 +31,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--agent", default="main", help="agent name, for several concurrent agents on one workdir")
     ap.add_argument("--tasks", default=None, help="comma-separated subset of the config's tasks for this agent")
     ap.add_argument("--quiet", action="store_true")
+    ap.add_argument("--plan", action="store_true", help="resolve every task and price the run (no training, offline)")
+    ap.add_argument("--throughput", type=float, default=None, help="--plan: training images/s per device")
     a = ap.parse_args(argv)
     from mu2hub.errors import Mu2hubError
+
+    if a.plan:
+        from mu2hub.plan import format_plan, plan
+
+        print(format_plan(plan(load_config(a.config), tasks=a.tasks.split(",") if a.tasks else None), a.throughput))
+        return 0
     from mu2hub.evolution.evolve import evolve
 
     try:

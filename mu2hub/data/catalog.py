@@ -22,6 +22,7 @@ import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -278,9 +279,19 @@ def _class_names(data: Any, field: str) -> list[str] | None:
     return list(feature.names) if getattr(feature, "names", None) else None
 
 
-def resolve(name: str, *, sources: Mapping[str, str] | None = None, data_dir: str | None = None,
-            cache_dir: str | None = None) -> Resolved:
+def local_sources(folder: str | os.PathLike | None) -> dict[str, str]:
+    """Local copies in `folder`: `<folder>/<source key, '/' as '~'>/` written by `DatasetDict.save_to_disk`."""
+    if folder is None:
+        return {}
+    return {k: str(p) for k in SOURCES if (p := Path(folder) / k.replace("/", "~")).is_dir()}
+
+
+def resolve(name: str, *, sources: Mapping[str, str] | None = None, sources_dir: str | os.PathLike | None = None,
+            data_dir: str | None = None, cache_dir: str | None = None) -> Resolved:
     """A catalog task's three splits as views of its sources (sizes known, nothing decoded).
+
+    `sources` (source key -> `save_to_disk` folder) and `sources_dir` (see `local_sources`) replace Hub / TFDS
+    sources with local copies.
 
     Raises:
         TaskNotFoundError: not a catalog task.
@@ -292,6 +303,7 @@ def resolve(name: str, *, sources: Mapping[str, str] | None = None, data_dir: st
     if name not in TASKS:
         raise TaskNotFoundError(name, list(TASKS))
     task = TASKS[name]
+    sources = {**local_sources(sources_dir), **dict(sources or {})}
     opened: dict[tuple[str, str], Any] = {}
     splits: dict[str, SplitRef] = {}
     labels: list[str] | None = None
@@ -329,7 +341,8 @@ def _labeler(task: CatalogTask, source: Source, data: Any, split: str) -> tuple[
 
 
 def load(name: str, *, image_size: int | None = None, decode_size: int | None = None, max_examples: int | None = None,
-         sources: Mapping[str, str] | None = None, data_dir: str | None = None, cache_dir: str | None = None) -> TaskData:
+         sources: Mapping[str, str] | None = None, sources_dir: str | os.PathLike | None = None,
+         data_dir: str | None = None, cache_dir: str | None = None) -> TaskData:
     """A catalog task decoded into memory (`TaskData`); sizes as in `mu2hub.data.hf.task_from_dataset_dict`
     (`image_size`: resize all; else kept when uniform, `decode_size` when they vary, which includes a validation
     source stored at another size). For datasets too big for memory, `mu2hub.data.stream` reads the same
@@ -337,7 +350,7 @@ def load(name: str, *, image_size: int | None = None, decode_size: int | None = 
     """
     from mu2hub.data.hf import _resize, _target_size  # one sizing rule for every loader
 
-    r = resolve(name, sources=sources, data_dir=data_dir, cache_dir=cache_dir)
+    r = resolve(name, sources=sources, sources_dir=sources_dir, data_dir=data_dir, cache_dir=cache_dir)
     decoded = {}
     for ours, ref in r.splits.items():
         n = len(ref) if max_examples is None else min(len(ref), max_examples)
