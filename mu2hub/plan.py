@@ -94,6 +94,8 @@ def plan(config: Mapping[str, Any], *, tasks: list[str] | None = None) -> list[T
             row.flops_per_image = forward_flops(Structure(dims, image_size, layers, classes))
         # Without the data, the caps bound the cost from above (marked "≤"): a child never trains on more.
         cap_train, cap_val = config["train_examples_between_validations_max"], config.get("validation_examples_max")
+        if sizes is None and catalog.is_catalog_task(task) and catalog.TASKS[task].one_k:
+            cap_train, cap_val = min(cap_train, 800), min(cap_val or 200, 200)  # VTAB-1k: 800 / 200 by its rule
         if sizes is not None or cap_val:
             train = min(sizes["train"], cap_train) if sizes else cap_train
             val = (min(sizes["validation"], cap_val or sizes["validation"])) if sizes else cap_val
