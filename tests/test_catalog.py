@@ -158,3 +158,24 @@ def test_label_column_that_does_not_match_the_table(tmp_path):
                "cifar10_1": five["cifar10_1"]}
     with pytest.raises(LabelMismatchError, match=r"no label column 'label'; columns are \['img', 'coarse'\]"):
         resolve("cifar10", sources=renamed)
+
+
+def test_a_tfds_source_read_from_a_local_data_dir(tmp_path):
+    """The TFDS branch for real, in a subprocess with TFDS on its path (see tests/tfds_reference.py)."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    site = Path(os.environ.get("MU2HUB_TFDS_SITE", Path(sys.prefix) / "tfds-site"))
+    if not (site / "tensorflow_datasets").is_dir():
+        pytest.fail(f"tensorflow_datasets is not installed at {site}: run `make test` (the Makefile's tfds-site line)")
+    repo = Path(__file__).parent.parent
+    env = dict(os.environ, PYTHONPATH=f"{repo}{os.pathsep}{site}")
+    proc = subprocess.run([sys.executable, str(repo / "tests/tfds_reference.py"), str(tmp_path / "tfds")], env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert "cmaterdb/bangla" in out["missing"] and "not available" in out["missing"]  # before it is prepared
+    assert out["sizes"] == [40, 10, 10] and out["classes"] == 10 and out["pixels_are_labels"]  # train[20%:] / [:20%]
