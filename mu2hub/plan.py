@@ -133,3 +133,34 @@ def format_plan(rows: list[TaskCost], throughput: float | None = None) -> str:
     if missing:
         lines += ["", f"Missing data ({len(missing)} tasks):"] + [f"- {r.task}: {r.missing}" for r in missing]
     return "\n".join(lines)
+
+
+def measure_throughput(config: Mapping[str, Any], *, steps: int = 4, num_classes: int = 10) -> float:
+    """Training images/s of one child on the default device: the root's structure at the configured image size,
+    every component trainable (the most a child can cost), the config's batch, compilation excluded.
+
+    Runs `mu2hub.train.train_child` itself on generated uint8 images; on a CPU a ViT-L/16 at 384 px takes minutes
+    per step, so measure on the accelerator the run will use.
+    """
+    import jax
+    import numpy as np
+
+    from . import model as vit
+    from .api import resolve_dtype
+    from .data.registry import Split, TaskData
+    from .evolution.hparams import get_defaults
+    from .train import train_child
+
+    root = config["root"]
+    hp = {**get_defaults(config["space"]), **config.get("hparams", {})}
+    structure = Structure(_dims(root), int(hp["ds_image_size"]), int(root["num_layers"]), num_classes)
+    batch = config["batch_size"]
+    rng = np.random.default_rng(0)
+    split = lambda n: Split(rng.integers(0, 256, (n, structure.image_size, structure.image_size, 3), dtype=np.uint8),  # noqa: E731
+                            np.arange(n) % num_classes)
+    data = TaskData("throughput", [str(i) for i in range(num_classes)], split(batch * steps), split(batch), split(batch))
+    params = vit.init_path(structure, jax.random.key(0))
+    result = train_child(structure, {}, params, data, hp, num_validations=1, steps_per_validation=steps,
+                         batch_size=batch, seed=0, dtype=resolve_dtype(config.get("dtype")), prefix_cache=None)
+    # train_time starts after the first (compiling) step and includes one validation pass of `batch` images
+    return (result.examples_seen - batch) / max(result.train_time, 1e-9)

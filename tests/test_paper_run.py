@@ -120,3 +120,8 @@ def test_plan_prices_the_slice_and_lists_missing_data(slice_config, capsys, monk
     assert "| cifar10 | hub:uoft-cs/cifar10 | missing | ≤ 8,008 | 128 | ≤ 65,601,536 |" in out
     assert "Missing data (2 tasks):" in out and "dtd/1k" in out and len(full["tasks"]) == 69
     assert "GFLOPs" in format_plan(rows)
+    # --measure: the slice's own root trained for a few steps here gives the throughput that prices device-hours
+    assert main(["--config", spec, "--workdir", "unused", "--plan", "--measure"]) == 0
+    out = capsys.readouterr().out
+    measured = float(out.split("measured: ")[1].split(" ")[0].replace(",", ""))
+    assert measured > 0 and f"{c10.device_hours(measured):,.1f} |" in out.split("| cifar10 |")[1].splitlines()[0]
