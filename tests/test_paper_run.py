@@ -114,11 +114,12 @@ def test_plan_prices_the_slice_and_lists_missing_data(slice_config, capsys, monk
     assert c10.flops_per_image > 0
     # The full stream offline: every task listed, data missing but not fatal, costs bounded by the caps.
     full = load_config(f"{CONFIG}:large")
-    assert main(["--config", f"{CONFIG}:large", "--workdir", "unused", "--plan", "--tasks", "cifar10,dtd/1k",
+    assert main(["--config", f"{CONFIG}:large", "--workdir", "unused", "--plan", "--tasks", "cifar10,cifar10/1k",
                  "--throughput", "100"]) == 0
     out = capsys.readouterr().out
     assert "| cifar10 | hub:uoft-cs/cifar10 | missing | ≤ 8,008 | 128 | ≤ 65,601,536 |" in out
-    assert "Missing data (2 tasks):" in out and "dtd/1k" in out and len(full["tasks"]) == 69
+    assert "| cifar10/1k | hub:uoft-cs/cifar10 | missing | ≤ 52 | 128 | ≤ 425,984 | ≤ 102,400 |" in out  # 800 / 200
+    assert "Missing data (2 tasks):" in out and len(full["tasks"]) == 69
     assert "GFLOPs" in format_plan(rows)
     # --measure: the slice's own root trained for a few steps here gives the throughput that prices device-hours
     assert main(["--config", spec, "--workdir", "unused", "--plan", "--measure"]) == 0

@@ -71,3 +71,17 @@ def test_arrow_dataset_source_and_validation_subset(tmp_path):
     assert val.images.shape == (20, 6, 6, 3)
     np.testing.assert_array_equal(val.labels, np.arange(20) % 4)
     assert val.images[5, 0, 0, 0] == 5  # in order, the first 20
+
+
+def test_streams_a_catalog_split_without_decoding_it_whole(tmp_path):
+    from mu2hub.data.catalog import resolve
+
+    names = [f"t{i}" for i in range(47)]
+    feats = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=names)})
+    rows = {"image": [Image.new("RGB", (5 + i % 4, 6), (i, i, i)) for i in range(60)], "label": [i % 47 for i in range(60)]}
+    datasets.DatasetDict({s: datasets.Dataset.from_dict(rows, features=feats) for s in ("train", "validation", "test")}
+                         ).save_to_disk(str(tmp_path / "dtd"))
+    ref = resolve("dtd/1k", sources={"dtd": str(tmp_path / "dtd")}).splits["train"]  # train[:800] of 60
+    images, labels = next(iter(Stream(ref, 60, 8, seed=0, shuffle=False).shard(0, 1)))
+    assert images.shape == (60, 8, 8, 3)
+    np.testing.assert_array_equal(labels, np.arange(60) % 47)
