@@ -10,6 +10,14 @@ $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[test,data,space]'
+	# timm (parity tests) imports torchvision, whose PyPI build needs CUDA torch and breaks transformers' imports
+	# beside our CPU torch: keep both out of the environment, in a folder only tests/timm_reference.py puts on its path.
+	$(BIN)/pip install -q --no-deps --target $(VENV)/timm-site 'timm>=1.0,<2' 'torchvision==0.28.0'
+	# TFDS (the catalog's TFDS-only sources) likewise, with the dependencies the environment lacks.
+	$(BIN)/pip install -q --no-deps --target $(VENV)/tfds-site 'tensorflow-datasets==4.9.10' 'array-record==0.8.6' \
+		'dm-tree==0.1.10' 'promise==2.3' 'simple-parsing==0.1.9' 'docstring-parser==0.18.0' 'tensorflow-metadata==1.21.0' \
+		'googleapis-common-protos==1.76.0' 'termcolor==3.3.0' 'toml==0.10.2' 'wrapt==2.5.2' 'immutabledict==4.3.1' \
+		'einops==0.8.2' 'requests==2.34.2' 'urllib3==2.8.0' 'charset-normalizer==3.5.3' 'six==1.17.0' 'attrs==26.1.0'
 	touch $(STAMP)
 
 test: $(STAMP)

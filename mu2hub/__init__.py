@@ -5,7 +5,7 @@
 >>> model.predict(image)
 """
 
-from .api import TaskModel, from_pretrained, from_transformers, list_tasks, system_info
+from .api import TaskModel, from_big_vision, from_pretrained, from_timm, from_transformers, list_tasks, system_info
 from .errors import (
     ComponentIntegrityError,
     FormatError,
@@ -31,7 +31,7 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'mu2hub' has no attribute {name!r}")
 
 __all__ = [
-    "TaskModel", "from_pretrained", "from_transformers", "list_tasks", "system_info", "export", "verify",
+    "TaskModel", "from_pretrained", "from_transformers", "from_timm", "from_big_vision", "list_tasks", "system_info", "export", "verify",
     "add_task", "push_task", "validate",
     "Mu2hubError", "FormatError", "FormatVersionError", "UnsafePathError", "TaskNotFoundError",
     "ComponentIntegrityError", "LocalFilesMissingError", "ShapeMismatchError",

@@ -293,21 +293,87 @@ def from_transformers(
         revision, cache_dir, token, local_files_only, force_download: as in `from_pretrained`.
         dtype (*optional*): compute dtype.
     """
-    from .data.pp import pp_spec
     from .interop import read_transformers_checkpoint
 
     structure, params, labels = read_transformers_checkpoint(
         repo_id_or_path, revision=revision, cache_dir=cache_dir, token=token,
         local_files_only=local_files_only, force_download=force_download)
-    name = task or re.sub(r"[^A-Za-z0-9_.\-]+", "-", Path(str(repo_id_or_path)).name).strip("-.") or "root"
-    config = SystemConfig(structure.dims, structure.image_size, structure.num_layers, name=str(repo_id_or_path),
-                          description="imported from a transformers ViT checkpoint")
+    return _imported(structure, params, labels, repo_id_or_path, task=task, revision=revision, dtype=dtype,
+                     description="imported from a transformers ViT checkpoint")
+
+
+def _imported(structure: Structure, params: dict[str, dict[str, np.ndarray]], labels: list[str],
+              source: str | os.PathLike, *, task: str | None, revision: str | None, dtype: Any, description: str,
+              lineage: dict[str, Any] | None = None) -> TaskModel:
+    """A one-path system around imported parameters (`from_transformers`, `from_timm`, `from_big_vision`)."""
+    from .data.pp import pp_spec
+
+    name = task or re.sub(r"[^A-Za-z0-9_.\-]+", "-", Path(str(source)).name).strip("-.") or "root"
+    config = SystemConfig(structure.dims, structure.image_size, structure.num_layers, name=str(source),
+                          description=description)
     tf = TaskFile(task=name, image_size=structure.image_size, num_layers=structure.num_layers,
                   components=component_refs(params, structure.slots()), labels=list(labels),
                   preprocessing=pp_spec(structure.image_size),
-                  lineage={"imported_from": str(repo_id_or_path), "revision": revision})
+                  lineage={"imported_from": str(source), "revision": revision, **(lineage or {})})
     device = {slot: _DeviceTensors({k: jax.device_put(v) for k, v in t.items()}) for slot, t in params.items()}
-    return TaskModel(config, tf, device, repo_id=str(repo_id_or_path), revision=revision, dtype=dtype)
+    return TaskModel(config, tf, device, repo_id=str(source), revision=revision, dtype=dtype)
+
+
+def from_timm(
+    repo_id_or_path: str | os.PathLike,
+    *,
+    task: str | None = None,
+    image_size: int | None = None,
+    revision: str | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    token: str | bool | None = None,
+    local_files_only: bool = False,
+    force_download: bool = False,
+    dtype: Any = None,
+) -> TaskModel:
+    """Import a timm ViT (`timm/vit_large_patch16_224.augreg_in21k`: `config.json` + `model.safetensors`) as a root system.
+
+    Args:
+        repo_id_or_path (`str`): a timm Hub repo id or a folder written by `timm.models.save_for_hf`.
+        task (`str`, *optional*): the path's task name; defaults to the repo/folder name.
+        image_size (`int`, *optional*): resample the position embedding once to this size (class token kept);
+            defaults to the checkpoint's own.
+        revision, cache_dir, token, local_files_only, force_download, dtype: as in `from_pretrained`.
+
+    Raises:
+        FormatError: not a plain timm ViT (e.g. `resnet50`, register tokens, average pooling); names the file.
+
+    Example:
+        >>> root = mu2hub.from_timm("timm/vit_large_patch16_224.augreg_in21k", image_size=384)
+        >>> root.save_pretrained("roots/vit-l16-384")
+    """
+    from .roots import at_size, read_timm_checkpoint
+
+    ckpt = read_timm_checkpoint(repo_id_or_path, revision=revision, cache_dir=cache_dir, token=token,
+                                local_files_only=local_files_only, force_download=force_download)
+    structure, params = at_size(ckpt, image_size or ckpt.structure.image_size)
+    return _imported(structure, params, ckpt.labels, repo_id_or_path, task=task, revision=revision, dtype=dtype,
+                     description="imported from a timm ViT checkpoint", lineage=ckpt.info)
+
+
+def from_big_vision(path: str | os.PathLike, *, task: str | None = None, image_size: int | None = None,
+                    head: bool = True, dtype: Any = None) -> TaskModel:
+    """Import a big_vision / vit_jax ViT `.npz` (the AugReg `gs://vit_models/augreg/*.npz` files) as a root system.
+
+    Its `config.json` records `activation="gelu_tanh"` (Flax's `nn.gelu`); see `mu2hub.roots`.
+
+    Args:
+        path (`str`): the `.npz` file (read with `allow_pickle=False`).
+        task, image_size, dtype: as in `from_timm`.
+        head (`bool`, defaults to `True`): keep the classifier; False (needed when the file has a `pre_logits`
+            layer) gives a zero one-class head.
+    """
+    from .roots import at_size, read_big_vision_checkpoint
+
+    ckpt = read_big_vision_checkpoint(path, head=head)
+    structure, params = at_size(ckpt, image_size or ckpt.structure.image_size)
+    return _imported(structure, params, ckpt.labels, path, task=task or Path(path).stem, revision=None, dtype=dtype,
+                     description="imported from a big_vision ViT checkpoint", lineage=ckpt.info)
 
 
 def list_tasks(repo_id_or_path: str | os.PathLike, *, revision: str | None = None, cache_dir=None, token=None,

@@ -35,7 +35,7 @@ from typing import Any, Mapping
 
 from .constants import component_filename, task_filename
 from .data.registry import TaskData
-from .errors import RevisitNotBetterError
+from .errors import RevisitNotBetterError, VaryingImageSizesError
 from .evolution.hparams import get_space
 from .evolution.loop import ROOT_ID, Agent
 from .evolution.published import LazyComponents, PublishedSystem, admit_parents, infer_space, run_config
@@ -152,11 +152,16 @@ def add_task(
     """
     start = time.perf_counter()
     check_task_name(task)
-    # 1. data first: bad input fails before any download
-    tdata = resolve_data(data, **dict(data_kwargs or {}))
+    # 1. data first: bad input fails before any download; images of varying sizes need the system's image size
+    try:
+        tdata = resolve_data(data, **dict(data_kwargs or {}))
+        system = None
+    except VaryingImageSizesError:
+        system = PublishedSystem.open(repo_id, revision=revision, cache_dir=cache_dir, token=token)
+        tdata = resolve_data(data, **{"decode_size": system.config.root_image_size, **dict(data_kwargs or {})})
     tdata = replace(tdata, name=task) if tdata.name != task else tdata
     # 2. the system at one commit, JSON only; the name and (for a revisit) the labels
-    system = PublishedSystem.open(repo_id, revision=revision, cache_dir=cache_dir, token=token)
+    system = system or PublishedSystem.open(repo_id, revision=revision, cache_dir=cache_dir, token=token)
     system.check_name(task, tdata, revisit)
     settings = {"children_per_generation": 4, "batch_size": 32, "num_validations": 2,
                 "train_examples_between_validations_max": 512, **dict(evolution or {})}

@@ -144,3 +144,30 @@ class RevisitNotBetterError(Mu2hubError, RuntimeError):
 
 class ContributionError(Mu2hubError, ValueError):
     """A contribution cannot be pushed as asked (e.g. no new files, or the target is not the source repo)."""
+
+
+class RootMismatchError(Mu2hubError, ValueError):
+    """A config's `root` disagrees with the checkpoint `root.init` names (dimensions, depth, image size).
+
+    Message: `config root disagrees with timm:timm/vit_large_patch16_224.augreg_in21k: layer_norm_eps: config says
+    1e-12, checkpoint has 1e-06 (drop these keys from `root` to take the checkpoint's values)`.
+    """
+
+
+class DataSourceError(Mu2hubError, FileNotFoundError):
+    """A task's data (or the source the reference validates it on, e.g. `cifar10_1`) cannot be opened.
+
+    Message: `task 'cifar10' (validation = cifar10_1/test): cifar10_1 (tfds:cifar10_1/v6:1.*.*) is only in TFDS: pip
+    install 'mu2hub[tfds]' and prepare it in a data_dir …, or pass sources={'cifar10_1': '<save_to_disk folder>'}`.
+    """
+
+    def __str__(self) -> str:  # FileNotFoundError would format from errno/filename instead
+        return self.args[0]
+
+
+class LabelMismatchError(Mu2hubError, ValueError):
+    """A dataset's label column does not match the task table (missing, or another number of classes)."""
+
+
+class VaryingImageSizesError(Mu2hubError, ValueError):
+    """A dataset's images have different sizes and no size to decode them to was given (`decode_size=`)."""

@@ -178,7 +178,7 @@ def finetune(
 
     if steps < 1 or num_validations < 1 or steps % num_validations:
         raise ValueError(f"steps={steps} must be >= 1 and a multiple of num_validations={num_validations}")
-    data = resolve_data(data, **(data_kwargs or {}))
+    data = resolve_data(data, **{"decode_size": model.task_file.image_size, **(data_kwargs or {})})
     tf = model.task_file
     new_head = list(data.labels) != list(tf.labels)
     slots = trainable_slots(tf, train, new_head=new_head)

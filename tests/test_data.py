@@ -275,10 +275,12 @@ def _write_imagefolder(root, splits=("train", "test"), per_class=6):
 
 def test_imagefolder_mixed_modes_and_sizes(tmp_path):
     _write_imagefolder(tmp_path / "data")
-    task = load_imagefolder(str(tmp_path / "data"), cache_dir=str(tmp_path / "cache"))
+    with pytest.raises(ValueError, match="different sizes; pass decode_size="):
+        load_imagefolder(str(tmp_path / "data"), cache_dir=str(tmp_path / "cache"))
+    task = load_imagefolder(str(tmp_path / "data"), cache_dir=str(tmp_path / "cache"), decode_size=40)
     assert task.name == f"imagefolder:{tmp_path / 'data'}"
     assert task.labels == ["cat", "dog"]
-    assert task.image_shape == (64, 64, 3)  # sizes differ -> default 64
+    assert task.image_shape == (40, 40, 3)  # sizes differ -> the path's size, as the loop passes it
     # train 12 images: no validation split, so 5% (at least 1) is carved from train
     assert (len(task.train), len(task.validation), len(task.test)) == (11, 1, 12)
     assert sorted(np.bincount(task.test.labels).tolist()) == [6, 6]

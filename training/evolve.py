@@ -31,8 +31,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--agent", default="main", help="agent name, for several concurrent agents on one workdir")
     ap.add_argument("--tasks", default=None, help="comma-separated subset of the config's tasks for this agent")
     ap.add_argument("--quiet", action="store_true")
+    ap.add_argument("--plan", action="store_true", help="resolve every task and price the run (no training, offline)")
+    ap.add_argument("--throughput", type=float, default=None, help="--plan: training images/s per device")
+    ap.add_argument("--measure", action="store_true", help="--plan: measure the throughput on this machine's device")
     a = ap.parse_args(argv)
     from mu2hub.errors import Mu2hubError
+
+    if a.plan:
+        from mu2hub.plan import format_plan, measure_throughput, plan
+
+        config = load_config(a.config)
+        throughput = measure_throughput(config) if a.measure else a.throughput
+        if a.measure:
+            print(f"measured: {throughput:,.1f} training images/s per device")
+        print(format_plan(plan(config, tasks=a.tasks.split(",") if a.tasks else None), throughput))
+        return 0
     from mu2hub.evolution.evolve import evolve
 
     try:

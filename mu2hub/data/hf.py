@@ -1,7 +1,10 @@
 """Tasks from Hugging Face datasets (`hf:<dataset>`) and local image folders (`imagefolder:<path>`).
 
 Everything is decoded into memory as uint8 RGB, which suits the small and medium datasets µ2Net tasks are
-(use `max_examples` to cap each split). `datasets` is imported only when one of these is used.
+(use `max_examples` to cap each split; `mu2hub.data.stream` reads large ones lazily instead). Images that all
+share one size are kept at it (the path's preprocessing resizes on the device); images of varying sizes are
+resized to `decode_size`, which the evolution loop sets to the path's image size. `datasets` is imported only
+when one of these is used.
 
 Splits follow the reference µ2Net notebook's rule for tasks without a custom split: use the dataset's
 `train` / `validation` / `test` when present, otherwise carve 5% of train for each missing one. Unlike the
@@ -19,12 +22,12 @@ import numpy as np
 from PIL import Image
 
 from mu2hub.data.registry import SPLITS, Split, TaskData, to_rgb_uint8
+from mu2hub.errors import VaryingImageSizesError
 
 if TYPE_CHECKING:
     import datasets
 
 CARVE_FRACTION = 0.05
-DEFAULT_RESIZE = 64
 
 
 def load_hf_task(
@@ -38,6 +41,7 @@ def load_hf_task(
     cache_dir: str | None = None,
     max_examples: int | None = None,
     image_size: int | None = None,
+    decode_size: int | None = None,
     seed: int = 0,
 ) -> TaskData:
     """Load a Hugging Face dataset as a task, named `hf:<path>`.
@@ -75,6 +79,7 @@ def load_hf_task(
         splits=splits,
         max_examples=max_examples,
         image_size=image_size,
+        decode_size=decode_size,
         seed=seed,
     )
 
@@ -85,12 +90,13 @@ def load_imagefolder(
     cache_dir: str | None = None,
     max_examples: int | None = None,
     image_size: int | None = None,
+    decode_size: int | None = None,
     seed: int = 0,
 ) -> TaskData:
     """Load `path/[<split>/]<class>/<image>` (the `imagefolder` layout) as a task named `imagefolder:<path>`.
 
     Images of any mode and size are accepted: converted to RGB and resized to `image_size`×`image_size`
-    when given; otherwise kept as they are if all share one size, else resized to 64×64. Class names are
+    when given; otherwise kept as they are if all share one size, else resized to `decode_size`. Class names are
     the folder names. See `task_from_dataset_dict` for splits, `max_examples` and `seed`.
     """
     import datasets
@@ -99,7 +105,7 @@ def load_imagefolder(
         raise FileNotFoundError(f"imagefolder: {path!r} is not a directory")
     loaded = datasets.load_dataset("imagefolder", data_dir=path, cache_dir=cache_dir)
     return task_from_dataset_dict(
-        f"imagefolder:{path}", loaded, max_examples=max_examples, image_size=image_size, seed=seed
+        f"imagefolder:{path}", loaded, max_examples=max_examples, image_size=image_size, decode_size=decode_size, seed=seed
     )
 
 
@@ -112,6 +118,7 @@ def task_from_dataset_dict(
     splits: Mapping[str, str] | None = None,
     max_examples: int | None = None,
     image_size: int | None = None,
+    decode_size: int | None = None,
     seed: int = 0,
 ) -> TaskData:
     """Turn an in-memory `DatasetDict` into `TaskData`; the part of loading that needs no files.
@@ -127,12 +134,15 @@ def task_from_dataset_dict(
             validation or test split is carved from train (5%, seeded).
         max_examples (`int`, *optional*): keep at most this many examples per split (a seeded sample).
         image_size (`int`, *optional*): resize every image to `image_size`×`image_size`. Defaults to
-            keeping the size when all images share one, else 64.
+            keeping the size when all images share one, else `decode_size`.
+        decode_size (`int`, *optional*): the size for images of varying sizes when `image_size` is not given
+            (the path's image size; the evolution loop and fine-tuning pass it).
         seed (`int`, defaults to 0): seeds carving and sampling.
 
     Raises:
         ValueError: a named split is missing; no usable image or label column (the message lists the
-            columns there are); unlabeled examples (label -1); fewer than 2 classes.
+            columns there are); unlabeled examples (label -1); fewer than 2 classes; images of varying sizes
+            with neither `image_size` nor `decode_size`.
     """
     import datasets
 
@@ -153,6 +163,8 @@ def task_from_dataset_dict(
     features = parts["train"].features
     image_column = _pick_column(name, features, image_column, datasets.Image, "image", "cast_column(col, Image())")
     label_column = _pick_column(name, features, label_column, datasets.ClassLabel, "label", "class_encode_column(col)")
+    if len(features[label_column].names) < 2:  # before decoding anything
+        raise ValueError(f"task {name!r} is invalid: it needs at least 2 classes, got {features[label_column].names}")
     for ours, ds in parts.items():
         if ds.features.get(label_column) != features[label_column] or image_column not in ds.features:
             raise ValueError(
@@ -172,7 +184,7 @@ def task_from_dataset_dict(
         }
 
     decoded = {ours: _decode(name, ours, ds, image_column, label_column) for ours, ds in parts.items()}
-    size = _target_size(decoded, image_size)
+    size = _target_size(name, decoded, image_size, decode_size)
     result = {}
     for ours, (images, labels) in decoded.items():
         resized = [_resize(image, size) for image in images]
@@ -233,12 +245,17 @@ def _decode(
     return [to_rgb_uint8(image) for image in ds[image_column]], labels
 
 
-def _target_size(decoded: dict, image_size: int | None) -> tuple[int, int] | None:
+def _target_size(name: str, decoded: dict, image_size: int | None, decode_size: int | None) -> tuple[int, int] | None:
     """(H, W) to resize to, or None when every image already shares one size and none was asked for."""
     if image_size is not None:
         return image_size, image_size
     shapes = {image.shape[:2] for images, _ in decoded.values() for image in images}
-    return None if len(shapes) <= 1 else (DEFAULT_RESIZE, DEFAULT_RESIZE)
+    if len(shapes) <= 1:
+        return None
+    if decode_size is None:
+        raise VaryingImageSizesError(f"{name}: images have {len(shapes)} different sizes; pass decode_size= (the path's image "
+                         "size) or image_size= to resize them")
+    return decode_size, decode_size
 
 
 def _resize(image: np.ndarray, size: tuple[int, int] | None) -> np.ndarray:

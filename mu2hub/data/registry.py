@@ -204,14 +204,17 @@ def list_tasks(pattern: str = "*") -> list[str]:
     return sorted(name for name in _registered() if fnmatch.fnmatchcase(name, pattern))
 
 
-def get_task(name: str, **kwargs: Any) -> TaskData:
+def get_task(name: str, *, decode_size: int | None = None, **kwargs: Any) -> TaskData:
     """Build a task's data.
 
     Args:
-        name (`str`): a registered name (see `list_tasks()`), `hf:<dataset id or path>` or
+        name (`str`): a registered name (see `list_tasks()`), one of the µ2Net paper's tasks
+            (`mu2hub.data.catalog`, e.g. `cifar10`, `clevr/count_all`, `dtd/1k`), `hf:<dataset id or path>` or
             `imagefolder:<folder>`.
-        **kwargs: forwarded to the task function (e.g. `seed`, `image_size`, `n_train`) or to
-            `load_hf_task` / `load_imagefolder`.
+        decode_size (`int`, *optional*): the size images of varying sizes are decoded to (a dataset source's
+            images; registered tasks generate theirs at a fixed size and ignore it).
+        **kwargs: forwarded to the task function (e.g. `seed`, `image_size`, `n_train`), to
+            `load_hf_task` / `load_imagefolder`, or to `catalog.load` (`sources`, `data_dir`, `max_examples`).
 
     Returns:
         `TaskData`, validated.
@@ -226,12 +229,16 @@ def get_task(name: str, **kwargs: Any) -> TaskData:
     if name.startswith("hf:"):
         from mu2hub.data.hf import load_hf_task
 
-        return load_hf_task(name.removeprefix("hf:"), **kwargs)
+        return load_hf_task(name.removeprefix("hf:"), decode_size=decode_size, **kwargs)
     if name.startswith("imagefolder:"):
         from mu2hub.data.hf import load_imagefolder
 
-        return load_imagefolder(name.removeprefix("imagefolder:"), **kwargs)
+        return load_imagefolder(name.removeprefix("imagefolder:"), decode_size=decode_size, **kwargs)
     tasks = _registered()
+    from mu2hub.data import catalog
+
+    if name not in tasks and catalog.is_catalog_task(name):
+        return catalog.load(name, decode_size=decode_size, **kwargs)
     if name not in tasks:
         raise TaskNotFoundError(name, list(tasks))
     task = tasks[name](**kwargs)

@@ -27,6 +27,7 @@ from ..data.registry import Split, TaskData, get_task
 from ..api import resolve_dtype
 from ..format import ComponentRef, Dims, Structure, SystemConfig, TaskFile
 from ..prefix import PrefixCache
+from ..roots import root_dims, root_from_config
 from ..train import batch_key, data_parallel_mesh, evaluate, train_child, train_children
 from .hparams import SearchSpace, allows_block_insertion, get_defaults, get_space, validate_defaults
 from .mutation import (AncestorView, ComponentInfo, assemble, hparams_diff, make_mu_for, mutate_adapters, mutate_hparams,
@@ -76,8 +77,7 @@ class Agent:
         self.space: SearchSpace = get_space(config["space"])
         self.defaults = {**get_defaults(config["space"]), **config.get("hparams", {})}
         validate_defaults(self.space, self.defaults)
-        r = config["root"]
-        self.dims = Dims(r["hidden_size"], r["num_heads"], r["mlp_dim"], r["patch_size"], layer_norm_eps=r.get("layer_norm_eps", 1e-6))
+        self.dims = root_dims(config["root"])  # a checkpoint's own dims; the config's stated ones must agree
         if self.defaults["ds_image_size"] % self.dims.patch_size:
             raise ValueError(f"image size {self.defaults['ds_image_size']} is not a multiple of the root's patch size "
                              f"{self.dims.patch_size}: the root cannot serve it")
@@ -97,7 +97,9 @@ class Agent:
     # ---------------------------------------------------------------------------------------------
     def data(self, task: str) -> TaskData:
         if task not in self._data:
-            data = get_task(task, **self.cfg.get("task_kwargs", {}).get(task, {}))
+            # Images of varying sizes (a dataset source's) are decoded at the path's image size.
+            kwargs = {"decode_size": self.defaults["ds_image_size"], **self.cfg.get("task_kwargs", {}).get(task, {})}
+            data = get_task(task, **kwargs)
             cap = self.cfg.get("validation_examples_max")
             if cap and len(data.validation.labels) > cap:  # a fixed, cached validation subset, as the reference
                 data = dataclasses.replace(data, validation=Split(data.validation.images[:cap], data.validation.labels[:cap]))
@@ -115,20 +117,15 @@ class Agent:
         structure = structure_of(self.dims, hp)
         if r.get("init", "random") == "random":
             params = vit.init_path(structure, jax.random.key(self.cfg["seed"]))
-        else:
-            from ..interop import read_transformers_checkpoint
-
-            structure, params, labels = read_transformers_checkpoint(r["init"])
-            if structure.dims != self.dims:
-                raise ValueError(f"config root {self.dims} does not match the checkpoint {r['init']}: {structure.dims}")
-            hp.update(num_layers=structure.num_layers, ds_image_size=structure.image_size, num_classes=structure.num_classes)
+            lineage = {"init": "random"}
+        else:  # timm / big_vision / transformers, at the configured size and depth (mu2hub.roots)
+            structure, params, lineage = root_from_config(r)
         comps = {s: self._write(params[s], s) for s in structure.slots()}
         self.run.system.write_config(SystemConfig(self.dims, structure.image_size, structure.num_layers, name=self.cfg.get("name", "")))
         refs = [ComponentRef(s, c["id"], c["params"], c["bytes"]) for s, c in comps.items()]
         self.run.system.write_root(TaskFile(
             task="root", image_size=structure.image_size, num_layers=structure.num_layers, components=refs,
-            labels=list(labels) if r.get("init", "random") != "random" else ["root"],
-            preprocessing=pp_spec(structure.image_size), hparams=_jsonable(hp), lineage={"init": r.get("init", "random")}))
+            labels=["root"], preprocessing=pp_spec(structure.image_size), hparams=_jsonable(hp), lineage=lineage))
         rec = PathRecord(ROOT_ID, ROOT, None, hp, comps, {"score": 0.0})
         self.run.write_path(rec)
         return rec

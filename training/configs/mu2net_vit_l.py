@@ -1,62 +1,106 @@
-"""The µ2Net paper's large run: a ViT-L/16 root evolved over the 69-task stream (Gesmundo & Dean, arXiv 2205.12755).
+"""The µ2Net paper's run (Gesmundo & Dean, arXiv 2205.12755): the 69-task stream as one resumable run.
 
-Documented, not run here: the reference spent ~12,861 TPUv4 + 2,474.5 TPUv3 chip-hours on it (unconfirmed figure,
-see shared/reference/munet_spec.md §5.3). Every constant below is the reference notebook's "ViT large" config
-(spec §2.2, §3.2): batch 64 per device, 4 validations per child, at most 128,116 training examples between
-validations (1/10 of ImageNet) and 10,000 validation examples, 128 children per task (4 generations × 32 devices
-on a TPUv4-32 pod slice), µ2Net auto_tune_v2 mutations, base-1.0 score normalised by L/16's 303,303,682
-parameters, 384 px.
+One config, one task list: the reference's five benchmarks in its order (ViT: imagenet2012, cifar100, cifar10; then
+VTAB-full, VDD, Chars, VTAB-1k; `mu2hub.data.catalog.stream()`), so `--resume` continues it wherever it stopped,
+as the reference's benchmark-after-benchmark CONTINUE_FROM_STATE_DIR did. Task names are the reference's; each
+resolves through `mu2hub.data.catalog` (its Hub dataset or its TFDS name, its split rule, its labels).
 
-Run on a TPU pod (every host runs the same command; `multihost` calls `jax.distributed.initialize()`):
-    python training/evolve.py --config training/configs/mu2net_vit_l.py:vtab --workdir gs-mounted/runs/mu2net-l
+Presets (munet_spec.md §2.2, §3.2; first word of the argument):
+- `large` (default): the "ViT large" config the paper's 69 tasks used: ViT-L/16 at 384 px, batch 64 per device,
+  4 validations, ≤ 128,116 train examples between validations, ≤ 10,000 validation examples, 128 children per
+  task (4 generations × 32 devices of a TPUv4-32), auto_tune_v2, base-1.0 score over 303,303,682 parameters.
+- `ti3-chars`: Ti/16 capped at 3 layers on the Chars benchmark: 32 px, batch 512, 5 validations, 51,200 / 5,120,
+  64 children per task, 2 task iterations, auto_tune v1 with adapters.
+- `b-vdd`: B/16 on VDD: 80 px, batch 256, 30 validations, 51,200 / 5,120, 64 children, 2 iterations, v1.
 
-The root: the reference uses the AugReg ViT-L/16 i21k checkpoint (medium2, wd 0.03, sd 0.1); any transformers
-ViT checkpoint imports through `mu2hub.from_transformers` (set `root.init` to its folder or repo id).
-The stream is built one benchmark at a time, each continuing the previous run's state (`:vit`, `:vtab`, `:vdd`,
-`:chars`, `:vtab1k`), as the reference's CONTINUE_FROM_STATE_DIR does: run them in order on one --workdir with
---resume. Tasks are named as Hugging Face datasets (`hf:<id>`); where the reference used a TFDS/VTAB split rule
-that no Hub dataset carries, register a loader for it in `mu2hub.data` first.
+Options after the preset, comma-separated (big_vision style): `tasks=a+b` (a slice of the stream), `root=<init>`
+(`timm:<repo|dir>`, `big_vision:<file.npz>`), `data=<dir>` (local copies of sources, `<dir>/<source key with / as
+~>` saved with `save_to_disk`, also the TFDS data_dir), `devices=N` (children per generation), `layers=N` (root
+depth), `runlocal` (a CPU smoke run: 1 generation of 2 children, tiny batches and caps, 16 px, 2 layers).
+
+Roots (munet_spec.md §4): the reference queries the AugReg index for L/16 i21k aug medium2, wd 0.03, sd 0.1. The
+default here is timm's `vit_large_patch16_224.augreg_in21k`, which timm's own table lists as the AugReg file
+`L_16-i21k-300ep-lr_0.001-aug_medium1-wd_0.1-do_0.1-sd_0.1.npz` (medium1 / wd 0.1: not the reference's choice,
+but the one on the Hub); for the exact one pass `root=big_vision:<the medium2 .npz from gs://vit_models/augreg>`.
+B/16 (`timm/vit_base_patch16_224.augreg_in21k`, medium1 wd 0.1 sd 0) is the reference's own. Ti/16's timm file
+is aug none / wd 0.03 where the reference took light1 / wd 0.1.
+
+Run (every host runs the same command); price it first, offline:
+    python training/evolve.py --config training/configs/mu2net_vit_l.py:large --workdir runs/mu2net-l --plan
+    python training/evolve.py --config training/configs/mu2net_vit_l.py:large --workdir runs/mu2net-l [--resume]
+The reference's reported cost (unconfirmed, munet_spec.md §5.3): ≈12,861 TPUv4 + 2,474.5 TPUv3 chip-hours.
 """
+
+from __future__ import annotations
 
 import ml_collections
 
-BENCHMARKS = {
-    "vit": ["hf:imagenet-1k", "hf:cifar100", "hf:cifar10"],
-    "vtab": ["hf:caltech101", "hf:dtd", "hf:oxford_flowers102", "hf:oxford_iiit_pet", "hf:sun397", "hf:svhn_cropped",
-             "hf:patch_camelyon", "hf:eurosat", "hf:resisc45", "hf:diabetic_retinopathy_detection/btgraham-300",
-             "hf:clevr/count_cylinders", "hf:clevr/count_all", "hf:clevr/closest_object_distance", "hf:dmlab",
-             "hf:dsprites/label_x_position", "hf:dsprites/label_orientation", "hf:kitti/closest_object_distance",
-             "hf:kitti/count_vehicles", "hf:kitti/closest_vehicle_distance", "hf:smallnorb/label_category",
-             "hf:smallnorb/label_lighting", "hf:smallnorb/label_azimuth", "hf:smallnorb/label_elevation"],
-    "vdd": [f"hf:visual_domain_decathlon/{t}" for t in
-            ("imagenet12", "svhn", "cifar100", "gtsrb", "daimlerpedcls", "omniglot", "ucf101", "aircraft", "dtd", "vgg-flowers")],
-    "chars": ["hf:emnist/digits", "hf:emnist/letters", "hf:kmnist", "hf:mnist", "hf:omniglot", "hf:cmaterdb/bangla",
-              "hf:cmaterdb/devanagari", "hf:cmaterdb/telugu"],
+from mu2hub.data.catalog import TASKS, stream
+
+PRESETS = {
+    "large": dict(benchmarks=("vit", "vtab", "vdd", "chars", "vtab1k"), init="timm:timm/vit_large_patch16_224.augreg_in21k",
+                  dims=dict(hidden_size=1024, num_heads=16, mlp_dim=4096, patch_size=16),
+                  image_size=384, num_layers=24, space="mu2net", batch_size=64, num_validations=4,
+                  train_examples_between_validations_max=128_116, validation_examples_max=10_000, samples=128,
+                  num_task_iters=1, num_params=303_303_682, devices=32),
+    "ti3-chars": dict(benchmarks=("chars",), init="timm:timm/vit_tiny_patch16_224.augreg_in21k", image_size=32, num_layers=3,
+                      dims=dict(hidden_size=192, num_heads=3, mlp_dim=768, patch_size=16),
+                      space="mu2net-ti3", batch_size=512, num_validations=5, train_examples_between_validations_max=51_200,
+                      validation_examples_max=5_120, samples=64, num_task_iters=2, num_params=1_484_162, devices=8),
+    "b-vdd": dict(benchmarks=("vdd",), init="timm:timm/vit_base_patch16_224.augreg_in21k", image_size=80, num_layers=12,
+                  dims=dict(hidden_size=768, num_heads=12, mlp_dim=3072, patch_size=16),
+                  space="mu2net-b", batch_size=256, num_validations=30, train_examples_between_validations_max=51_200,
+                  validation_examples_max=5_120, samples=64, num_task_iters=2, num_params=85_652_738, devices=8),
 }
-# VTAB-1k: the 23 VTAB tasks plus cifar100 and cifar10 with their 1k-example splits.
-BENCHMARKS["vtab1k"] = [f"{t}/1k" for t in BENCHMARKS["vtab"] + ["hf:cifar100", "hf:cifar10"]]
+
+
+def parse_arg(arg: str | None) -> tuple[str, dict[str, str]]:
+    preset, *opts = (arg or "large").split(",")
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
+    out = {}
+    for opt in opts:
+        key, sep, value = opt.partition("=")
+        if key not in ("tasks", "root", "data", "devices", "layers", "runlocal"):
+            raise ValueError(f"unknown option {key!r} in {arg!r} (tasks=, root=, data=, devices=, layers=, runlocal)")
+        out[key] = value if sep else "1"
+    return preset, out
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    benchmark = arg or "vit"
+    preset, opts = parse_arg(arg)
+    p = PRESETS[preset]
+    runlocal = "runlocal" in opts
+    tasks = opts["tasks"].split("+") if "tasks" in opts else stream(p["benchmarks"])
+    unknown = [t for t in tasks if t not in TASKS]
+    if unknown:
+        raise ValueError(f"not tasks of the paper's stream: {unknown}")
+    devices = int(opts.get("devices", 2 if runlocal else p["devices"]))
     c = ml_collections.ConfigDict()
-    c.name = f"mu2net-vit-l:{benchmark}"
+    c.name = f"mu2net:{preset}"
     c.seed = 0
-    c.root = dict(hidden_size=1024, num_heads=16, mlp_dim=4096, patch_size=16, num_layers=24, image_size=384,
-                  layer_norm_eps=1e-6, init="google/vit-large-patch16-224-in21k")
-    c.tasks = BENCHMARKS[benchmark]
-    c.task_kwargs = {}
-    c.num_task_iters = 1
-    c.space = "mu2net"  # auto_tune_v2, DEFAULTS_LARGE (_mu_ 0.2, lr 0.01, warmup 0.05, momentum 0.9, 384 px, crop+flip)
-    c.hparams = {}
-    c.scorer = dict(base=1.0, num_params=303_303_682, root_counts=False)
-    c.generations = 4  # 128 samples per task / 32 devices
-    c.children_per_generation = 32  # one per device
-    c.batch_size = 64  # per device (TPUv4; 32 on TPUv3)
-    c.num_validations = 4
-    c.train_examples_between_validations_max = 128_116
-    c.validation_examples_max = 10_000
+    # ---- root: dims come from the checkpoint (stating one that disagrees is an error) ----------------------------
+    c.root = dict(init=opts.get("root", p["init"]), image_size=16 if runlocal else p["image_size"],
+                  num_layers=int(opts.get("layers", 2 if runlocal else p["num_layers"])))
+    if "root" not in opts:  # the preset's ViT: stated, so --plan prices it offline and a wrong checkpoint is refused
+        c.root.update(p["dims"])
+    # ---- the task stream ------------------------------------------------------------------------------------------
+    c.tasks = tasks
+    data = opts.get("data")
+    c.task_kwargs = {t: {"sources_dir": data, "data_dir": data} for t in tasks} if data else {}
+    c.num_task_iters = p["num_task_iters"]
+    # ---- evolution ------------------------------------------------------------------------------------------------
+    c.space = p["space"]
+    c.hparams = dict(ds_image_size=16, ds_crop=False) if runlocal else {}
+    c.scorer = dict(base=1.0, num_params=None if runlocal else p["num_params"], root_counts=False)
+    c.children_per_generation = devices  # one child per device, as the reference
+    c.generations = 1 if runlocal else -(-p["samples"] // devices)
+    # ---- child training -------------------------------------------------------------------------------------------
+    c.batch_size = 8 if runlocal else p["batch_size"]
+    c.num_validations = 1 if runlocal else p["num_validations"]
+    c.train_examples_between_validations_max = 32 if runlocal else p["train_examples_between_validations_max"]
+    c.validation_examples_max = 32 if runlocal else p["validation_examples_max"]
     c.parallelism = "child_per_device"
-    c.dtype = "bfloat16"
-    c.multihost = True
+    c.dtype = None if runlocal else "bfloat16"
+    c.multihost = not runlocal
     return c
