@@ -240,6 +240,9 @@ def dump_json(obj: Any) -> bytes:
 # ---------------------------------------------------------------------------------------------------
 
 
+ACTIVATIONS = ("gelu", "gelu_tanh")
+
+
 @dataclass(frozen=True)
 class Dims:
     """Shared ViT dimensions of a system: every component of every path agrees on these."""
@@ -250,10 +253,13 @@ class Dims:
     patch_size: int
     num_channels: int = 3
     layer_norm_eps: float = 1e-6
+    activation: str = "gelu"  # "gelu" (exact erf: transformers, timm) or "gelu_tanh" (Flax nn.gelu: big_vision, vit_jax)
 
     def __post_init__(self) -> None:
         if self.hidden_size % self.num_heads:
             raise FormatError(f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}")
+        if self.activation not in ACTIVATIONS:
+            raise FormatError(f"activation {self.activation!r} is not one of {list(ACTIVATIONS)}")
 
 
 @dataclass(frozen=True)
@@ -292,6 +298,7 @@ class SystemConfig:
             patch_size=c.get("patch_size", int),
             num_channels=c.get("num_channels", int, 3),
             layer_norm_eps=float(c.get("layer_norm_eps", (int, float), 1e-6)),
+            activation=c.get("activation", str, "gelu"),
         )
         root = c.sub("root")
         return cls(dims, root.get("image_size", int), root.get("num_layers", int), c.get("name", str, ""), c.get("description", str, ""))
