@@ -342,7 +342,8 @@ def _image_processor(
     """A task's eval preprocessing (`mu2hub.data.pp.pp_spec`) as the equivalent ViTImageProcessor.
 
     `resize` must be the path's image size; `method` becomes the PIL filter (PIL filters antialias when
-    shrinking, as the spec's `antialias=True`); `value_range` (lo, hi) becomes mean/std of the [0, 1]-rescaled
+    shrinking, as the spec's `antialias=True`); `pixel_scale` becomes the rescale factor `pixel_scale / 255`;
+    `value_range` (lo, hi) becomes mean/std of the [0, 1]-rescaled
     pixels: lo + (hi - lo) x = (x - mean) / std, so std = 1 / (hi - lo) and mean = -lo / (hi - lo);
     `channels` "rgb" becomes `do_convert_rgb`. PIL resizes uint8 images, so pixels differ from mu2hub's
     float resize by about one uint8 step (2/255 in [-1, 1]).
@@ -356,6 +357,7 @@ def _image_processor(
         raise ValueError(f"resize method {method!r} has no PIL equivalent (known: {sorted(_PIL_RESAMPLE)})")
     if not pp.pop("antialias", True):
         logger.warning("antialias=False has no PIL equivalent: transformers' processor antialiases when shrinking")
+    pixel_scale = float(pp.pop("pixel_scale", 1))
     channels = pp.pop("channels", "rgb")
     if channels != "rgb":
         raise ValueError(f"channels {channels!r} cannot be exported (transformers' ViT processor converts to 'rgb')")
@@ -368,7 +370,7 @@ def _image_processor(
         size={"height": structure.image_size, "width": structure.image_size},
         resample=_PIL_RESAMPLE[method],
         do_rescale=True,
-        rescale_factor=1 / 255,
+        rescale_factor=pixel_scale / 255,
         do_normalize=True,
         image_mean=[-lo / (hi - lo)] * n,
         image_std=[1 / (hi - lo)] * n,

@@ -25,12 +25,13 @@ from flax import serialization
 
 import mu2hub
 from mu2hub.errors import FormatError, ShapeMismatchError, TaskNotFoundError
+from mu2hub.republish import republish_reference
 from mu2hub.reference_format import (
     NOT_TRAINABLE,
     adapter_layers_of,
     convert_component,
     read_reference_state,
-    republish_reference,
+
 )
 
 HIDDEN, HEADS, MLP, PATCH, ADAPTER = 32, 2, 64, 4, 8
