@@ -26,7 +26,7 @@ import os
 import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -357,7 +357,7 @@ def default_workdir(to: str) -> Path:
 def republish(state_dir: str | os.PathLike, to: str | os.PathLike, *, tasks: Sequence[str] | None = None,
               labels: Mapping[str, Sequence[str]] | None = None, agent_class: str | None = None,
               workdir: str | os.PathLike | None = None, token: str | bool | None = None, private: bool | None = None,
-              progress: bool = True, callback: Callable[[str, Any], None] | None = None) -> tuple[RepublishResult, Any]:
+              progress: bool = True) -> tuple[RepublishResult, Any]:
     """`republish_reference` into a folder, then `publish.export` of that folder to `to` (a Hub repo or a folder).
 
     A local `to` is written in place; a Hub `to` is staged in `workdir` (default `default_workdir(to)`), which a
@@ -373,5 +373,5 @@ def republish(state_dir: str | os.PathLike, to: str | os.PathLike, *, tasks: Seq
     staging = Path(target.root if isinstance(target, LocalTarget) else workdir or default_workdir(str(to)))
     result = republish_reference(state_dir, staging, tasks=tasks, labels=labels, agent_class=agent_class,
                                  progress=progress)
-    exported = export(staging, to, tasks=list(result.tasks), token=token, private=private, callback=callback)
+    exported = export(staging, to, tasks=list(result.tasks), token=token, private=private)
     return result, exported
