@@ -174,6 +174,21 @@ def test_raw_images_get_the_reference_answer(mu2net, task):
     assert _rel(TaskModel(model.config, smooth, model.params).logits(raw), reference) > 1e-3
 
 
+def test_to_transformers_keeps_the_reference_answer(mu2net, tmp_path):
+    """A republished path without adapters as a transformers ViT: hidden_act gelu_pytorch_tanh, same logits."""
+    import transformers
+
+    _, out, _ = mu2net
+    mu2hub.from_pretrained(out, task=TASK_D).to_transformers(tmp_path / "hf")
+    peer = transformers.ViTForImageClassification.from_pretrained(tmp_path / "hf").eval()
+    assert peer.config.hidden_act == "gelu_pytorch_tanh" and peer.config.id2label[3] == PET_LABELS[3]
+    comps, cfg = path_comps(LIVE[TASK_D])
+    x = np.random.default_rng(5).uniform(-1, 1, (2, cfg["size"], cfg["size"], 3)).astype(np.float32)
+    with torch.no_grad():
+        theirs = peer(torch.from_numpy(x.transpose(0, 3, 1, 2))).logits.numpy()
+    assert _rel(theirs, R.linen_logits(cfg, comps, x)) < 1e-4
+
+
 def test_published_layout(mu2net):
     state_dir, out, result = mu2net
     files = result.tasks

@@ -230,7 +230,8 @@ def spec_options(spec: Mapping[str, Any]) -> tuple[int, bool, float]:
     size, antialias, scale = spec.get("resize"), spec.get("antialias", True), spec.get("pixel_scale", 1)
     valid = (isinstance(size, int) and not isinstance(size, bool) and size >= 1 and isinstance(antialias, bool)
              and isinstance(scale, (int, float)) and not isinstance(scale, bool) and 0 < scale < float("inf"))
-    if not valid or {"antialias": True, **spec} != pp_spec(size, antialias=antialias, pixel_scale=scale):
+    given = {"antialias": True, **{k: v for k, v in spec.items() if (k, v) != ("pixel_scale", 1)}}
+    if not valid or given != pp_spec(size, antialias=antialias, pixel_scale=scale):
         raise ValueError(
             f"unsupported preprocessing spec {dict(spec)}; this version supports {pp_spec(224)} with any positive "
             "integer 'resize', 'antialias' true or false, and an optional positive 'pixel_scale'"
