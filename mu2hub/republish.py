@@ -152,6 +152,8 @@ class StreamedPath:
         for slot in s.slots()[3:-2]:
             kind = slot.split(".")[0]
             x = _apply_module(kind, self.dims, tuple(sorted(slot_kwargs(s, slot).items())), self._load(refs[slot]), x)
+            # Wait for each block: dispatch is asynchronous, and queued calls would hold every block's copy at once.
+            x.block_until_ready()
         return np.asarray(_classify(s, {slot: self._load(refs[slot]) for slot in ("norm", "head")}, x))
 
 

@@ -210,8 +210,9 @@ def test_cli_republish_to_the_hub_then_verify(hub, tmp_path, capsys):
     argv = ["republish", str(state.parent), "--to", "reference/mu2net", "--labels", str(labels), "--workdir",
             str(tmp_path / "staging")]
     assert cli.main(argv) == 0
-    out = capsys.readouterr().out
+    out, err = capsys.readouterr()
     assert "republished 4 task(s)" in out and "commit" in out
+    assert "Republishing components" in err and "Probing" in err  # the progress bar, over the bytes to decode
     assert cli.main(["verify", "reference/mu2net"]) == 0
     assert "all checks passed" in capsys.readouterr().out
     comps, cfg = M2.path_comps(M2.LIVE[M2.TASK_C])
