@@ -161,8 +161,25 @@ class _Reader:
                 if not isinstance(key, str):
                     raise self.fail(f"map key {key!r} is not a string")
                 out[key] = self.value(load, depth + 1)
-            return _unchunk(out) if "__msgpack_chunked_array__" in out else out
+            return self.unchunk(out) if "__msgpack_chunked_array__" in out else out
         return self.array(self.length(n, "an ext payload"), load)
+
+    def unchunk(self, d: dict[str, Any]) -> Any:
+        """`flax.serialization`'s split of an array above 2**30 bytes (`{"shape": {"0": d0, …}, "chunks": {"0":
+        flat array, …}}`), joined again — or its spec."""
+        shape, chunks = d.get("shape"), d.get("chunks")
+        if not (isinstance(shape, dict) and isinstance(chunks, dict) and set(d) == {"__msgpack_chunked_array__", "shape", "chunks"}):
+            raise self.fail(f"malformed chunked array with keys {sorted(d)}")
+        shape = tuple(shape.get(str(i)) for i in range(len(shape)))
+        parts = [chunks.get(str(i)) for i in range(len(chunks))]
+        dtypes = {str(p.dtype) for p in parts if isinstance(p, (Spec, np.ndarray))}
+        if (not all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in shape) or len(dtypes) != 1
+                or not all(isinstance(p, (Spec, np.ndarray)) and len(p.shape) == 1 for p in parts)
+                or sum(p.shape[0] for p in parts) != math.prod(shape)):
+            raise self.fail(f"chunked array of shape {shape!r} does not add up from its chunks")
+        if all(isinstance(p, Spec) for p in parts):
+            return Spec(shape, parts[0].dtype)
+        return np.concatenate(parts).reshape(shape)
 
     def array(self, n: int, load: bool) -> Any:
         """An ext payload: type 1 (ndarray) or 3 (numpy scalar) = packb((shape, dtype, bytes)), nothing else."""
@@ -191,18 +208,6 @@ class _Reader:
         if self.f.readinto(memoryview(out.reshape(-1).view(np.uint8))) != nbytes:
             raise self.fail("truncated array")
         return out[()] if code == 3 else out
-
-
-def _unchunk(d: dict[str, Any]) -> Any:
-    """`flax.serialization`'s split of an array above 2**30 bytes, joined again (or its spec)."""
-    try:
-        shape = tuple(d["shape"][str(i)] for i in range(len(d["shape"])))
-        chunks = [d["chunks"][str(i)] for i in range(len(d["chunks"]))]
-    except (KeyError, TypeError) as e:
-        raise FormatError(f"malformed chunked array {sorted(d)}") from e
-    if all(isinstance(c, Spec) for c in chunks):
-        return Spec(shape, chunks[0].dtype).reshape(shape) if chunks else Spec(shape, "float32")
-    return np.concatenate([np.asarray(c).reshape(-1) for c in chunks]).reshape(shape)
 
 
 class MsgpackCheckpoint:

@@ -34,7 +34,16 @@ import numpy as np
 
 from .data.pp import apply_pp_spec_numpy
 from .errors import FormatError, ShapeMismatchError, TaskNotFoundError
-from .format import ComponentRef, Dims, Structure, SystemConfig, TaskFile, read_component_file
+from .format import (
+    ComponentRef,
+    Dims,
+    Structure,
+    SystemConfig,
+    TaskFile,
+    check_component_id,
+    check_task_name,
+    read_component_file,
+)
 from .model import build_module, classify, embed, expected_shapes, slot_kwargs
 from .probe import make_probe
 from .reference_format import (
@@ -103,8 +112,9 @@ class _Journal:
     def get(self, key: str, store: LocalStore) -> ComponentRef | None:
         e = self.entries.get(key)
         try:
-            ref = ComponentRef(e["slot"], e["id"], int(e["params"]), int(e["bytes"])) if isinstance(e, dict) else None
-        except (KeyError, TypeError, ValueError):
+            ref = ComponentRef(e["slot"], check_component_id(e["id"]), int(e["params"]), int(e["bytes"])) \
+                if isinstance(e, dict) else None
+        except (KeyError, TypeError, ValueError):  # FormatError is a ValueError: a damaged entry is decoded again
             return None
         f = store.root / ref.filename if ref else None
         return ref if f is not None and f.is_file() and f.stat().st_size == ref.bytes else None
@@ -246,8 +256,10 @@ def republish_reference(state_dir: str | os.PathLike, out_dir: str | os.PathLike
     state = read_reference_state(state_dir, agent_class=agent_class)
     dims, available = reference_dims(state), state.tasks()
     chosen = sorted(available, key=lambda t: state.best_path(t).id) if tasks is None else list(dict.fromkeys(tasks))
-    for t in (t for t in chosen if t not in available):
-        raise TaskNotFoundError(t, available, str(state.state_dir))
+    for t in chosen:
+        if t not in available:
+            raise TaskNotFoundError(t, available, str(state.state_dir))
+        check_task_name(t, where=state.best_path(t).where)  # task names become file names: refused before any write
     best = {t: state.best_path(t) for t in available}
     plans = {t: plan_path(state, best[t], dims) for t in chosen}  # every shape checked before anything is written
     named = {t: _labels(t, p.structure.num_classes, labels) for t, p in plans.items()}

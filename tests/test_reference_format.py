@@ -312,6 +312,17 @@ def test_malformed_population_csv(msgpack_state, tmp_path, bad, match):
         republish_reference(d, tmp_path / "out", progress=False)
 
 
+@pytest.mark.parametrize("name", ["../../escape", "/abs/task", "a/../b"])
+def test_task_names_that_are_not_file_names(msgpack_state, tmp_path, name):
+    from mu2hub.errors import UnsafePathError
+
+    d = _copy(msgpack_state, tmp_path)
+    _edit_population(d, TASK_B, task_name=name)
+    with pytest.raises(UnsafePathError, match="invalid task name"):
+        republish_reference(d, tmp_path / "out", progress=False)
+    assert not (tmp_path / "out").exists() and not (tmp_path / "escape").exists()
+
+
 def test_components_csv_naming_one_id_twice(msgpack_state, tmp_path):
     d = _copy(msgpack_state, tmp_path)
     with open(d / "components.csv", "a") as f:

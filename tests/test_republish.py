@@ -200,6 +200,24 @@ def test_killed_republish_resumes(tmp_path):
         sorted(p.name for p in (tmp_path / "clean" / "components").rglob("*.safetensors"))
 
 
+def test_a_damaged_resume_record_is_not_trusted(tmp_path):
+    """Entries naming a file that is not there, of another size, or an id that is not a content id are decoded again."""
+    state = M2.write_mu2net_state(tmp_path / "experiment", orbax=False)
+    out = tmp_path / "out"
+    first = republish_reference(state, out, tasks=[M2.TASK_B], progress=False)
+    record = json.loads((out / JOURNAL).read_text())
+    keys = sorted(record["components"])
+    record["components"][keys[0]]["id"] = "../../../etc/passwd"
+    record["components"][keys[1]]["bytes"] += 1
+    (out / JOURNAL).write_text(json.dumps(record))
+    victim = record["components"][keys[2]]["id"]
+    (out / "components" / victim[:2] / f"{victim}.safetensors").unlink()
+    (out / "tasks" / f"{M2.TASK_B}.json").unlink()
+    again = republish_reference(state, out, tasks=[M2.TASK_B], progress=False)
+    assert again.decoded == 3 and again.reused == first.decoded - 3
+    assert again.tasks[M2.TASK_B].to_json() == first.tasks[M2.TASK_B].to_json()
+
+
 # ---------------------------------------------------------------------------------------------------------
 # The command line, to the Hub and to a folder
 # ---------------------------------------------------------------------------------------------------------
