@@ -225,7 +225,7 @@ def _task_file(state: ReferenceState, plan: PathPlan, refs: list[ComponentRef], 
 def _bar(total: int, enabled: bool):
     from huggingface_hub.utils import tqdm as hf_tqdm
 
-    return hf_tqdm(total=total, unit="B", unit_scale=True, desc="Republishing components", disable=not enabled)
+    return hf_tqdm(total=total, unit="B", unit_scale=True, desc="Republishing", disable=not enabled)
 
 
 def republish_reference(state_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
@@ -307,6 +307,7 @@ def republish_reference(state_dir: str | os.PathLike, out_dir: str | os.PathLike
     with _bar(sum(state.nbytes(k) for k in todo), progress) as bar:
         for task in chosen:
             plan, (names, source) = plans[task], named[task]
+            bar.set_description(f"Republishing {task}")
             refs = [component(plan, slot, key) for slot, key in plan.keys.items()]
             tf = _task_file(state, plan, refs, names, source, _created(state, plan, users))
             if source == "placeholder":

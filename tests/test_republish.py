@@ -168,9 +168,15 @@ def test_mu4net_shards_must_be_complete_and_disjoint(mu4net, tmp_path):
     shutil.rmtree(broken / CLEVR / "state_1_0")
     with pytest.raises(FormatError, match=rf"component '{CLEVR}:0' is in no completed shard"):
         republish_reference(broken, tmp_path / "o2", progress=False)
-    (broken / "VitB~cifar10").mkdir()
+    other = tmp_path / "classes" / system.name
+    shutil.copytree(system, other)
+    (other / "VitB~cifar10").mkdir()
     with pytest.raises(FormatError, match=r"2 single-path classes \['Vit', 'VitB'\]: pass agent_class="):
-        republish_reference(broken, tmp_path / "o3", progress=False)
+        republish_reference(other, tmp_path / "o3", progress=False)
+    chosen = republish_reference(other, tmp_path / "o4", agent_class="Vit", tasks=["clevr/count_all"], progress=False)
+    assert list(chosen.tasks) == ["clevr/count_all"] and any("VitB~cifar10" in n and "'VitB'" in n for n in chosen.notes)
+    with pytest.raises(FormatError, match=r"no single-path agents of class 'VitT3'"):
+        republish_reference(other, tmp_path / "o5", agent_class="VitT3", progress=False)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -226,11 +232,11 @@ def test_cli_republish_to_the_hub_then_verify(hub, tmp_path, capsys):
     labels = tmp_path / "labels.json"
     labels.write_text(json.dumps({M2.TASK_D: M2.PET_LABELS}))
     argv = ["republish", str(state.parent), "--to", "reference/mu2net", "--labels", str(labels), "--workdir",
-            str(tmp_path / "staging")]
+            str(tmp_path / "staging"), "--private"]
     assert cli.main(argv) == 0
     out, err = capsys.readouterr()
     assert "republished 4 task(s)" in out and "commit" in out
-    assert "Republishing components" in err and "Probing" in err  # the progress bar, over the bytes to decode
+    assert f"Republishing {M2.TASK_A}" in err and f"Probing {M2.TASK_A}" in err  # the progress bar, over the bytes to decode
     assert cli.main(["verify", "reference/mu2net"]) == 0
     assert "all checks passed" in capsys.readouterr().out
     comps, cfg = M2.path_comps(M2.LIVE[M2.TASK_C])
