@@ -106,9 +106,10 @@ class ReferenceState:
     components: dict[str, dict[str, Any]] = field(default_factory=dict)  # key -> components.csv row (µ2Net)
     skipped: dict[str, str] = field(default_factory=dict)  # agent -> why it is not read (µ4Net)
 
-    @property
-    def checkpoint(self) -> str:
-        return ", ".join(self.sources)
+    def source(self, key: str) -> str:
+        """The checkpoint holding `key`, as `sources` names it (relative to the experiment / system folder)."""
+        base = self.state_dir.parent if self.layout == "mu2net" else self.state_dir
+        return self.checkpoints[key].path.relative_to(base).as_posix()
 
     @property
     def root(self) -> ReferencePath | None:

@@ -215,7 +215,8 @@ def _task_file(state: ReferenceState, plan: PathPlan, refs: list[ComponentRef], 
                             "score": path.score, "accounted_params": path.accounted_params,
                             "reference": {k: v for k, v in m.items() if k not in ("quality", "test_quality")}}),
         lineage={"path_id": path.full_id, "parent": path.parent, "parent_task": path.parent_task, "created": created_ids,
-                 "reference": {"layout": state.layout, "state": state.state_dir.name, "checkpoint": state.checkpoint,
+                 "reference": {"layout": state.layout, "state": state.state_dir.name,
+                               "checkpoints": sorted({state.source(k) for k in plan.keys.values()}),
                                "components": dict(plan.keys), "labels": source}},
         sizes={"activated_params": sum(r.params for r in refs), "bytes": sum({r.id: r.bytes for r in refs}.values()),
                "new_params": sum({r.id: r.params for r in refs if r.id in created_ids}.values())},
@@ -274,7 +275,8 @@ def republish_reference(state_dir: str | os.PathLike, out_dir: str | os.PathLike
         root_size = (root_plan.structure.image_size, root_plan.structure.num_layers)
     store = LocalStore(out_dir)
     label = "µ2Net" if state.layout == "mu2net" else "µ4Net"
-    config = SystemConfig(dims, *root_size, name, description or f"{label} {state.state_dir.name} ({state.checkpoint}), republished")
+    shards = f"{len(state.sources)} checkpoint(s)" if len(state.sources) > 1 else state.sources[0]
+    config = SystemConfig(dims, *root_size, name, description or f"{label} {state.state_dir.name} ({shards}), republished")
     if (store.root / "config.json").is_file():
         existing = store.read_config()
         if existing.dims != dims:

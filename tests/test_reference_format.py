@@ -204,6 +204,7 @@ def test_published_layout(mu2net):
     a = files[TASK_A]  # the best row (path 5, score 0.9), not the older one (path 3)
     assert a.lineage["path_id"] == "5" and a.lineage["parent"] == "3" and a.lineage["parent_task"] == TASK_A
     assert a.lineage["reference"]["components"]["head"] == "head:12" and a.lineage["reference"]["layout"] == "mu2net"
+    assert a.lineage["reference"]["checkpoints"] == ["state_10_0/checkpoint_10_0"]
     assert a.labels == [str(i) for i in range(3, 11)] and a.lineage["reference"]["labels"] == "VTAB: number of objects"
     assert files[TASK_C].labels == ["0", "1", "2", "3 or more"]
     assert files[TASK_D].labels == PET_LABELS and files[TASK_D].lineage["reference"]["labels"] == "given"

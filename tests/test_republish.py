@@ -147,6 +147,9 @@ def test_mu4net_layout_shards_and_skips(mu4net):
     assert clevr.metrics["validation_accuracy"] == 0.8 and clevr.lineage["reference"]["layout"] == "mu4net"
     assert kitti.lineage["reference"]["components"]["block.2"] == f"encoderblock_2:{CLEVR}:0"  # another agent's, frozen
     assert kitti.component_map()["block.2"].id == clevr.component_map()["block.2"].id
+    assert kitti.lineage["reference"]["checkpoints"] == sorted([f"{ROOT_AGENT}/state_0_0/checkpoint_0_0",
+                                                                f"{KITTI}/state_1_0/checkpoint_1_0",
+                                                                f"{CLEVR}/state_1_0/checkpoint_1_0"])
     created = set(kitti.lineage["created"])  # µ4Net keys say who created what
     assert {kitti.component_map()[s].id for s in ("pos_embed", "block.3", "norm", "head")} == created
     assert kitti.labels == ["<= 8 m", "(8, 20] m", "(20, 999] m", "no vehicle"] and kitti.num_layers == 4
