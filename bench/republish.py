@@ -96,9 +96,9 @@ def write_state(state: Path, num_layers: int, tasks: dict[str, tuple[int, int]])
             data = serialization.msgpack_serialize(R.bf16_trace(tree) if key.startswith("opt_state:") else tree)
             f.write(msgpack.packb(key) + data)  # what save_checkpoint writes for this entry
             sizes[key] = len(data)
-    path = {f"{name}:{i}" for name, key, _ in entries if (i := int(key.split(":")[1])) in
-            {int(v) for v in next(r for r in rows if r["task_name"] == TASK)["components"].split("_")}}
-    return {"state_bytes": (state / "checkpoint_0_0").stat().st_size, "path_bytes": sum(sizes[k] for k in path),
+    path_ids = {int(v) for v in next(r for r in rows if r["task_name"] == TASK)["components"].split("_")}
+    path_bytes = sum(sizes[key] for _, key, _ in entries if int(key.split(":")[1]) in path_ids)
+    return {"state_bytes": (state / "checkpoint_0_0").stat().st_size, "path_bytes": path_bytes,
             "largest": max(v for k, v in sizes.items() if not k.startswith("opt_state:"))}
 
 
@@ -129,9 +129,8 @@ print(json.dumps({"imports_mb": imports, "peak_mb": resource.getrusage(resource.
 
 
 def measure(kind: str, state: Path, out: Path) -> dict:
-    env_path = f"{ROOT}"
     proc = subprocess.run([sys.executable, "-c", CHILD, kind, str(state), str(out)], capture_output=True, text=True,
-                          env={"PYTHONPATH": env_path, "PATH": "/usr/bin:/bin", "HOME": str(Path.home())}, check=False)
+                          env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "HOME": str(Path.home())}, check=False)
     if proc.returncode:
         raise SystemExit(proc.stderr[-3000:])
     return json.loads(proc.stdout.strip().splitlines()[-1])
