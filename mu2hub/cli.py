@@ -107,6 +107,17 @@ def cmd_verify(a: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+def cmd_republish(a: argparse.Namespace) -> int:
+    from .republish import read_labels_file, republish
+
+    result, exported = republish(a.state_dir, a.to, tasks=a.tasks.split(",") if a.tasks else None,
+                                 labels=read_labels_file(a.labels) if a.labels else None, agent_class=a.agent_class,
+                                 workdir=a.workdir, token=a.token, private=a.private)
+    print(result.format())
+    print(exported.format())
+    return 0
+
+
 def _parse_bytes(text: str) -> int:
     """`200MB`, `1.5GB`, `5e8`, `1000000` -> bytes (decimal units, as the Hub shows sizes)."""
     units = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12}
@@ -224,6 +235,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache-dir", default=None, help="download here instead of a fresh temporary cache")
     p.add_argument("--token", default=None)
     p.set_defaults(fn=cmd_verify)
+    p = sub.add_parser("republish", help="republish a µ2Net / µ4Net reference state as a mu2hub system (docs/REFERENCE.md)")
+    p.add_argument("state_dir", help="a µ2Net state_{loop}_{gen} or experiment folder, or a µ4Net system state folder")
+    p.add_argument("--to", required=True, help="a Hub repo id (org/name, created if missing) or a folder path")
+    p.add_argument("--tasks", default=None, help="comma-separated tasks (default: every task of the state)")
+    p.add_argument("--labels", default=None, help="JSON file {task: [class names]} for tasks the stream's registry does not name")
+    p.add_argument("--agent-class", default=None, help="µ4Net: the single-path agent class to read (Vit, VitB, VitT3)")
+    p.add_argument("--workdir", default=None, help="staging folder for a Hub target (default under HF_HOME; reruns resume)")
+    p.add_argument("--token", default=None)
+    p.add_argument("--private", action="store_true", default=None, help="create the repo private")
+    p.set_defaults(fn=cmd_republish)
     p = sub.add_parser("finetune", help="fine-tune a task on your data; the variant stores only its new components")
     _contribution_args(p, batch_size=32)
     p.add_argument("--steps", type=int, required=True)

@@ -72,12 +72,13 @@ _DTYPES = {np.dtype("float32"): "F32", np.dtype("float16"): "F16", np.dtype("int
 _ALIGN = 8
 
 
-def component_bytes(tensors: Mapping[str, np.ndarray], kind: str) -> bytes:
-    """Serialise a component canonically so identical parameters always give identical bytes (and id).
+def component_chunks(tensors: Mapping[str, np.ndarray], kind: str) -> list[bytes | memoryview]:
+    """A component's canonical file as its pieces: the header, then each tensor's bytes (views, not copies).
 
     A valid safetensors file: tensors sorted by name, packed C-order little-endian with no gaps, header JSON
     with sorted keys and no spaces, padded with spaces to 8 bytes; `__metadata__` = {format, kind}. Written
-    by hand (not `safetensors.numpy.save`) so the id never changes with the library's layout choices.
+    by hand (not `safetensors.numpy.save`) so the id never changes with the library's layout choices. Kept in
+    pieces so a store can hash and write a large component without holding a second copy of it.
     """
     header: dict[str, Any] = {"__metadata__": {"format": f"{LIBRARY_NAME}/{FORMAT_VERSION}", "kind": kind}}
     chunks, offset = [], 0
@@ -85,22 +86,33 @@ def component_bytes(tensors: Mapping[str, np.ndarray], kind: str) -> bytes:
         arr = np.asarray(tensors[name], order="C")
         if arr.dtype not in _DTYPES:
             arr = arr.astype(np.float32)
-        data = arr.astype(arr.dtype.newbyteorder("<"), copy=False).tobytes()
+        data = np.ascontiguousarray(arr.astype(arr.dtype.newbyteorder("<"), copy=False)).reshape(-1).view(np.uint8).data
         header[name] = {"dtype": _DTYPES[arr.dtype], "shape": list(arr.shape), "data_offsets": [offset, offset + len(data)]}
         chunks.append(data)
         offset += len(data)
     raw = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
     raw += b" " * (-len(raw) % _ALIGN)
-    return struct.pack("<Q", len(raw)) + raw + b"".join(chunks)
+    return [struct.pack("<Q", len(raw)) + raw, *chunks]
+
+
+def component_bytes(tensors: Mapping[str, np.ndarray], kind: str) -> bytes:
+    """Serialise a component canonically so identical parameters always give identical bytes (and id)."""
+    return b"".join(component_chunks(tensors, kind))
 
 
 def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def component_id(data: bytes) -> str:
-    """A component's id is the sha256 of its canonical file bytes (also the Hub's LFS oid for that file)."""
-    return sha256_hex(data)
+def component_id(data: bytes | Iterable[bytes | memoryview]) -> str:
+    """A component's id is the sha256 of its canonical file bytes (also the Hub's LFS oid for that file);
+    `data` may be those bytes or `component_chunks`."""
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        return sha256_hex(data)
+    h = hashlib.sha256()
+    for chunk in data:
+        h.update(chunk)
+    return h.hexdigest()
 
 
 def parse_component(data: bytes, *, expected_id: str | None = None, filename: str | None = None) -> tuple[str, dict[str, np.ndarray]]:
@@ -172,8 +184,8 @@ def component_refs(params: Mapping[str, Mapping[str, np.ndarray]], slots: Iterab
     refs = []
     for slot in slots:
         tensors = {k: np.asarray(v) for k, v in params[slot].items()}
-        data = component_bytes(tensors, slot.split(".")[0])
-        refs.append(ComponentRef(slot, component_id(data), num_params(tensors), len(data)))
+        chunks = component_chunks(tensors, slot.split(".")[0])
+        refs.append(ComponentRef(slot, component_id(chunks), num_params(tensors), sum(len(c) for c in chunks)))
     return refs
 
 

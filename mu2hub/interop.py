@@ -5,7 +5,8 @@ Pure conversion between the two parameter layouts plus one reader (local folder 
 Tensors are read and written with `safetensors.numpy`: torch is never needed and nothing is unpickled.
 
 What the two models share, and why the mapping is exact: transformers' `ViTForImageClassification` is a
-pre-LN ViT with exact (erf) GELU, biased q/k/v projections and a classifier on the class token after the
+pre-LN ViT with GELU (exact erf `gelu`, or the tanh approximation `gelu_pytorch_tanh` / `gelu_new`, which
+`Dims.activation` records as "gelu_tanh"), biased q/k/v projections and a classifier on the class token after the
 final LayerNorm, which is what `mu2hub.model.apply_path` computes. `ViTModel`'s pooler (dense + tanh) is
 not on that route and is dropped on import.
 """
@@ -36,6 +37,10 @@ WEIGHTS_FILE = "model.safetensors"
 WEIGHTS_INDEX_FILE = "model.safetensors.index.json"
 
 _ARCHITECTURES = ("ViTForImageClassification", "ViTModel")
+# transformers' `hidden_act` <-> `Dims.activation`: "gelu_new" and "gelu_pytorch_tanh" are both the tanh
+# approximation (Flax's `nn.gelu`); exports write the latter, torch's fused kernel.
+_ACTIVATIONS = {"gelu": "gelu", "gelu_pytorch_tanh": "gelu_tanh", "gelu_new": "gelu_tanh"}
+_HIDDEN_ACT = {"gelu": "gelu", "gelu_tanh": "gelu_pytorch_tanh"}
 _PIL_RESAMPLE = {"nearest": 0, "bilinear": 2, "bicubic": 3}
 _SHA = re.compile(r"^[0-9a-f]{40}$")
 
@@ -76,7 +81,7 @@ def dims_from_vit_config(cfg: Mapping[str, Any] | transformers.ViTConfig) -> Dim
 
     Raises:
         FormatError (a `ValueError`): the config describes a model mu2hub cannot run exactly: another model
-            type or architecture, a GELU approximation or other activation, q/k/v without bias, or
+            type or architecture, an activation other than GELU (exact or tanh), q/k/v without bias, or
             non-square images/patches. Every problem is listed.
     """
     c = _as_vit_config(cfg)
@@ -84,8 +89,8 @@ def dims_from_vit_config(cfg: Mapping[str, Any] | transformers.ViTConfig) -> Dim
     unknown = [a for a in c.architectures or () if a not in _ARCHITECTURES]
     if unknown:
         problems.append(f"architectures {unknown} (supported: {list(_ARCHITECTURES)})")
-    if c.hidden_act != "gelu":
-        problems.append(f"hidden_act {c.hidden_act!r} (only exact erf 'gelu' is supported)")
+    if c.hidden_act not in _ACTIVATIONS:
+        problems.append(f"hidden_act {c.hidden_act!r} (supported: {sorted(_ACTIVATIONS)})")
     if not c.qkv_bias:
         problems.append("qkv_bias=False (mu2hub's attention projections always have a bias)")
     if problems:
@@ -97,6 +102,7 @@ def dims_from_vit_config(cfg: Mapping[str, Any] | transformers.ViTConfig) -> Dim
         patch_size=_square(c.patch_size, "patch_size"),
         num_channels=c.num_channels,
         layer_norm_eps=float(c.layer_norm_eps),
+        activation=_ACTIVATIONS[c.hidden_act],
     )
 
 
@@ -125,7 +131,7 @@ def vit_config_for(dims: Dims, structure: Structure, labels: Sequence[str]) -> t
         num_hidden_layers=structure.num_layers,
         num_attention_heads=dims.num_heads,
         intermediate_size=dims.mlp_dim,
-        hidden_act="gelu",
+        hidden_act=_HIDDEN_ACT[dims.activation],
         hidden_dropout_prob=0.0,
         attention_probs_dropout_prob=0.0,
         layer_norm_eps=dims.layer_norm_eps,
@@ -336,7 +342,8 @@ def _image_processor(
     """A task's eval preprocessing (`mu2hub.data.pp.pp_spec`) as the equivalent ViTImageProcessor.
 
     `resize` must be the path's image size; `method` becomes the PIL filter (PIL filters antialias when
-    shrinking, as the spec's `antialias=True`); `value_range` (lo, hi) becomes mean/std of the [0, 1]-rescaled
+    shrinking, as the spec's `antialias=True`); `pixel_scale` becomes the rescale factor `pixel_scale / 255`;
+    `value_range` (lo, hi) becomes mean/std of the [0, 1]-rescaled
     pixels: lo + (hi - lo) x = (x - mean) / std, so std = 1 / (hi - lo) and mean = -lo / (hi - lo);
     `channels` "rgb" becomes `do_convert_rgb`. PIL resizes uint8 images, so pixels differ from mu2hub's
     float resize by about one uint8 step (2/255 in [-1, 1]).
@@ -350,6 +357,7 @@ def _image_processor(
         raise ValueError(f"resize method {method!r} has no PIL equivalent (known: {sorted(_PIL_RESAMPLE)})")
     if not pp.pop("antialias", True):
         logger.warning("antialias=False has no PIL equivalent: transformers' processor antialiases when shrinking")
+    pixel_scale = float(pp.pop("pixel_scale", 1))
     channels = pp.pop("channels", "rgb")
     if channels != "rgb":
         raise ValueError(f"channels {channels!r} cannot be exported (transformers' ViT processor converts to 'rgb')")
@@ -362,7 +370,7 @@ def _image_processor(
         size={"height": structure.image_size, "width": structure.image_size},
         resample=_PIL_RESAMPLE[method],
         do_rescale=True,
-        rescale_factor=1 / 255,
+        rescale_factor=pixel_scale / 255,
         do_normalize=True,
         image_mean=[-lo / (hi - lo)] * n,
         image_std=[1 / (hi - lo)] * n,

@@ -1,16 +1,27 @@
-"""Read a µ2Net state directory as the reference notebook writes it, and republish its tasks in the mu2hub format.
+"""Read the states the reference notebooks write — µ2Net's state folder and µ4Net's sharded system state — lazily.
 
-A state directory (`<experiment>/state_{loop}_{generation}/`, spec §1.4) holds:
+**µ2Net** (`mu2Net.ipynb` `save_state`, munet_spec.md §1.4): `<experiment>/state_{loop}_{generation}/` holds
 - `population.csv`: one row per live path: task_name, id, parent_id, parent_task_name, final_accounted_params,
-  components ("_"-joined component ids), `hparams.*`, `metrics.*`, score. pandas wrote it: an empty cell is NaN/None,
-  an all-numeric `adapter_layers` column may read back as a float ("3.0"), some metrics are JSON strings.
-- `components.csv`: id, name, num_params, train_locks (comma-joined task names). Optional here, as for the reference.
-- `checkpoint_{loop}_{generation}`: a Flax msgpack file whose top-level map is keyed `"{name}:{id}"` (the component's
-  Linen parameter subtree) and `"opt_state:{name}:{id}"` (its momentum trace: not needed to publish).
+  components ("_"-joined component ids), `hparams.*`, `metrics.*`, score;
+- `components.csv`: id, name, num_params, train_locks — the append-only history `comps_df`, so a component
+  appears once per task iteration that saw it (the last row is the newest);
+- `checkpoint_{loop}_{generation}`: `flax.training.checkpoints.save_checkpoint` of `{"{name}:{id}": params,
+  "opt_state:{name}:{id}": momentum trace}` — a msgpack file, or an Orbax directory with current Flax.
 
-Safety: CSVs are read with `csv`, the checkpoint with `msgpack` + `flax.serialization.msgpack_restore` (array ext
-types only); nothing is unpickled or eval'd, and other files (`*.pkl`, `*_tmp`) are never opened. The checkpoint is
-streamed and `opt_state:` entries are skipped undecoded, so memory holds the live parameters only.
+**µ4Net** (`mu4Net.ipynb`, the same for µ3Net): `<system>/<AgentClass>~<task, '/' as '~'>/state_{cycle}_{gen}/`
+per agent, with `published.csv` (the agent's retained paths: agent_id, task_name, id, parent_id, parent_agent_id,
+components as ","-joined "agent:id", `hparams.*` (JSON for dicts and lists), `metrics.*` with `metrics.score`),
+`population.csv`, `paths.csv`, `components.csv`, `config.json` and `checkpoint_{cycle}_{gen}` keyed
+`"{name}:{agent}:{id}"`. An agent saves only the components it created since its last completed cycle, so its
+parameters are sharded over its `state_*_0` folders; like the reference's loader this reads each agent's latest
+completed `published.csv` and every completed `state_*_0` checkpoint of every agent of one single-path class, and
+refuses a key found in two shards. Intermediate `state_*_[^0]` folders and folders without a finished checkpoint
+(`*_tmp`, Orbax's `*.orbax-checkpoint-tmp-*`) are never read. Multipath `MultiVit` agents are reported, not read:
+their router and connectors over several paths are not one mu2hub path.
+
+Reading is lazy: checkpoints are indexed (`reference_checkpoint`), and a component is decoded only when asked for.
+CSVs are read with `csv` and cells converted as pandas would (`_cell`); nothing is unpickled or eval'd and other
+files (`*.pkl`) are never opened.
 
 Mapping (vit_jax `models_vit.py` Linen names -> mu2hub slots of docs/FORMAT.md):
   embedding {kernel (p,p,C,D), bias} -> patch_embed (both HWIO);  cls (1,1,D) -> cls.token
@@ -20,16 +31,13 @@ Mapping (vit_jax `models_vit.py` Linen names -> mu2hub slots of docs/FORMAT.md):
   residual_adapter_i -> adapter.i: LayerNorm -> norm, Dense #1 -> down, Dense #2 -> up
   encoder_norm -> norm;  head {kernel (D,K), bias (K)} -> head
 Sub-module names: Linen numbers auto-named sub-modules per class (`LayerNorm_0`, `MultiHeadDotProductAttention_0`,
-`LayerNorm_1`, `MlpBlock_0`), which is what a µ2Net checkpoint holds (vit_jax's loader runs `convert_pre_linen` on its
-`.npz` files, which use pre-Linen global numbering: `MultiHeadDotProductAttention_1`, `LayerNorm_2`, `MlpBlock_3`).
-Both are read: sub-modules are matched by class name and ordered by number. The adapter is the notebook's compact
-`ResidualAdapter` (LayerNorm, Dense, gelu, Dense), hence `LayerNorm_0`, `Dense_0`, `Dense_1`.
+`LayerNorm_1`, `MlpBlock_0`), which is what a notebook checkpoint holds (vit_jax's loader runs `convert_pre_linen`
+on its `.npz` files, which use pre-Linen global numbering: `MultiHeadDotProductAttention_1`, `LayerNorm_2`,
+`MlpBlock_3`). Both are read: sub-modules are matched by class name and ordered by number. The adapter is the
+notebook's compact `ResidualAdapter` (LayerNorm, Dense, gelu, Dense), hence `LayerNorm_0`, `Dense_0`, `Dense_1`.
 
-Numerics: vit_jax's MlpBlock and the adapter use `nn.gelu`, the tanh approximation; mu2hub computes exact (erf) GELU,
-as transformers' ViT. Weights are copied exactly, so republished logits differ from the reference run's by the GELU
-gap alone: pointwise < 4.8e-4, 1e-4..2e-4 of max |logit| on the 2-3 layer test system; deeper models may drift more.
-Preprocessing is stored as mu2hub's `pp_spec` (bilinear, antialiased); the reference's `tf.image.resize` does not
-antialias, which matters only when images are downscaled.
+Numerics: the reference's MlpBlock and adapter use Flax's `nn.gelu`, the tanh approximation, and Linen's LayerNorm
+epsilon 1e-6; the system is written with `activation="gelu_tanh"`, so republished logits are the reference's.
 """
 
 from __future__ import annotations
@@ -39,73 +47,112 @@ import json
 import math
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-import msgpack
 import numpy as np
-from flax import serialization
 
 from .errors import FormatError, ShapeMismatchError, TaskNotFoundError
-from .format import Dims, Structure, SystemConfig, TaskFile
+from .format import Dims, Structure
 from .model import check_shapes
-from .store import LocalStore
+from .reference_checkpoint import MsgpackCheckpoint, OrbaxCheckpoint, Spec, open_checkpoint
 
-NOT_TRAINABLE = "NOT_TRAINABLE"  # the root path's pseudo-task: recognised, never published
+NOT_TRAINABLE = "NOT_TRAINABLE"  # µ2Net's root pseudo-task: recognised, never published
+ROOT_AGENT_TASK = "root_model/"  # µ3Net / µ4Net root agents ("root_model/checkpoint", "root_model/random_init")
 _CHECKPOINT = re.compile(r"^checkpoint_(\d+)_(\d+)$")
 _STATE = re.compile(r"^state_(\d+)_(\d+)$")
-_KEY = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*):(\d+)$")
+_AGENT_DIR = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)~(.+)$")
+_KEY2 = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*):(\d+)$")  # µ2Net "name:id"
+_KEY3 = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*):([^:]+):(\d+)$")  # µ4Net "name:agent:id"
 _INT = re.compile(r"^[+-]?\d+$")  # regexes, not bare int()/float(): Python reads "0_2" as the number 2
 _FLOAT = re.compile(r"^[+-]?((\d+\.?\d*|\.\d+)([eE][+-]?\d+)?|nan|inf|infinity)$", re.IGNORECASE)
 _IDS = re.compile(r"^\d+(_\d+)*$")
 
-Params = dict[str, dict[str, np.ndarray]]
+Checkpoint = MsgpackCheckpoint | OrbaxCheckpoint
+Params = dict[str, dict[str, Any]]
 
 
 @dataclass
 class ReferencePath:
-    """One row of `population.csv` (`line`: its line number there, for error messages)."""
+    """One row of `population.csv` (µ2Net) or `published.csv` (µ4Net); `where` names the file and line."""
 
     task: str
     id: int
-    parent_id: int | None
+    agent: str | None  # µ4Net agent id (`Vit~cifar10`); None in µ2Net
+    parent: str | None  # the parent's id (µ2Net) or "agent:id" (µ4Net)
     parent_task: str | None
-    component_ids: list[int]
+    keys: list[str]  # checkpoint keys of its components, as the row lists them
     hparams: dict[str, Any]
     metrics: dict[str, Any]
     score: float | None
     accounted_params: float | None
-    line: int
+    where: str
+
+    @property
+    def full_id(self) -> str:
+        return f"{self.agent}:{self.id}" if self.agent else str(self.id)
 
 
 @dataclass
 class ReferenceState:
-    """A parsed state directory: its paths, and component id -> (name, Linen subtree), `opt_state:` dropped."""
+    """A parsed state: its paths and the (lazily read) checkpoints holding their components."""
 
-    state_dir: Path
-    checkpoint: str
+    layout: str  # "mu2net" | "mu4net"
+    state_dir: Path  # the µ2Net state folder, or the µ4Net system folder
+    sources: list[str]  # the checkpoints read, relative to `state_dir`'s parent (for lineage)
     paths: list[ReferencePath]
-    params: dict[int, tuple[str, Any]]
-    components: dict[int, dict[str, Any]]  # components.csv by id: name, num_params, train_locks ({} if absent)
+    checkpoints: dict[str, Checkpoint]  # component key -> the checkpoint holding it
+    components: dict[str, dict[str, Any]] = field(default_factory=dict)  # key -> components.csv row (µ2Net)
+    skipped: dict[str, str] = field(default_factory=dict)  # agent -> why it is not read (µ4Net)
+
+    def source(self, key: str) -> str:
+        """The checkpoint holding `key`, as `sources` names it (relative to the experiment / system folder)."""
+        base = self.state_dir.parent if self.layout == "mu2net" else self.state_dir
+        return self.checkpoints[key].path.relative_to(base).as_posix()
 
     @property
     def root(self) -> ReferencePath | None:
-        return min((p for p in self.paths if p.task == NOT_TRAINABLE), key=lambda p: p.id, default=None)
+        roots = [p for p in self.paths if _is_root(p.task)]
+        return min(roots, key=lambda p: p.id, default=None)
 
     def tasks(self) -> list[str]:
-        return sorted({p.task for p in self.paths if p.task != NOT_TRAINABLE})
+        return sorted({p.task for p in self.paths if not _is_root(p.task)})
 
     def best_path(self, task: str) -> ReferencePath:
-        """The task's row; with several (a mid-iteration save) the best score, ties to the newest id."""
+        """The task's best row by score; ties go to the newest id in µ2Net, the oldest in µ4Net (as each reference's
+        `get_best_path`). Several rows appear in a mid-iteration save or a µ4Net population."""
         rows = [p for p in self.paths if p.task == task]
         if not rows:
             raise TaskNotFoundError(task, self.tasks(), str(self.state_dir))
-        return max(rows, key=lambda p: (p.score if _is_num(p.score) and math.isfinite(p.score) else -math.inf, p.id))
+        sign = 1 if self.layout == "mu2net" else -1
+        return max(rows, key=lambda p: (p.score if _finite(p.score) else -math.inf, sign * p.id))
+
+    def spec(self, key: str) -> Any:
+        return self.checkpoints[key].spec(key)
+
+    def read(self, key: str) -> Any:
+        return self.checkpoints[key].read(key)
+
+    def nbytes(self, key: str) -> int:
+        return self.checkpoints[key].nbytes(key)
+
+
+def component_name(key: str) -> str:
+    """The vit_jax module name a checkpoint key stores (`encoderblock_3:17` -> `encoderblock_3`)."""
+    return key.split(":", 1)[0]
+
+
+def _is_root(task: str) -> bool:
+    return task == NOT_TRAINABLE or task.startswith(ROOT_AGENT_TASK)
 
 
 def _is_num(x: Any) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def _finite(x: Any) -> bool:
+    return _is_num(x) and math.isfinite(x)
 
 
 def _cell(text: str) -> Any:
@@ -124,7 +171,7 @@ def _cell(text: str) -> Any:
 
 
 def _as_int(value: Any, what: str, where: str | None = None) -> int:
-    if not (_is_num(value) and math.isfinite(value) and value == int(value)):
+    if not (_finite(value) and value == int(value)):
         raise FormatError(f"{what} must be an integer, got {value!r}", path=where)
     return int(value)
 
@@ -162,86 +209,187 @@ def _read_csv(path: Path, required: Sequence[str]) -> list[tuple[int, dict[str, 
     return rows
 
 
-def _latest(folder: Path, pattern: re.Pattern, want_dir: bool) -> Path | None:
-    """Natural-order latest entry named `{prefix}_{loop}_{gen}` (as the reference's AUTO_CONTINUE picks it)."""
-    found = [(int(m[1]), int(m[2]), p) for p in folder.iterdir() if (m := pattern.match(p.name)) and p.is_dir() == want_dir]
-    return max(found)[2] if found else None
+def _numbered(folder: Path, pattern: re.Pattern) -> list[tuple[int, int, Path]]:
+    return sorted((int(m[1]), int(m[2]), p) for p in folder.iterdir() if (m := pattern.match(p.name)))
 
 
-def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """`{"name:id": Linen subtree}` of a µ2Net Flax msgpack checkpoint; `opt_state:` entries are skipped undecoded."""
-    path, out = Path(path), {}
-    try:
-        with open(path, "rb") as f:
-            unpacker = msgpack.Unpacker(f, raw=False, max_buffer_size=0, strict_map_key=True)  # array ext -> ExtType
-            for _ in range(unpacker.read_map_header()):
-                key = unpacker.unpack()
-                if not isinstance(key, str):
-                    raise ValueError(f"non-string key {key!r}")
-                if key.startswith("opt_state:"):
-                    unpacker.skip()
-                    continue
-                # Re-pack one entry and let flax decode its arrays (and re-join arrays it chunked).
-                out[key] = serialization.msgpack_restore(msgpack.packb(unpacker.unpack()))
-            try:
-                unpacker.unpack()
-            except msgpack.OutOfData:
-                return out
-            raise ValueError("data after the top-level map")
-    except (ValueError, TypeError, msgpack.UnpackException) as e:
-        raise FormatError(f"not a Flax msgpack checkpoint: {e}", path=str(path)) from e
+def _latest_checkpoint(folder: Path) -> Path | None:
+    """The natural-order latest finished `checkpoint_{a}_{b}` (file or Orbax directory), as AUTO_CONTINUE picks it."""
+    found = _numbered(folder, _CHECKPOINT)
+    return found[-1][2] if found else None
 
 
-def read_reference_state(state_dir: str | os.PathLike) -> ReferenceState:
-    """Parse a µ2Net `state_{loop}_{gen}` folder (or an experiment folder: its latest state); see the module doc."""
+def _row_fields(row: dict[str, str], drop_empty: bool) -> tuple[dict[str, Any], dict[str, Any]]:
+    """`hparams.*` and `metrics.*` cells; µ4Net's loader drops empty (NaN) cells, µ2Net's keeps them."""
+    def prefixed(prefix: str) -> dict[str, Any]:
+        cells = {k.removeprefix(prefix): _cell(c) for k, c in row.items() if k.startswith(prefix)}
+        return {k: v for k, v in cells.items() if v is not None or not drop_empty}
+
+    return prefixed("hparams."), prefixed("metrics.")
+
+
+# ---------------------------------------------------------------------------------------------------
+# Discovery
+# ---------------------------------------------------------------------------------------------------
+
+
+def read_reference_state(state_dir: str | os.PathLike, *, agent_class: str | None = None) -> ReferenceState:
+    """Parse a µ2Net state folder (or experiment folder: its latest state) or a µ4Net system state folder.
+
+    Args:
+        state_dir: `state_{loop}_{gen}/`, an experiment folder holding such folders, or a µ4Net/µ3Net system folder
+            holding `<AgentClass>~<task>/` agent folders.
+        agent_class: µ4Net only: the single-path agent class to read (`Vit`, `VitB`, `VitT3`); defaults to the one
+            present. Agents of other classes are listed in `skipped`.
+
+    Raises:
+        FormatError: not one of these layouts, or a malformed file; the message names the file and line or key.
+    """
     d = Path(state_dir)
     if not d.is_dir():
         raise FormatError("not a directory", path=str(d))
-    if not (d / "population.csv").exists():
-        states = [s for s in d.iterdir() if _STATE.match(s.name) and s.is_dir() and _latest(s, _CHECKPOINT, False)]
-        d = max(states, key=lambda s: tuple(map(int, _STATE.match(s.name).groups()))) if states else d
+    if (d / "population.csv").exists():
+        return _read_mu2net(d)
+    states = [p for _, _, p in _numbered(d, _STATE) if p.is_dir() and _latest_checkpoint(p)]
+    if states:
+        return _read_mu2net(states[-1])
+    if any(p.is_dir() and _AGENT_DIR.match(p.name) for p in d.iterdir()):
+        return _read_mu4net(d, agent_class)
+    raise FormatError("neither a µ2Net state folder (population.csv), an experiment folder (state_{loop}_{gen}/ with a "
+                      "checkpoint) nor a µ4Net system state (<AgentClass>~<task>/ folders)", path=str(d))
+
+
+def _index_keys(ckpt: Checkpoint, pattern: re.Pattern, layout: str) -> dict[str, str]:
+    """Checkpoint keys of components (`opt_state:` traces skipped), each checked against the layout's key form."""
+    out = {}
+    for key in ckpt.keys():
+        if key.startswith("opt_state:"):
+            continue
+        if not pattern.match(key):
+            other = "µ4Net keys are 'name:agent:id'" if layout == "mu4net" else "µ2Net keys are 'name:id'"
+            raise FormatError(f"unexpected key {key!r}: {other}", path=str(ckpt.path))
+        out[key] = key
+    return out
+
+
+def _read_mu2net(d: Path) -> ReferenceState:
     pop_file, comp_file = d / "population.csv", d / "components.csv"
     pop_rows = _read_csv(pop_file, ("task_name", "id", "parent_id", "components"))
     components: dict[int, dict[str, Any]] = {}
     for line, row in _read_csv(comp_file, ("id", "name")) if comp_file.is_file() else []:
+        cid = _as_int(_cell(row["id"]), f"line {line}: id", str(comp_file))
+        if cid in components and components[cid]["name"] != row["name"]:
+            raise FormatError(f"line {line}: component {cid} is named {row['name']!r} here and "
+                              f"{components[cid]['name']!r} in an earlier row", path=str(comp_file))
         locks = sorted(t for t in (row.get("train_locks") or "").split(",") if t)
-        components[_as_int(_cell(row["id"]), f"line {line}: id", str(comp_file))] = {
-            "name": row["name"], "num_params": _cell(row.get("num_params", "")), "train_locks": locks}
-    ckpt = _latest(d, _CHECKPOINT, False)
-    if ckpt is None:
-        raise FormatError("no Flax checkpoint file 'checkpoint_{loop}_{generation}'", path=str(d))
-    params: dict[int, tuple[str, Any]] = {}
-    for key, tree in read_checkpoint(ckpt).items():
-        if not (m := _KEY.match(key)):
-            raise FormatError(f"unexpected key {key!r}: µ2Net keys are 'name:id' "
-                              "(sharded µ3Net/µ4Net states are not supported)", path=str(ckpt))
-        name, cid = m[1], int(m[2])
-        if cid in params or (cid in components and components[cid]["name"] != name):
-            other = params[cid][0] if cid in params else f"components.csv's {components[cid]['name']!r}"
-            raise FormatError(f"key {key!r} conflicts with {other} for component {cid}", path=str(ckpt))
-        params[cid] = (name, tree)
+        components[cid] = {"name": row["name"], "num_params": _cell(row.get("num_params", "")), "train_locks": locks}
+    path = _latest_checkpoint(d)
+    if path is None:
+        raise FormatError("no Flax checkpoint 'checkpoint_{loop}_{generation}' (file or Orbax directory)", path=str(d))
+    ckpt = open_checkpoint(path)
+    by_id: dict[int, str] = {}
+    for key in _index_keys(ckpt, _KEY2, "mu2net"):
+        name, cid = component_name(key), int(key.rsplit(":", 1)[1])
+        if cid in by_id or (cid in components and components[cid]["name"] != name):
+            other = by_id[cid] if cid in by_id else f"components.csv's {components[cid]['name']!r}"
+            raise FormatError(f"key {key!r} conflicts with {other} for component {cid}", path=str(path))
+        by_id[cid] = key
     paths = []
     for line, row in pop_rows:
         task, pid = row["task_name"].strip(), _as_int(_cell(row["id"]), f"line {line}: id", str(pop_file))
-        ids_text = row["components"].strip()
+        ids_text, where = row["components"].strip(), f"population.csv line {line} (task {task!r}, path {pid})"
         if not task:
             raise FormatError(f"line {line}: empty task_name", path=str(pop_file))
         if not _IDS.match(ids_text):
             raise FormatError(f"line {line}: components {ids_text!r} are not '_'-joined component ids", path=str(pop_file))
-        ids = [int(v) for v in ids_text.split("_")]
-        for cid in (c for c in ids if c not in params):
-            name = components.get(cid, {}).get("name", "<name>")
-            raise FormatError(f"line {line} (task {task!r}, path {pid}): component {cid} is not in {ckpt.name} "
-                              f"(no key '{name}:{cid}')", path=str(pop_file))
+        keys = []
+        for cid in (int(v) for v in ids_text.split("_")):
+            if cid not in by_id:
+                name = components.get(cid, {}).get("name", "<name>")
+                raise FormatError(f"line {line} (task {task!r}, path {pid}): component {cid} is not in {path.name} "
+                                  f"(no key '{name}:{cid}')", path=str(pop_file))
+            keys.append(by_id[cid])
         parent = _cell(row["parent_id"])
+        hparams, metrics = _row_fields(row, drop_empty=False)
         paths.append(ReferencePath(
-            task=task, id=pid,
-            parent_id=None if parent in (None, -1) else _as_int(parent, f"line {line}: parent_id", str(pop_file)),
-            parent_task=(row.get("parent_task_name") or "").strip() or None, component_ids=ids, line=line,
-            hparams={k.removeprefix("hparams."): _cell(v) for k, v in row.items() if k.startswith("hparams.")},
-            metrics={k.removeprefix("metrics."): _cell(v) for k, v in row.items() if k.startswith("metrics.")},
-            score=_cell(row.get("score", "")), accounted_params=_cell(row.get("final_accounted_params", ""))))
-    return ReferenceState(d, ckpt.name, paths, params, components)
+            task=task, id=pid, agent=None,
+            parent=None if parent in (None, -1) else str(_as_int(parent, f"line {line}: parent_id", str(pop_file))),
+            parent_task=(row.get("parent_task_name") or "").strip() or None, keys=keys, hparams=hparams,
+            metrics=metrics, score=_cell(row.get("score", "")), accounted_params=_cell(row.get("final_accounted_params", "")),
+            where=where))
+    comp_info = {by_id[cid]: info for cid, info in components.items() if cid in by_id}
+    return ReferenceState("mu2net", d, [f"{d.name}/{path.name}"], paths, {k: ckpt for k in by_id.values()}, comp_info)
+
+
+def _read_mu4net(root: Path, agent_class: str | None) -> ReferenceState:
+    agents = {p.name: p for p in sorted(root.iterdir()) if p.is_dir() and _AGENT_DIR.match(p.name)}
+    classes = sorted({name.split("~", 1)[0] for name in agents})
+    single = [c for c in classes if not c.startswith("Multi")]
+    if agent_class is None:
+        if len(single) != 1:
+            raise FormatError(f"agents of {len(single)} single-path classes {single}: pass agent_class= (one root "
+                              "model per republished system)", path=str(root))
+        agent_class = single[0]
+    if agent_class not in single:
+        raise FormatError(f"no single-path agents of class {agent_class!r} (found {single})", path=str(root))
+    skipped = {name: ("a multipath model (MultiVit): routers and connectors over several paths are not one mu2hub path"
+                      if name.startswith("Multi") else f"agent class {name.split('~', 1)[0]!r}, not {agent_class!r}")
+               for name in agents if name.split("~", 1)[0] != agent_class}
+    checkpoints: dict[str, Checkpoint] = {}
+    by_source: dict[str, str] = {}  # "agent:id" -> key
+    sources, paths = [], []
+    for name, agent_dir in agents.items():
+        if name.split("~", 1)[0] != agent_class:
+            continue
+        completed = [(p, c) for _, gen, p in _numbered(agent_dir, _STATE) if gen == 0 and p.is_dir()
+                     and (c := _latest_checkpoint(p)) is not None]
+        if not completed:
+            skipped[name] = "no completed cycle (no state_*_0 folder with a finished checkpoint)"
+            continue
+        for state, path in completed:
+            ckpt = open_checkpoint(path)
+            sources.append(f"{name}/{state.name}/{path.name}")
+            for key in _index_keys(ckpt, _KEY3, "mu4net"):
+                if key in checkpoints:
+                    raise FormatError(f"key {key!r} is in two shards: {checkpoints[key].path} and {path}", path=str(root))
+                checkpoints[key] = ckpt
+                _, owner, cid = _KEY3.match(key).groups()
+                by_source[f"{owner}:{cid}"] = key
+        published = completed[-1][0] / "published.csv"
+        for line, row in _read_csv(published, ("agent_id", "task_name", "id", "parent_id", "components")):
+            if row["agent_id"] != name:
+                continue  # µ4Net publishes sub-paths of other agents too; those come from their own folders
+            paths.append(_mu4net_row(row, line, published, root))
+    for p in paths:
+        for i, source in enumerate(p.keys):
+            if source not in by_source:
+                raise FormatError(f"{p.where}: component {source!r} is in no completed shard of {agent_class} agents",
+                                  path=str(root))
+            p.keys[i] = by_source[source]
+    return ReferenceState("mu4net", root, sources, paths, checkpoints, {}, skipped)
+
+
+def _mu4net_row(row: dict[str, str], line: int, published: Path, root: Path) -> ReferencePath:
+    rel = published.relative_to(root)
+    pid = _as_int(_cell(row["id"]), f"line {line}: id", str(published))
+    task = row["task_name"].strip()
+    where = f"{rel} line {line} (task {task!r}, path {row['agent_id']}:{pid})"
+    sources = [s.strip() for s in row["components"].split(",") if s.strip()]
+    if not task or not sources or any(not re.fullmatch(r"[^:]+:\d+", s) for s in sources):
+        raise FormatError(f"line {line}: task_name {task!r} / components {row['components']!r} are not a task and "
+                          "','-joined 'agent:id' components", path=str(published))
+    parent_id = _cell(row["parent_id"])
+    parent = None if parent_id in (None, -1) else f"{row.get('parent_agent_id', '')}:{_as_int(parent_id, 'parent_id')}"
+    hparams, metrics = _row_fields(row, drop_empty=True)
+    return ReferencePath(task=task, id=pid, agent=row["agent_id"], parent=parent,
+                         parent_task=(row.get("parent_agent_id") or "").strip() or None, keys=sources,
+                         hparams=hparams, metrics=metrics, score=metrics.get("score"),
+                         accounted_params=metrics.get("accounted_params"), where=where)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Conversion: Linen subtrees -> mu2hub component tensors (works on Spec leaves as on arrays)
+# ---------------------------------------------------------------------------------------------------
 
 
 def _get(tree: Any, key: str, where: str) -> Any:
@@ -250,13 +398,15 @@ def _get(tree: Any, key: str, where: str) -> Any:
     return tree[key]
 
 
-def _array(node: Any, where: str) -> np.ndarray:
-    if not isinstance(node, (np.ndarray, np.generic)):
-        raise FormatError(f"{where}: expected an array, got {type(node).__name__}")
-    return np.asarray(node, np.float32)
+def _array(node: Any, where: str) -> Any:
+    """A float leaf as float32 (a `Spec` stays one: planning reads no data)."""
+    dtype = node.dtype if isinstance(node, (Spec, np.ndarray, np.generic)) else None
+    if dtype is None or not np.issubdtype(np.dtype("float32" if dtype == "bfloat16" else dtype), np.floating):
+        raise FormatError(f"{where}: expected a float array, got {type(node).__name__} {getattr(node, 'dtype', '')}")
+    return node if isinstance(node, Spec) else np.asarray(node, np.float32)
 
 
-def _pair(tree: Any, names: tuple[str, str], where: str, prefix: str = "") -> dict[str, np.ndarray]:
+def _pair(tree: Any, names: tuple[str, str], where: str, prefix: str = "") -> dict[str, Any]:
     return {f"{prefix}{n}": _array(_get(tree, n, where), f"{where}/{n}") for n in names}
 
 
@@ -274,7 +424,7 @@ def _count_leaves(tree: Any) -> int:
     return sum(_count_leaves(v) for v in tree.values()) if isinstance(tree, Mapping) else 1
 
 
-def _block(tree: Any, w: str, num_heads: int | None) -> dict[str, np.ndarray]:
+def _block(tree: Any, w: str, num_heads: int | None) -> dict[str, Any]:
     ln1, ln2 = _subs(tree, "LayerNorm", 2, w)
     (attn,), (mlp,) = _subs(tree, "MultiHeadDotProductAttention", 1, w), _subs(tree, "MlpBlock", 1, w)
     fc1, fc2 = _subs(mlp, "Dense", 2, f"{w}/MlpBlock")
@@ -292,8 +442,11 @@ def _block(tree: Any, w: str, num_heads: int | None) -> dict[str, np.ndarray]:
     return out
 
 
-def convert_component(name: str, tree: Any, num_heads: int | None = None) -> tuple[str, dict[str, np.ndarray]]:
-    """A reference component (checkpoint name, Linen subtree) -> (mu2hub slot, {tensor name: float32 array})."""
+def convert_component(name: str, tree: Any, num_heads: int | None = None) -> tuple[str, dict[str, Any]]:
+    """A reference component (vit_jax name, Linen subtree) -> (mu2hub slot, {tensor name: float32 array}).
+
+    Leaves may be arrays or `Spec`s (shapes only), so a path can be checked before any parameter is read.
+    """
     w = f"component {name!r}"
     if name in ("embedding", "encoder_norm", "head"):
         slot = {"embedding": "patch_embed", "encoder_norm": "norm", "head": "head"}[name]
@@ -318,148 +471,76 @@ def convert_component(name: str, tree: Any, num_heads: int | None = None) -> tup
 
 
 def reference_dims(state: ReferenceState) -> Dims:
-    """System dimensions from checkpoint shapes: hidden, patch, channels from `embedding`; heads, MLP from a block."""
-    where = str(state.state_dir / state.checkpoint)
-    trees = dict(state.params.values())
-    k = _array(_get(_get(trees, "embedding", where), "kernel", f"{where}: embedding"), "embedding/kernel")
+    """System dimensions from checkpoint shapes (no data read): hidden, patch, channels from an `embedding`; heads
+    and MLP width from an `encoderblock_*`. The reference's GELU is Flax's tanh approximation."""
+    keys = {component_name(k): k for k in state.checkpoints}
+    if "embedding" not in keys:
+        raise FormatError("no 'embedding' component in the checkpoint(s)", path=str(state.state_dir))
+    where = f"{state.state_dir}: {keys['embedding']}"
+    k = _array(_get(state.spec(keys["embedding"]), "kernel", where), f"{where}/kernel")
     if k.ndim != 4 or k.shape[0] != k.shape[1]:
         raise FormatError(f"embedding/kernel {k.shape} is not a square (p, p, C, D) convolution", path=where)
     hidden, heads, mlp_dim = int(k.shape[3]), 1, 4 * int(k.shape[3])  # a 0-layer system has no block to read
-    block = next((t for n, t in trees.items() if n.startswith("encoderblock_")), None)
+    block = next((key for name, key in keys.items() if name.startswith("encoderblock_")), None)
     if block is not None:
-        (attn,), (mlp,) = _subs(block, "MultiHeadDotProductAttention", 1, where), _subs(block, "MlpBlock", 1, where)
-        heads = int(np.shape(_get(_get(attn, "query", where), "kernel", where))[1])
-        mlp_dim = int(np.shape(_get(_subs(mlp, "Dense", 2, where)[0], "kernel", where))[1])
-    return Dims(hidden, heads, mlp_dim, int(k.shape[0]), int(k.shape[2]), 1e-6)
+        tree, where = state.spec(block), f"{state.state_dir}: {block}"
+        (attn,), (mlp,) = _subs(tree, "MultiHeadDotProductAttention", 1, where), _subs(tree, "MlpBlock", 1, where)
+        heads = int(_get(_get(attn, "query", where), "kernel", where).shape[1])
+        mlp_dim = int(_get(_subs(mlp, "Dense", 2, where)[0], "kernel", where).shape[1])
+    return Dims(hidden, heads, mlp_dim, int(k.shape[0]), int(k.shape[2]), 1e-6, activation="gelu_tanh")
 
 
-def reference_path_params(state: ReferenceState, path: ReferencePath, dims: Dims) -> tuple[Structure, Params, dict[str, str]]:
-    """A population row as a mu2hub path: (structure, {slot: tensors}, {slot: reference key "name:id"})."""
-    where = f"population.csv line {path.line} (task {path.task!r}, path {path.id})"
-    params: Params = {}
+@dataclass(frozen=True)
+class PathPlan:
+    """A reference path as a mu2hub path, checked on shapes: its structure and the checkpoint key of each slot."""
+
+    path: ReferencePath
+    structure: Structure
+    keys: dict[str, str]  # slot -> checkpoint key, in forward order
+
+
+def plan_path(state: ReferenceState, path: ReferencePath, dims: Dims) -> PathPlan:
+    """Map a reference path onto mu2hub slots and check every shape, reading only checkpoint headers.
+
+    Raises:
+        FormatError / ShapeMismatchError: components that do not form a path of the row's hparams; the message
+            names the row and the components.
+    """
+    where = path.where
+    specs: Params = {}
     keys: dict[str, str] = {}
-    for cid in path.component_ids:
-        name, tree = state.params[cid]
-        slot, tensors = convert_component(name, tree, dims.num_heads)
-        if slot in params:
-            raise FormatError(f"{where}: components {keys[slot]!r} and '{name}:{cid}' fill the same slot")
-        params[slot], keys[slot] = tensors, f"{name}:{cid}"
+    for key in path.keys:
+        slot, tensors = convert_component(component_name(key), state.spec(key), dims.num_heads)
+        if slot in specs:
+            raise FormatError(f"{where}: components {keys[slot]!r} and {key!r} fill the same slot")
+        specs[slot], keys[slot] = tensors, key
     hp = path.hparams
-    pos = params.get("pos_embed", {}).get("embedding", np.zeros((1, 1, 0)))
-    n_pos = pos.shape[1] if pos.ndim == 3 else 0
-    head = params.get("head", {}).get("kernel", np.zeros((0, 0)))
+    pos = specs.get("pos_embed", {}).get("embedding")
+    n_pos = pos.shape[1] if pos is not None and pos.ndim == 3 else 0
+    head = specs.get("head", {}).get("kernel")
     try:
         adapters = adapter_layers_of(hp.get("adapter_layers"))
-        first = params.get(f"adapter.{adapters[0]}") if adapters else None
+        first = specs.get(f"adapter.{adapters[0]}") if adapters else None
         num_layers = _as_int(hp["num_layers"], "hparams.num_layers") if hp.get("num_layers") is not None \
-            else sum(s.startswith("block.") for s in params)
+            else sum(s.startswith("block.") for s in specs)
         image_size = _as_int(hp["ds_image_size"], "hparams.ds_image_size") if hp.get("ds_image_size") is not None \
             else int(round(max(n_pos - 1, 0) ** 0.5)) * dims.patch_size
         hp_dim = hp.get("adapter_dim")  # -1 or absent when the path has no adapters
         adapter_dim = first["down.kernel"].shape[-1] if first else int(hp_dim) if _is_num(hp_dim) and hp_dim > 0 else 16
-        classes = head.shape[-1] if head.ndim == 2 else 0
+        classes = head.shape[-1] if head is not None and head.ndim == 2 else 0
         structure = Structure(dims, image_size, num_layers, classes, tuple(adapters), int(adapter_dim))
     except FormatError as e:
         raise FormatError(f"{where}: {e}") from e
     want = structure.slots()
-    missing, extra = [s for s in want if s not in params], sorted(s for s in params if s not in want)
+    missing, extra = [s for s in want if s not in specs], sorted(s for s in specs if s not in want)
     if missing or extra:
         raise FormatError(f"{where}: components {sorted(keys.values())} do not form a path with num_layers={num_layers}, "
                           f"adapter_layers={adapters}: missing {missing}, unexpected {extra}")
-    problems = check_shapes(structure, params)
+    problems = check_shapes(structure, specs)
     if n_pos != structure.seq_len:
         problems.append(f"pos_embed: {n_pos} tokens where ds_image_size {image_size} needs {structure.seq_len}")
     if hp.get("num_classes") is not None and hp["num_classes"] != structure.num_classes:
         problems.append(f"head: {structure.num_classes} classes where hparams.num_classes is {hp['num_classes']}")
     if problems:
-        raise ShapeMismatchError(f"{where}: " + "; ".join(problems), path=str(state.state_dir / state.checkpoint))
-    return structure, {s: params[s] for s in want}, {s: keys[s] for s in want}
-
-
-def _json_safe(v: Any) -> Any:
-    """JSON has no NaN/inf (pandas' empty cells): they become null."""
-    if isinstance(v, float) and not math.isfinite(v):
-        return None
-    if isinstance(v, (list, tuple, Mapping)):
-        return {str(k): _json_safe(x) for k, x in v.items()} if isinstance(v, Mapping) else [_json_safe(x) for x in v]
-    return v
-
-
-def republish_reference(state_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
-                        tasks: Sequence[str] | None = None, labels: Mapping[str, Sequence[str]] | None = None,
-                        name: str = "", description: str = "") -> dict[str, TaskFile]:
-    """Republish a µ2Net state directory's tasks (each task's path) as a mu2hub system in `out_dir`.
-
-    Args:
-        state_dir: a `state_{loop}_{generation}` folder, or an experiment folder (its latest state is read).
-        out_dir: written as a `LocalStore`; components are content-addressed, so shared ones are one file.
-        tasks: the tasks to publish (default: every task in `population.csv` but the root `NOT_TRAINABLE`).
-        labels: `{task: class names}`. The state does not record class names: a task without an entry gets the
-            placeholders `class_0 … class_{K-1}`, and its `lineage.reference.labels` says "placeholder".
-        name, description: free text for `config.json`.
-
-    Returns:
-        `{task: TaskFile}` as written.
-
-    Raises:
-        FormatError: a missing or malformed file, a component absent from the checkpoint, shapes that do not form
-            a path (`ShapeMismatchError`), or labels of the wrong length; the message names the file and row or key.
-        TaskNotFoundError: a requested task is not in `population.csv`.
-    """
-    from .data.pp import pp_spec  # mu2hub.data pulls dataset helpers: import only when writing
-
-    state = read_reference_state(state_dir)
-    dims, available = reference_dims(state), state.tasks()
-    chosen = available if tasks is None else list(dict.fromkeys(tasks))
-    for t in (t for t in chosen if t not in available):
-        raise TaskNotFoundError(t, available, str(state.state_dir))
-    best = {t: state.best_path(t) for t in available}
-    root = state.root or (best[available[0]] if available else None)
-    if root is None:
-        raise FormatError("no paths", path=str(state.state_dir / "population.csv"))
-    hp = root.hparams  # config.json needs only the root's size: a root head that does not fit must not block it
-    if hp.get("ds_image_size") is not None and hp.get("num_layers") is not None:
-        root_size = (_as_int(hp["ds_image_size"], "root hparams.ds_image_size"),
-                     _as_int(hp["num_layers"], "root hparams.num_layers"))
-    else:
-        s = reference_path_params(state, root, dims)[0]
-        root_size = (s.image_size, s.num_layers)
-    store = LocalStore(out_dir)
-    description = description or f"µ2Net {state.state_dir.name} ({state.checkpoint}), republished"
-    store.write_config(SystemConfig(dims, *root_size, name, description))
-    users: dict[int, set[str]] = {}
-    for p in [*best.values(), *([state.root] if state.root else [])]:
-        for cid in p.component_ids:
-            users.setdefault(cid, set()).add(p.task)
-    out: dict[str, TaskFile] = {}
-    for task in chosen:
-        path = best[task]
-        structure, params, keys = reference_path_params(state, path, dims)
-        given = labels is not None and task in labels
-        names = [str(x) for x in labels[task]] if given else [f"class_{i}" for i in range(structure.num_classes)]
-        if len(names) != structure.num_classes:
-            raise FormatError(f"labels for {task!r}: {len(names)} names for a {structure.num_classes}-class head")
-        refs = [store.write_component(params[s], s.split(".")[0], s) for s in structure.slots()]
-        # The reference does not record which path created a component: count those only this task's path uses.
-        created = list(dict.fromkeys(r.id for r in refs if users[int(keys[r.slot].rsplit(":", 1)[1])] == {task}))
-        hparams = {**_json_safe(path.hparams), "adapter_layers": list(structure.adapter_layers)}
-        int_keys = ("num_layers", "num_classes", "adapter_dim", "ds_image_size")  # 3.0 after a NaN in the column
-        hparams.update({k: int(v) for k, v in hparams.items() if k in int_keys and _is_num(v) and v == int(v)})
-        m = path.metrics
-        tf = TaskFile(
-            task=task, image_size=structure.image_size, num_layers=structure.num_layers, components=refs, labels=names,
-            adapter_layers=structure.adapter_layers, adapter_dim=structure.adapter_dim,
-            preprocessing=pp_spec(structure.image_size), hparams=hparams,
-            metrics=_json_safe({"validation_accuracy": m.get("quality"), "test_accuracy": m.get("test_quality"),
-                                "score": path.score, "accounted_params": path.accounted_params,
-                                "reference": {k: v for k, v in m.items() if k not in ("quality", "test_quality")}}),
-            lineage={"path_id": str(path.id), "parent": None if path.parent_id is None else str(path.parent_id),
-                     "parent_task": path.parent_task, "created": created,
-                     "reference": {"state": state.state_dir.name, "checkpoint": state.checkpoint, "components": keys,
-                                   "labels": "given" if given else "placeholder"}},
-            sizes={"activated_params": sum(r.params for r in refs), "bytes": sum({r.id: r.bytes for r in refs}.values()),
-                   "new_params": sum({r.id: r.params for r in refs if r.id in created}.values())},
-        )
-        store.write_task(tf)
-        out[task] = tf
-    return out
+        raise ShapeMismatchError(f"{where}: " + "; ".join(problems), path=str(state.state_dir))
+    return PathPlan(path, structure, {s: keys[s] for s in want})

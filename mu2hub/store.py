@@ -25,7 +25,7 @@ from .format import (
     SystemConfig,
     TaskFile,
     check_task_name,
-    component_bytes,
+    component_chunks,
     component_id,
     distinct,
     dump_json,
@@ -38,14 +38,18 @@ from .format import (
 Tensors = dict[str, np.ndarray]
 
 
-def atomic_write(path: str | os.PathLike, data: bytes) -> None:
-    """Write via a temp file in the same folder + fsync + rename: readers see the old or the new file, never half."""
+def atomic_write(path: str | os.PathLike, data: bytes | Iterable[bytes | memoryview]) -> None:
+    """Write via a temp file in the same folder + fsync + rename: readers see the old or the new file, never half.
+
+    `data` may be given in pieces (`format.component_chunks`), written one after the other, never joined.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            for chunk in [data] if isinstance(data, (bytes, bytearray, memoryview)) else data:
+                f.write(chunk)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -158,12 +162,12 @@ class LocalStore:
 
     def add_component(self, tensors: Tensors, kind: str, slot: str | None = None) -> tuple[ComponentRef, bool]:
         """`write_component`, also saying whether the file is new (False: these exact parameters were there)."""
-        data = component_bytes(tensors, kind)
-        cid = component_id(data)
+        chunks = component_chunks(tensors, kind)  # hashed and written piece by piece: no copy of the tensors
+        cid = component_id(chunks)
         new = not self.has_component(cid)
         if new:
-            atomic_write(self.root / component_filename(cid), data)
-        return ComponentRef(slot or kind, cid, num_params(tensors), len(data)), new
+            atomic_write(self.root / component_filename(cid), chunks)
+        return ComponentRef(slot or kind, cid, num_params(tensors), sum(len(c) for c in chunks)), new
 
     def write_path(self, task: str, structure: Structure, params: Mapping[str, Mapping[str, np.ndarray]],
                    labels: list[str], **fields: Any) -> TaskFile:

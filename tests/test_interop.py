@@ -39,7 +39,17 @@ CONFIGS = {
         hidden_size=48, num_attention_heads=3, intermediate_size=96, patch_size=8, image_size=48,
         num_hidden_layers=3, layer_norm_eps=1e-12, labels=["circle", "square", "heart", "ellipse", "star"],
     ),
+    # The tanh GELU approximation (big_vision / vit_jax / µ2Net) under both of transformers' names.
+    "p4-i32-l2-tanh": dict(
+        hidden_size=64, num_attention_heads=4, intermediate_size=128, patch_size=4, image_size=32,
+        num_hidden_layers=2, layer_norm_eps=1e-6, labels=["cat", "dog", "bird"], hidden_act="gelu_pytorch_tanh",
+    ),
+    "p8-i48-l3-gelu-new": dict(
+        hidden_size=48, num_attention_heads=3, intermediate_size=96, patch_size=8, image_size=48,
+        num_hidden_layers=3, layer_norm_eps=1e-12, labels=["a", "b", "c", "d"], hidden_act="gelu_new",
+    ),
 }
+ACTIVATION = {"gelu": "gelu", "gelu_pytorch_tanh": "gelu_tanh", "gelu_new": "gelu_tanh"}
 TOL = 1e-4
 
 
@@ -97,11 +107,25 @@ def test_parity_with_transformers(saved):
     assert structure.image_size == cfg["image_size"] and structure.num_layers == cfg["num_hidden_layers"]
     assert structure.num_classes == len(labels)
     assert structure.dims.layer_norm_eps == cfg["layer_norm_eps"]
+    assert structure.dims.activation == ACTIVATION[cfg.get("hidden_act", "gelu")]
     pixels = _pixels(structure.image_size)
     theirs = _theirs(model, pixels)
     err = _rel_err(_ours(structure, params, pixels), theirs)
     print(f"\n{name}: max relative logit error {err:.2e} (max |logit| {np.abs(theirs).max():.2f})")
     assert err < TOL
+
+
+@pytest.mark.parametrize("activation, approximate", [("gelu", "none"), ("gelu_tanh", "tanh")])
+def test_gelu_matches_torch_and_the_two_differ(activation, approximate):
+    """Each `Dims.activation` is torch's GELU of that name; on O(1) inputs the two are 1e-4..5e-4 apart, the gap
+    the reference's tanh GELU would leave in every block had it been read as exact."""
+    from mu2hub.model import gelu
+
+    x = np.linspace(-4, 4, 801, dtype=np.float32)
+    theirs = torch.nn.functional.gelu(torch.from_numpy(x), approximate=approximate).numpy()
+    np.testing.assert_allclose(np.asarray(gelu(jnp.asarray(x), activation)), theirs, atol=2e-6)
+    other = {"gelu": "gelu_tanh", "gelu_tanh": "gelu"}[activation]
+    assert np.abs(np.asarray(gelu(jnp.asarray(x), other)) - theirs).max() > 1e-4
 
 
 def _checkpoint_to_module_names(model, folder: Path) -> dict[str, str]:
@@ -217,7 +241,8 @@ def test_missing_and_unexpected_keys_are_listed(tmp_path):
 @pytest.mark.parametrize(
     "change, message",
     [
-        ({"hidden_act": "gelu_new"}, "hidden_act 'gelu_new'"),
+        ({"hidden_act": "quick_gelu"}, "hidden_act 'quick_gelu'"),
+        ({"hidden_act": "relu"}, "hidden_act 'relu'"),
         ({"qkv_bias": False}, "qkv_bias=False"),
         ({"architectures": ["ViTForMaskedImageModeling"]}, "ViTForMaskedImageModeling"),
         ({"model_type": "deit"}, "model_type 'deit'"),

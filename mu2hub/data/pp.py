@@ -17,7 +17,9 @@ Choices that differ from the reference's TF ops, on purpose:
   a jitted step compiles once per distinct setting (µ2Net shares one setting per generation).
 
 Eval preprocessing is stored with each task as `pp_spec(image_size)`; `apply_pp_spec_numpy` reproduces
-`preprocess_eval` on the host without JAX (same triangle-kernel weights as `jax.image.resize`).
+`preprocess_eval` on the host without JAX (same triangle-kernel weights as `jax.image.resize`). A republished
+reference task stores `antialias: false` (the reference's `tf.image.resize`) and, for dSprites, `pixel_scale: 255`;
+both paths honour them.
 """
 
 from __future__ import annotations
@@ -38,10 +40,15 @@ _CROP, _FLIP, _BRIGHTNESS, _CONTRAST, _SATURATION, _HUE = range(6)
 # ---------------------------------------------------------------------------------------------------------
 # On-device preprocessing
 # ---------------------------------------------------------------------------------------------------------
-@functools.partial(jax.jit, static_argnames="image_size")
-def preprocess_eval(images: jax.Array | np.ndarray, image_size: int) -> jax.Array:
-    """uint8 [B, H, W, 3] -> float32 [B, S, S, 3] in [-1, 1]: bilinear (antialiased) resize, no randomness."""
-    return _to_value_range(_resize(_to_unit(images), image_size))
+@functools.partial(jax.jit, static_argnames=("image_size", "antialias", "pixel_scale"))
+def preprocess_eval(images: jax.Array | np.ndarray, image_size: int, *, antialias: bool = True,
+                    pixel_scale: float = 1.0) -> jax.Array:
+    """uint8 [B, H, W, 3] -> float32 [B, S, S, 3] in [-1, 1]: bilinear resize, no randomness.
+
+    `antialias` and `pixel_scale` are a task's stored spec (`spec_options`): the reference resizes with
+    `tf.image.resize`, which does not antialias, and scales dSprites' 0/1 pixels by 255.
+    """
+    return _to_value_range(_resize(_to_unit(images, pixel_scale), image_size, antialias))
 
 
 def preprocess_train(
@@ -116,16 +123,17 @@ def _preprocess_train(images: jax.Array, key: jax.Array, image_size: int, augmen
     return _to_value_range(x)
 
 
-def _to_unit(images: jax.Array | np.ndarray) -> jax.Array:
-    return jnp.asarray(images).astype(jnp.float32) / 255.0
+def _to_unit(images: jax.Array | np.ndarray, pixel_scale: float = 1.0) -> jax.Array:
+    x = jnp.asarray(images).astype(jnp.float32)
+    return (x * pixel_scale if pixel_scale != 1 else x) / 255.0
 
 
 def _to_value_range(x: jax.Array) -> jax.Array:
     return jnp.clip(x * 2.0 - 1.0, -1.0, 1.0)
 
 
-def _resize(x: jax.Array, image_size: int) -> jax.Array:
-    return jax.image.resize(x, (x.shape[0], image_size, image_size, x.shape[-1]), "bilinear", antialias=True)
+def _resize(x: jax.Array, image_size: int, antialias: bool = True) -> jax.Array:
+    return jax.image.resize(x, (x.shape[0], image_size, image_size, x.shape[-1]), "bilinear", antialias=antialias)
 
 
 def _random_crop_resize(
@@ -195,15 +203,40 @@ def _hsv_to_rgb(hsv: jax.Array) -> jax.Array:
 # ---------------------------------------------------------------------------------------------------------
 # The stored eval preprocessing, reproduced on the host
 # ---------------------------------------------------------------------------------------------------------
-def pp_spec(image_size: int) -> dict[str, Any]:
-    """The eval preprocessing a path was trained with, as JSON-ready data for `tasks/<task>.json`."""
-    return {
+def pp_spec(image_size: int, *, antialias: bool = True, pixel_scale: float = 1) -> dict[str, Any]:
+    """The eval preprocessing a path was trained with, as JSON-ready data for `tasks/<task>.json`.
+
+    `antialias=False` is `tf.image.resize`'s bilinear resize (the µ2Net reference); `pixel_scale` multiplies raw
+    pixel values first (VTAB's dSprites stores 0/1 pixels and scales them by 255), written only when not 1.
+    """
+    spec: dict[str, Any] = {
         "resize": int(image_size),
         "method": "bilinear",
-        "antialias": True,
+        "antialias": bool(antialias),
         "value_range": [-1, 1],
         "channels": "rgb",
     }
+    if pixel_scale != 1:
+        spec["pixel_scale"] = pixel_scale
+    return spec
+
+
+def spec_options(spec: Mapping[str, Any]) -> tuple[int, bool, float]:
+    """(resize, antialias, pixel_scale) of a stored spec; `antialias` absent means True (specs written before it).
+
+    Raises:
+        ValueError: a spec this version cannot reproduce (the message shows what it supports).
+    """
+    size, antialias, scale = spec.get("resize"), spec.get("antialias", True), spec.get("pixel_scale", 1)
+    valid = (isinstance(size, int) and not isinstance(size, bool) and size >= 1 and isinstance(antialias, bool)
+             and isinstance(scale, (int, float)) and not isinstance(scale, bool) and 0 < scale < float("inf"))
+    given = {"antialias": True, **{k: v for k, v in spec.items() if (k, v) != ("pixel_scale", 1)}}
+    if not valid or given != pp_spec(size, antialias=antialias, pixel_scale=scale):
+        raise ValueError(
+            f"unsupported preprocessing spec {dict(spec)}; this version supports {pp_spec(224)} with any positive "
+            "integer 'resize', 'antialias' true or false, and an optional positive 'pixel_scale'"
+        )
+    return size, antialias, float(scale)
 
 
 def apply_pp_spec_numpy(images: Any, spec: Mapping[str, Any]) -> np.ndarray:
@@ -220,30 +253,31 @@ def apply_pp_spec_numpy(images: Any, spec: Mapping[str, Any]) -> np.ndarray:
     Raises:
         ValueError: a spec this version cannot reproduce (the message shows what it supports).
     """
-    size = spec.get("resize")
-    if not isinstance(size, int) or size < 1 or dict(spec) != pp_spec(size):
-        raise ValueError(
-            f"unsupported preprocessing spec {dict(spec)}; this version supports {pp_spec(224)} "
-            "with any positive integer 'resize'"
-        )
+    size, antialias, scale = spec_options(spec)
     if isinstance(images, (list, tuple)):
         return np.stack([apply_pp_spec_numpy(image, spec) for image in images])
     rgb = to_rgb_uint8(images)
     batch = rgb[None] if rgb.ndim == 3 else rgb
-    x = batch.astype(np.float32) / np.float32(255.0)
-    x = np.einsum("nhwc,hH->nHwc", x, _resize_weights(x.shape[1], size))
-    x = np.einsum("nhwc,wW->nhWc", x, _resize_weights(x.shape[2], size))
+    x = batch.astype(np.float32)
+    x = (x * np.float32(scale) if scale != 1 else x) / np.float32(255.0)
+    x = np.einsum("nhwc,hH->nHwc", x, _resize_weights(x.shape[1], size, antialias))
+    x = np.einsum("nhwc,wW->nhWc", x, _resize_weights(x.shape[2], size, antialias))
     out = np.clip(x * np.float32(2.0) - np.float32(1.0), -1.0, 1.0).astype(np.float32)
     return out[0] if rgb.ndim == 3 else out
 
 
-def _resize_weights(in_size: int, out_size: int) -> np.ndarray:
-    """[in, out] weights of `jax.image.resize(..., "bilinear", antialias=True)` along one axis."""
+def _resize_weights(in_size: int, out_size: int, antialias: bool = True) -> np.ndarray:
+    """[in, out] weights of `jax.image.resize(..., "bilinear", antialias=antialias)` along one axis.
+
+    Without antialias a downscale samples the two nearest pixels (`tf.image.resize`, half-pixel centres);
+    with it the triangle kernel is widened by the scale factor, averaging every pixel it covers.
+    """
     if in_size == out_size:  # jax skips an axis whose size does not change
         return np.eye(in_size, dtype=np.float32)
     inv_scale = in_size / out_size
     sample = (np.arange(out_size) + 0.5) * inv_scale - 0.5  # input coordinate of each output pixel centre
-    distance = np.abs(sample[None, :] - np.arange(in_size)[:, None]) / max(inv_scale, 1.0)
+    width = max(inv_scale, 1.0) if antialias else 1.0
+    distance = np.abs(sample[None, :] - np.arange(in_size)[:, None]) / width
     weights = np.maximum(0.0, 1.0 - distance)
     return (weights / weights.sum(axis=0, keepdims=True)).astype(np.float32)
 
