@@ -107,7 +107,8 @@ def test_publish_only_replaces_with_a_better_or_equal_score(tmp_path):
     cfg = load_config(CONFIG)
     run = evolve(cfg, tmp_path / "run", agent="a", tasks=["digits"], quiet=True)
     tf = run.system.read_task("digits")
-    worse = type(tf)(**{**tf.__dict__, "metrics": {**tf.metrics, "score": tf.metrics["score"] - 0.1}})
+    # scores are recomputed from the quality and the current sharing: a lower quality is a lower score
+    worse = type(tf)(**{**tf.__dict__, "metrics": {**tf.metrics, "validation_accuracy": tf.metrics["validation_accuracy"] - 0.1}})
     assert run.publish_if_better(worse) is False
     assert run.system.read_task("digits").metrics["score"] == tf.metrics["score"]
     equal = type(tf)(**{**tf.__dict__, "metrics": {**tf.metrics, "note": "newer"}})
