@@ -63,14 +63,20 @@ def _env():
     return dict(os.environ, PYTHONPATH=str(REPO), JAX_PLATFORMS="cpu")
 
 
+def _children_recorded(workdir: Path) -> int:
+    """Trained children on record so far (generation files, or the one history file of older versions)."""
+    files = [workdir / "history.jsonl", *workdir.glob("history/*/*.jsonl")]
+    return sum(f.read_text().count("\n") for f in files if f.is_file())
+
+
 def test_sigkill_mid_generation_then_resume(tmp_path):
     workdir = tmp_path / "run"
     proc = subprocess.Popen(_evolve_cmd(workdir), env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    history = workdir / "history.jsonl"
     deadline = time.time() + 240
-    # kill once the first child of the first generation is recorded, i.e. mid-generation
+    # kill once the first child is on record: the generation after it (or its own, if recorded child by child)
+    # is in flight
     while time.time() < deadline and proc.poll() is None:
-        if history.exists() and history.read_text().count("\n") >= 1:
+        if _children_recorded(workdir) >= 1:
             break
         time.sleep(0.05)
     assert proc.poll() is None, proc.stdout.read().decode()[-2000:]
@@ -86,6 +92,12 @@ def test_sigkill_mid_generation_then_resume(tmp_path):
     assert state["loop"] == 2 and state["generation"] == 0
     for task in ("digits", "shapes/label_scale"):
         mu2hub.from_pretrained(run.system.root, task=task)  # every published path loads and verifies
+    # the killed generation was redone from its start: each of its children is on record once
+    rows = run.history()
+    counts = {}
+    for r in rows:
+        counts[(r["task"], r["loop"], r["generation"])] = counts.get((r["task"], r["loop"], r["generation"]), 0) + 1
+    assert counts == {(t, i, g): 2 for i, t in enumerate(("digits", "shapes/label_scale")) for g in range(2)}
 
 
 def test_two_agents_at_once_on_one_run_directory(tmp_path):
