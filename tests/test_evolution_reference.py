@@ -156,9 +156,6 @@ def test_mu3net_spaces_train_with_their_own_schedule(tmp_path):
 
 
 def test_mu3net_agent_sampler_and_population_cap_are_wired(tmp_path):
-    assert (get_rules("mu3net").population_max, get_rules("mu3net-ti0").population_max) == (16, 7)
-    assert get_rules("mu4net").population_max == 5 and get_rules("mu4net").oldest_on_tie
-    assert get_rules("mu2net").population_max is None and get_rules("mu2net").sampler == "task"
     cfg = _mu3net(children_per_generation=3, population_max=2)
     run = RunDir(tmp_path / "run")
     run.init_config(cfg, resume=False)
@@ -173,6 +170,9 @@ def test_mu3net_agent_sampler_and_population_cap_are_wired(tmp_path):
     top = sorted(scores, key=lambda p: (scores[p], p), reverse=True)[:2]
     assert sorted(state["population"]) == sorted(top)  # ... by score
     assert "seeds" not in state["samplers"]["digits"]  # µ3Net's sampler: no rotating seed pool
+    assert (get_rules("mu3net").population_max, get_rules("mu3net-ti0").population_max) == (16, 7)
+    assert get_rules("mu4net").population_max == 5 and get_rules("mu4net").oldest_on_tie
+    assert get_rules("mu2net").population_max is None and get_rules("mu2net").sampler == "task"
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -280,7 +280,7 @@ _BATCHED = textwrap.dedent("""
     run.init_config(cfg, resume=False)
     seen = set()
     Agent(run, cfg, log=lambda *_: None).run_all(progress=lambda i, n, m: seen.update(d.id for d in m["loss"].devices()))
-    print(json.dumps({"devices": [r["devices"] for r in run.history()], "seen": sorted(seen),
+    print(json.dumps({"devices": [r.get("devices") for r in run.history()], "seen": sorted(seen),
                       "ids": [d.id for d in jax.devices()]}))
 """)
 
@@ -292,5 +292,5 @@ def test_batched_children_train_on_the_devices_placement_gives_them(tmp_path):
                          env=env, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     got = json.loads(out.stdout.strip().splitlines()[-1])
-    assert got["devices"] == [[i % 4] for i in range(8)]  # child i on device i mod 4: two siblings per device
-    assert got["seen"] == got["ids"]  # the steps really ran on all four devices
+    assert got["seen"] == got["ids"]  # the steps really ran on all four devices ...
+    assert got["devices"] == [[i % 4] for i in range(8)]  # ... child i on device i mod 4: two siblings per device
