@@ -21,7 +21,6 @@ import math
 import threading
 import time
 import zlib
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Iterable, Sequence
 
 import jax
@@ -42,7 +41,7 @@ from .hparams import SearchSpace, allows_block_insertion, get_defaults, get_rule
 from .mutation import AncestorView, ComponentInfo, assemble, hparams_diff, make_mu_for, mutate_adapters, mutate_hparams, \
     sample_data_hparams
 from .parents import AgentParentSampler, ParentSampler
-from .placement import decode_results, encode_results, layout, place
+from .placement import layout, train_generation
 from .run import ROOT_ID, PathRecord, RunDir, root_dims
 from .scorer import ROOT, ScoredPath, ScorerConfig, accounted_params, best_path, sharing
 
@@ -358,32 +357,9 @@ class Agent:
 
     def _train_all(self, pairs: list[tuple[PathRecord, Child]], task: str, data: TaskData, ctx: dict[str, Any],
                    seed: int, progress, what: str) -> list[tuple[ChildResult, list[int]]]:
-        """Every child of a generation trained where `placement` puts it; every process gets every result, with
-        the global indices of the devices that trained it."""
-        if self.mesh is not None:  # data_parallel: every process takes part in every child
-            results = self._train_here(list(range(len(pairs))), pairs, task, data, ctx, seed, progress)
-            return [(r, list(range(self.mesh.size))) for r in results]
-        local = jax.local_devices()
-        slots = place(len(pairs), self.cluster.process_count, len(local))
-        mine = [i for i, s in enumerate(slots) if s.process == self.cluster.process_index]
-        per_device: dict[int, list[int]] = {}
-        for i in mine:
-            per_device.setdefault(slots[i].local, []).append(i)
-
-        def on_device(item: tuple[int, list[int]]) -> list[ChildResult]:
-            d, idxs = item
-            with jax.default_device(local[d]):  # one child per device, as the reference
-                return self._train_here(idxs, pairs, task, data, ctx, seed, progress)
-
-        with ThreadPoolExecutor(max(1, len(per_device))) as pool:
-            done = list(pool.map(on_device, per_device.items()))
-        results = {i: r for idxs, rs in zip(per_device.values(), done) for i, r in zip(idxs, rs)}
-        if self.cluster.process_count > 1:
-            blobs = self.cluster.allgather(encode_results([results[i] for i in mine]), f"exchanging children ({what})")
-            for p, blob in enumerate(blobs):
-                for i, r in zip([i for i, s in enumerate(slots) if s.process == p], decode_results(blob)):
-                    results[i] = r
-        return [(results[i], [slots[i].device]) for i in range(len(pairs))]
+        """Every child of a generation trained where `placement` puts it; every process gets every result."""
+        return train_generation(len(pairs), self.cluster, self.mesh,
+                                lambda idxs: self._train_here(idxs, pairs, task, data, ctx, seed, progress), what)
 
     def _train_here(self, idxs: list[int], pairs: list[tuple[PathRecord, Child]], task: str, data: TaskData,
                     ctx: dict[str, Any], seed: int, progress) -> list[ChildResult]:

@@ -14,15 +14,18 @@ JSON (metrics): no pickle crosses processes.
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
+import jax
 import numpy as np
 from safetensors.numpy import load as load_tensors
 from safetensors.numpy import save as save_tensors
 
 from ..errors import JobMismatchError
 from ..train import ChildResult
+from .cluster import Cluster
 
 PARALLELISM = ("child_per_device", "data_parallel")
 
@@ -58,6 +61,39 @@ def place(num_children: int, process_count: int, local_devices: int) -> list[Pla
 def layout(process_count: int, local_devices: int, parallelism: str) -> dict[str, Any]:
     """What a run directory records of the job that writes it (a resume must bring the same)."""
     return {"processes": process_count, "devices_per_process": local_devices, "parallelism": parallelism}
+
+
+def train_generation(n: int, cluster: Cluster, mesh: Any, train_here: Callable[[list[int]], list[ChildResult]],
+                     what: str) -> list[tuple[ChildResult, list[int]]]:
+    """Train a generation's `n` children where they belong and hand every result to every process, with the global
+    indices of the devices that trained it. `train_here(indices)` trains those children one after another on the
+    current default device (or on `mesh`, when one is given: data parallel, every process takes part)."""
+    if mesh is not None:
+        return [(r, list(range(mesh.size))) for r in train_here(list(range(n)))]
+    local = jax.local_devices()
+    slots = place(n, cluster.process_count, len(local))
+    mine = [i for i, s in enumerate(slots) if s.process == cluster.process_index]
+    per_device: dict[int, list[int]] = {}
+    for i in mine:
+        per_device.setdefault(slots[i].local, []).append(i)
+
+    def on_device(item: tuple[int, list[int]]) -> list[ChildResult]:
+        d, idxs = item
+        with jax.default_device(local[d]):  # one child per device, as the reference
+            return train_here(idxs)
+
+    if len(per_device) > 1:
+        with ThreadPoolExecutor(len(per_device)) as pool:
+            done = list(pool.map(on_device, per_device.items()))
+    else:  # one device: in this thread (Ctrl-C stops it at once)
+        done = [on_device(item) for item in per_device.items()]
+    results = {i: r for idxs, rs in zip(per_device.values(), done) for i, r in zip(idxs, rs)}
+    if cluster.process_count > 1:
+        for p, blob in enumerate(cluster.allgather(encode_results([results[i] for i in mine]), f"exchanging children "
+                                                                                                 f"({what})")):
+            for i, r in zip([i for i, s in enumerate(slots) if s.process == p], decode_results(blob)):
+                results[i] = r
+    return [(results[i], [slots[i].device]) for i in range(n)]
 
 
 # ---------------------------------------------------------------------------------------------------
