@@ -50,10 +50,21 @@ GUARD = textwrap.dedent("""
             return
         for p in paths:
             if inside(p):
-                print(f"WRITE ATTEMPT BY PROCESS 1: {event} {p}", file=sys.stderr, flush=True)
+                if not SELF_TEST:
+                    print(f"WRITE ATTEMPT BY PROCESS 1: {event} {p}", file=sys.stderr, flush=True)
                 raise PermissionError(f"process 1 may not write the run directory: {event} {p}")
 
+    SELF_TEST = True  # the guard must refuse what an atomic write does: create a temp file, make a folder, rename
     sys.addaudithook(guard)
+    for attempt in (lambda: os.open(os.path.join(ROOT, ".t"), os.O_WRONLY | os.O_CREAT), lambda: open(ROOT + "/t", "w"),
+                    lambda: os.mkdir(ROOT + "/d"), lambda: os.replace(ROOT + "/a", ROOT + "/b")):
+        try:
+            attempt()
+        except PermissionError:
+            continue
+        sys.exit("the write guard let a write through")
+    SELF_TEST = False
+    print("WRITE GUARD ACTIVE", file=sys.stderr, flush=True)
     sys.argv = sys.argv[1:]
     runpy.run_path(sys.argv[0], run_name="__main__")
 """)
@@ -123,6 +134,7 @@ def _run(config: Path, workdir: Path, *, processes: int, devices: int) -> RunDir
     for i, (rc, err) in enumerate(results):
         assert rc == 0, f"process {i} failed (rc {rc}):\n{err[-3000:]}"
         assert "WRITE ATTEMPT" not in err, err[-3000:]
+    assert processes == 1 or "WRITE GUARD ACTIVE" in results[1][1]  # process 1 ran under the guard throughout
     return RunDir(workdir)
 
 
@@ -254,7 +266,7 @@ def test_a_run_written_by_another_layout_is_refused_before_writing(per_device):
 
 
 def test_a_dying_process_stops_the_other_with_a_clear_error_and_the_job_resumes(tmp_path):
-    config = _config_file(tmp_path, "die", tasks=["digits"], generations=3, children_per_generation=2)
+    config = _config_file(tmp_path, "die", tasks=["digits"], generations=2, children_per_generation=2)
     workdir = tmp_path / "run"
     procs = _launch(config, workdir, processes=2, devices=1)
     first = workdir / "history" / "main" / "00000-00000.jsonl"
@@ -268,9 +280,9 @@ def test_a_dying_process_stops_the_other_with_a_clear_error_and_the_job_resumes(
     assert rc0 not in (0, None) and time.time() - t0 < 200
     assert "another process stopped answering" in err0 and "--resume" in err0, err0[-3000:]
     state = json.loads((workdir / "agents/main.json").read_text())
-    assert state["generation"] < 3 and state["loop"] == 0
+    assert state["generation"] < 2 and state["loop"] == 0
     # restarting the whole job continues from the last complete generation; each generation is recorded once
     rerun = _finish(_launch(config, workdir, processes=2, devices=1, extra=["--resume"]))
     assert [rc for rc, _ in rerun] == [0, 0], rerun[0][1][-2000:] + rerun[1][1][-2000:]
     rows = RunDir(workdir).history()
-    assert sorted((r["generation"], tuple(r["devices"])) for r in rows) == [(g, (d,)) for g in range(3) for d in (0, 1)]
+    assert sorted((r["generation"], tuple(r["devices"])) for r in rows) == [(g, (d,)) for g in range(2) for d in (0, 1)]
