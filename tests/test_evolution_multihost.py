@@ -265,24 +265,37 @@ def test_a_run_written_by_another_layout_is_refused_before_writing(per_device):
 # ---------------------------------------------------------------------------------------------------
 
 
-def test_a_dying_process_stops_the_other_with_a_clear_error_and_the_job_resumes(tmp_path):
-    config = _config_file(tmp_path, "die", tasks=["digits"], generations=2, children_per_generation=2)
-    workdir = tmp_path / "run"
-    procs = _launch(config, workdir, processes=2, devices=1)
-    first = workdir / "history" / "main" / "00000-00000.jsonl"
+def _kill_after(procs: list[subprocess.Popen], record: Path, victim: int) -> None:
+    """SIGKILL process `victim` once `record` (a generation's history file) exists: the next generation is in flight."""
     deadline = time.time() + TIMEOUT
-    while not first.exists() and time.time() < deadline and all(p.poll() is None for p in procs):
+    while not record.exists() and time.time() < deadline and all(p.poll() is None for p in procs):
         time.sleep(0.1)
-    assert first.exists(), _finish(procs, timeout=5)
-    procs[1].send_signal(signal.SIGKILL)  # mid-run: generation 1 is training
+    assert record.exists(), _finish(procs, timeout=5)
+    procs[victim].send_signal(signal.SIGKILL)
+
+
+def test_a_dying_process_stops_the_others_with_a_clear_error_and_the_job_resumes(tmp_path):
+    config = _config_file(tmp_path, "die", tasks=["digits"], generations=3, children_per_generation=2)
+    workdir = tmp_path / "run"
+    history = workdir / "history" / "main"
+    # 1. process 1 dies: process 0's next exchange fails, and it says so and how to go on
+    procs = _launch(config, workdir, processes=2, devices=1)
+    _kill_after(procs, history / "00000-00000.jsonl", victim=1)
     t0 = time.time()
     (rc0, err0), _ = _finish(procs, timeout=240)
     assert rc0 not in (0, None) and time.time() - t0 < 200
     assert "another process stopped answering" in err0 and "--resume" in err0, err0[-3000:]
+    # 2. the whole job restarts; now process 0 (the coordinator, the writer) dies: JAX stops process 1 at once
+    procs = _launch(config, workdir, processes=2, devices=1, extra=["--resume"])
+    _kill_after(procs, history / "00000-00001.jsonl", victim=0)
+    t0 = time.time()
+    _, (rc1, err1) = _finish(procs, timeout=240)
+    assert rc1 not in (0, None) and time.time() - t0 < 200
+    assert "another process stopped answering" in err1 or "another task died" in err1, err1[-3000:]
     state = json.loads((workdir / "agents/main.json").read_text())
-    assert state["generation"] < 2 and state["loop"] == 0
-    # restarting the whole job continues from the last complete generation; each generation is recorded once
+    assert state["generation"] < 3 and state["loop"] == 0
+    # 3. restarted again, it continues from the last complete generation; each generation is on record once
     rerun = _finish(_launch(config, workdir, processes=2, devices=1, extra=["--resume"]))
     assert [rc for rc, _ in rerun] == [0, 0], rerun[0][1][-2000:] + rerun[1][1][-2000:]
     rows = RunDir(workdir).history()
-    assert sorted((r["generation"], tuple(r["devices"])) for r in rows) == [(g, (d,)) for g in range(2) for d in (0, 1)]
+    assert sorted((r["generation"], tuple(r["devices"])) for r in rows) == [(g, (d,)) for g in range(3) for d in (0, 1)]

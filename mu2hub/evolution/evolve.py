@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import jax
 from tqdm.auto import tqdm
 
 from . import storage
@@ -38,7 +39,9 @@ def evolve(config: dict[str, Any], workdir: str | os.PathLike, *, resume: bool =
         cluster = connect() if config.get("multihost") else Cluster()
     if "exchange_chunk_bytes" in config:
         cluster = dataclasses.replace(cluster, chunk_bytes=int(config["exchange_chunk_bytes"]))
-    cluster.check_same({"config": config, "agent": agent, "tasks": tasks, "resume": resume}, "command")
+    # the same command, and equally many devices each (placement and data sharding count on it)
+    cluster.check_same({"config": config, "agent": agent, "tasks": tasks, "resume": resume,
+                        "devices": jax.local_device_count()}, "command")
     check_layout(config, cluster.process_count)
     concurrent = agent != "main"
     run = RunDir(workdir, writer=cluster.is_primary, concurrent=concurrent)
