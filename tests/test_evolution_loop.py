@@ -185,3 +185,17 @@ def test_revisit_starts_from_the_best_path_and_never_gets_worse(tmp_path):
     assert revisit and all(r["parent_task"] == "digits" or r["parent"] == "root" for r in revisit)
     best = run.system.read_task("digits")
     assert best.metrics["score"] >= first
+
+
+def test_a_state_saved_mid_task_by_an_earlier_version_is_refused_clearly(tmp_path):
+    from mu2hub.evolution.loop import Agent
+
+    cfg = load_config(CONFIG)
+    run = RunDir(tmp_path / "run")
+    run.init_config(cfg, resume=False)
+    agent = Agent(run, cfg)
+    old = {**agent._fresh_state(), "context": {"users": {}, "locked": []}}  # what mu2hub 0.1 saved mid-task
+    run.write_agent("main", old)
+    with pytest.raises(RunConfigMismatchError, match="mid-task by an earlier mu2hub"):
+        agent.run_all()
+    assert not (tmp_path / "run" / "paths").exists()  # refused before anything was written

@@ -42,7 +42,7 @@ from .mutation import AncestorView, ComponentInfo, assemble, hparams_diff, make_
     sample_data_hparams
 from .parents import AgentParentSampler, ParentSampler
 from .placement import layout, train_generation
-from .run import ROOT_ID, PathRecord, RunDir, root_dims
+from .run import ROOT_ID, PathRecord, RunConfigMismatchError, RunDir, root_dims
 from .scorer import ROOT, ScoredPath, ScorerConfig, accounted_params, best_path, sharing
 
 
@@ -179,6 +179,11 @@ class Agent:
         state = start["state"] or self._fresh_state()
         if state["tasks"] != self.tasks:
             raise ValueError(f"agent {self.agent!r} of this run evolves {state['tasks']}, not {self.tasks}")
+        if state["context"] is not None and "scores" not in state["context"]:
+            raise RunConfigMismatchError(
+                f"{self.run.root / 'agents' / self.agent}.json was saved mid-task by an earlier mu2hub (before scores "
+                "were recomputed under the current sharing): finish that task iteration with the version that "
+                "started it, or start a new --workdir")
         if state.setdefault("layout", self.layout()) != self.layout():
             have, want = state["layout"], self.layout()
             raise JobMismatchError(
