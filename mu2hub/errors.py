@@ -171,3 +171,43 @@ class LabelMismatchError(Mu2hubError, ValueError):
 
 class VaryingImageSizesError(Mu2hubError, ValueError):
     """A dataset's images have different sizes and no size to decode them to was given (`decode_size=`)."""
+
+
+class ClusterError(Mu2hubError, RuntimeError):
+    """A multi-host training job cannot go on: a process stopped answering, or the job never formed.
+
+    Message: `process 1 of 2 stopped answering while exchanging generation 3's children (Gloo: connection closed by
+    peer); every process stops: restart the whole job with --resume`.
+    """
+
+
+class CoordinatorUnreachableError(ClusterError, ConnectionError):
+    """A process of a multi-host job could not reach the coordinator (process 0) in time; nothing was written.
+
+    Message: `coordinator 10.0.0.2:1234 did not answer within 300 s: start process 0 first (it hosts the coordinator),
+    and check the address, the port and the firewall`.
+    """
+
+    def __str__(self) -> str:  # ConnectionError would format from errno instead
+        return self.args[0]
+
+
+class JobMismatchError(Mu2hubError, ValueError):
+    """The processes of one job, or the job and its run directory, disagree; refused before any state is written.
+
+    Message: `process 1 was started with another config than process 0 (differs in: generations); every process must
+    run the same command`, or `agents/main.json was written by a job of 2 processes × 2 devices (child_per_device);
+    this one is 1 process × 4 devices: resume with that layout or use a new --workdir`.
+    """
+
+
+class SharedStorageError(Mu2hubError, OSError):
+    """The run directory's filesystem lacks what this job needs (docs/TRAINING.md, "Run directory on shared storage").
+
+    Message: `runs/x: file locks do not exclude each other here (a second lock on the same file succeeded), and
+    concurrent agents (--agent b) need them for the compare-and-swap of task files; run one agent at a time, or put
+    the run directory on a filesystem with working locks (local disk, NFSv4)`.
+    """
+
+    def __str__(self) -> str:  # OSError would format from errno/filename instead
+        return self.args[0]

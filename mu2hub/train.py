@@ -9,7 +9,9 @@ component it was cloned from (`init_opt_state`), and is handed back for storage 
 
 Devices: the reference trains one child per device (§6): pass `mesh=data_parallel_mesh([device])`. A mesh of
 several devices trains one child data-parallel (batch split on a "data" axis, params replicated). Without a
-mesh, a 1-device mesh on the default device (`jax.default_device` is honoured) is used: one code path.
+mesh, a 1-device mesh on the default device (`jax.default_device` is honoured; else the first device of this
+process) is used: one code path. A mesh may span processes (multi-host): each process then feeds and reads
+only its rows of every batch (`data.shard.Shard`), in the order one process would draw.
 
 Speed (docs/PERFORMANCE.md): the learning rate is data, so children differing only in it share one compiled
 step; a small train split is uploaded once and batches are gathered on the device; `prefix_cache=` serves a
@@ -31,8 +33,9 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from .data.pp import batches, eval_batches, preprocess_eval, preprocess_train
+from .data.pp import eval_batches, preprocess_eval, preprocess_train
 from .data.registry import Split
+from .data.shard import Shard
 from .format import Structure
 from .model import classify, embed, encode, resolve_attention
 from .prefix import PrefixCache, cache_key, cacheable_depth, prefix_slots, split_fingerprint, tensors_fingerprint
@@ -146,7 +149,7 @@ def init_opt_state(tx: optax.GradientTransformation, trainable: Tree,
             have = {k: tuple(np.shape(v)) for k, v in tensors.items()}
             if want != have:
                 raise ValueError(f"inherited trace of {slot!r} has tensors {have}, the component has {want}")
-            trace[slot] = {k: jax.device_put(jnp.asarray(v, trace[slot][k].dtype), trace[slot][k].sharding)
+            trace[slot] = {k: jax.device_put(np.asarray(v).astype(trace[slot][k].dtype), trace[slot][k].sharding)
                            for k, v in tensors.items()}
         return ts._replace(trace=trace)
 
@@ -270,7 +273,7 @@ def _evaluate(structure: Structure, frozen: Tree, trainable: Tree, split: Any, b
     kw = dict(dtype=dtype, attention=attention, start=start)
     counts = [_correct(structure, frozen, trainable, *_put_batch(batch, mesh), **kw) if frozen_each is None else
               _correct_many(structure, frozen, frozen_each, trainable, *_put_batch(batch, mesh), **kw)
-              for batch in eval_batches(split, batch_size)]
+              for batch in process_shard(mesh).eval_batches(split, batch_size)]
     total = np.sum(np.asarray(jax.device_get(counts)), axis=0)
     return int(total) / len(split) if frozen_each is None else total / len(split)
 
@@ -313,15 +316,36 @@ def prefix_activations(structure: Structure, frozen: Tree, split: Any, stop: int
 
 
 def data_parallel_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
-    """A 1-D mesh with axis "data" over `devices` (default: all local devices)."""
-    return Mesh(np.asarray(list(devices or jax.local_devices())), ("data",))
+    """A 1-D mesh with axis "data" over `devices` (default: this process's devices).
+
+    For one child over every device of a multi-host job pass `jax.devices()`: they are ordered by process, so
+    each process's devices hold one contiguous block of every batch (the rows it feeds, `process_shard`).
+    """
+    devices = sorted(devices or jax.local_devices(), key=lambda d: (d.process_index, d.id))
+    return Mesh(np.asarray(devices), ("data",))
+
+
+def process_shard(mesh: Mesh) -> Shard:
+    """The rows of each batch this process feeds on `mesh`: all of them unless the mesh spans processes."""
+    owners = [d.process_index for d in mesh.devices.flat]
+    procs = list(dict.fromkeys(owners))
+    if len(procs) == 1:
+        return Shard()
+    per = len(owners) // len(procs)
+    if owners != [p for p in procs for _ in range(per)]:
+        raise ValueError(f"a mesh spanning processes must hold each process's devices contiguously and equally many; "
+                         f"got process indices {owners} (build it with data_parallel_mesh)")
+    return Shard(procs.index(jax.process_index()), len(procs))
 
 
 def _default_mesh() -> Mesh:
-    """The current default device alone; honours `with jax.default_device(d)` (one child per device)."""
+    """The current default device alone; honours `with jax.default_device(d)` (one child per device).
+
+    Without one, the first device of *this* process: in a multi-host job `jax.devices()[0]` belongs to process 0.
+    """
     device = jax.config.jax_default_device
     if device is None or isinstance(device, str):
-        device = jax.devices(device)[0]
+        device = jax.local_devices(backend=device)[0]
     return data_parallel_mesh([device])
 
 
@@ -331,9 +355,15 @@ def _put_params(tree: Any, mesh: Mesh, *, copy: bool = False) -> Any:
 
 
 def _put_batch(arrays: tuple[np.ndarray, ...], mesh: Mesh) -> tuple[jax.Array, ...]:
-    if len(arrays[0]) % mesh.size:
-        raise ValueError(f"batch size {len(arrays[0])} is not divisible by the {mesh.size} devices of the mesh")
-    return tuple(jax.device_put(a, NamedSharding(mesh, P("data"))) for a in arrays)
+    """This process's rows of one batch, split over the mesh's "data" axis (a global array across processes)."""
+    shard = process_shard(mesh)
+    if (len(arrays[0]) * shard.count) % mesh.size:
+        raise ValueError(f"batch size {len(arrays[0]) * shard.count} is not divisible by the {mesh.size} devices "
+                         "of the mesh")
+    sharding = NamedSharding(mesh, P("data"))
+    if shard.count == 1:
+        return tuple(jax.device_put(a, sharding) for a in arrays)
+    return tuple(jax.make_array_from_process_local_data(sharding, np.asarray(a)) for a in arrays)
 
 
 @functools.lru_cache(maxsize=16)
@@ -355,7 +385,11 @@ class _Inputs:
 
     def stream(self, batch_size: int, seed: int, mesh: Mesh) -> Iterator[tuple[jax.Array, jax.Array]]:
         """(inputs, labels) batches on the mesh, in the order of `batches(train split, batch_size, seed=seed)`."""
-        order = batches(Split(np.arange(len(self.train_labels)), self.train_labels), batch_size, seed=seed)
+        shard = process_shard(mesh)
+        if shard.count > 1:  # each process reads only its rows of every batch
+            return (_put_batch(b, mesh) for b in shard.batches(Split(self.train, self.train_labels), batch_size,
+                                                                seed=seed))
+        order = shard.order(Split(self.train, self.train_labels), batch_size, seed=seed)
         if self.train.nbytes > self.resident_bytes:  # gather on the host; async dispatch overlaps it with steps
             return (_put_batch((self.train[idx], labels), mesh) for idx, labels in order)
         resident = jax.device_put(np.asarray(self.train), NamedSharding(mesh, P()))
@@ -368,7 +402,9 @@ def _inputs(structure: Structure, frozen: Tree, data: Any, hparams: Mapping[str,
             resident_bytes: int) -> _Inputs:
     """Cached prefix activations when the cache can serve this child (see mu2hub/prefix.py), else the images."""
     plain = _Inputs(data.train.images, data.train.labels, data.validation, resident_bytes=resident_bytes)
-    depth = cacheable_depth(structure, list(frozen), hparams) if cache is not None else 0
+    # The cache holds a whole split's activations on the host; a mesh spanning processes reads only shards.
+    local = process_shard(mesh).count == 1
+    depth = cacheable_depth(structure, list(frozen), hparams) if cache is not None and local else 0
     if depth == 0:
         return plain
     slots = prefix_slots(structure, depth)

@@ -63,14 +63,20 @@ def _env():
     return dict(os.environ, PYTHONPATH=str(REPO), JAX_PLATFORMS="cpu")
 
 
+def _children_recorded(workdir: Path) -> int:
+    """Trained children on record so far (generation files, or the one history file of older versions)."""
+    files = [workdir / "history.jsonl", *workdir.glob("history/*/*.jsonl")]
+    return sum(f.read_text().count("\n") for f in files if f.is_file())
+
+
 def test_sigkill_mid_generation_then_resume(tmp_path):
     workdir = tmp_path / "run"
     proc = subprocess.Popen(_evolve_cmd(workdir), env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    history = workdir / "history.jsonl"
     deadline = time.time() + 240
-    # kill once the first child of the first generation is recorded, i.e. mid-generation
+    # kill once the first child is on record: the generation after it (or its own, if recorded child by child)
+    # is in flight
     while time.time() < deadline and proc.poll() is None:
-        if history.exists() and history.read_text().count("\n") >= 1:
+        if _children_recorded(workdir) >= 1:
             break
         time.sleep(0.05)
     assert proc.poll() is None, proc.stdout.read().decode()[-2000:]
@@ -86,6 +92,12 @@ def test_sigkill_mid_generation_then_resume(tmp_path):
     assert state["loop"] == 2 and state["generation"] == 0
     for task in ("digits", "shapes/label_scale"):
         mu2hub.from_pretrained(run.system.root, task=task)  # every published path loads and verifies
+    # the killed generation was redone from its start: each of its children is on record once
+    rows = run.history()
+    counts = {}
+    for r in rows:
+        counts[(r["task"], r["loop"], r["generation"])] = counts.get((r["task"], r["loop"], r["generation"]), 0) + 1
+    assert counts == {(t, i, g): 2 for i, t in enumerate(("digits", "shapes/label_scale")) for g in range(2)}
 
 
 def test_two_agents_at_once_on_one_run_directory(tmp_path):
@@ -107,7 +119,8 @@ def test_publish_only_replaces_with_a_better_or_equal_score(tmp_path):
     cfg = load_config(CONFIG)
     run = evolve(cfg, tmp_path / "run", agent="a", tasks=["digits"], quiet=True)
     tf = run.system.read_task("digits")
-    worse = type(tf)(**{**tf.__dict__, "metrics": {**tf.metrics, "score": tf.metrics["score"] - 0.1}})
+    # scores are recomputed from the quality and the current sharing: a lower quality is a lower score
+    worse = type(tf)(**{**tf.__dict__, "metrics": {**tf.metrics, "validation_accuracy": tf.metrics["validation_accuracy"] - 0.1}})
     assert run.publish_if_better(worse) is False
     assert run.system.read_task("digits").metrics["score"] == tf.metrics["score"]
     equal = type(tf)(**{**tf.__dict__, "metrics": {**tf.metrics, "note": "newer"}})
@@ -172,3 +185,17 @@ def test_revisit_starts_from_the_best_path_and_never_gets_worse(tmp_path):
     assert revisit and all(r["parent_task"] == "digits" or r["parent"] == "root" for r in revisit)
     best = run.system.read_task("digits")
     assert best.metrics["score"] >= first
+
+
+def test_a_state_saved_mid_task_by_an_earlier_version_is_refused_clearly(tmp_path):
+    from mu2hub.evolution.loop import Agent
+
+    cfg = load_config(CONFIG)
+    run = RunDir(tmp_path / "run")
+    run.init_config(cfg, resume=False)
+    agent = Agent(run, cfg)
+    old = {**agent._fresh_state(), "context": {"users": {}, "locked": []}}  # what mu2hub 0.1 saved mid-task
+    run.write_agent("main", old)
+    with pytest.raises(RunConfigMismatchError, match="mid-task by an earlier mu2hub"):
+        agent.run_all()
+    assert not (tmp_path / "run" / "paths").exists()  # refused before anything was written

@@ -2,14 +2,18 @@
 
 Thin driver (the logic lives in `mu2hub.evolution`): loads a big_vision-style config file (`get_config(arg)`,
 `path.py:arg`), then evolves into the run directory. `--resume` continues after an interruption; `--agent`
-and `--tasks` run one of several concurrent agents on the same directory.
+and `--tasks` run one of several concurrent agents on the same directory. Multi-host: every process runs the
+same command; `--coordinator HOST:PORT --num-processes N --process-id I` form the job by hand (TPU pod slices,
+Slurm and Open MPI are detected without them when the config says `multihost`). docs/TRAINING.md has recipes.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib.util
+import os
 import sys
+import traceback
 from pathlib import Path
 
 
@@ -34,6 +38,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--plan", action="store_true", help="resolve every task and price the run (no training, offline)")
     ap.add_argument("--throughput", type=float, default=None, help="--plan: training images/s per device")
     ap.add_argument("--measure", action="store_true", help="--plan: measure the throughput on this machine's device")
+    job = ap.add_argument_group("multi-host job (else auto-detected when the config sets multihost)")
+    job.add_argument("--coordinator", default=None, help="HOST:PORT of process 0, which hosts the coordinator")
+    job.add_argument("--num-processes", type=int, default=None)
+    job.add_argument("--process-id", type=int, default=None)
+    job.add_argument("--coordinator-timeout", type=float, default=300.0, help="seconds to wait for the job to form")
     a = ap.parse_args(argv)
     from mu2hub.errors import Mu2hubError
 
@@ -46,15 +55,34 @@ def main(argv: list[str] | None = None) -> int:
             print(f"measured: {throughput:,.1f} training images/s per device")
         print(format_plan(plan(config, tasks=a.tasks.split(",") if a.tasks else None), throughput))
         return 0
+    from mu2hub.evolution.cluster import connect
     from mu2hub.evolution.evolve import evolve
 
+    config = load_config(a.config)
+    multihost = bool(config.get("multihost") or a.coordinator or a.num_processes)
     try:
-        evolve(load_config(a.config), a.workdir, resume=a.resume, agent=a.agent,
-               tasks=a.tasks.split(",") if a.tasks else None, quiet=a.quiet)
+        cluster = connect(a.coordinator, a.num_processes, a.process_id, timeout_s=a.coordinator_timeout) if multihost else None
+        evolve(config, a.workdir, resume=a.resume, agent=a.agent, tasks=a.tasks.split(",") if a.tasks else None,
+               quiet=a.quiet, cluster=cluster)
     except (Mu2hubError, ValueError, KeyError) as e:
         print(f"evolve: error: {e}", file=sys.stderr)
-        return 2
+        return _stop(2, multihost)
+    except Exception:
+        if not multihost:
+            raise
+        traceback.print_exc()
+        return _stop(1, multihost)
     return 0
+
+
+def _stop(code: int, multihost: bool) -> int:
+    """Leave a failed multi-host job at once: a normal exit would wait for the other processes at JAX's shutdown
+    barrier, and they for this one; exiting closes its connections, so their next exchange fails within seconds."""
+    if multihost:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
 
 
 if __name__ == "__main__":

@@ -10,7 +10,8 @@ Choices that differ from the reference's TF ops, on purpose:
   `tf.image.sample_distorted_bounding_box` (area fraction ~ U(area_min, 1), aspect w/h ~ U(r, 1/r)), but a
   box that does not fit is clipped to the image instead of retried 100 times.
 - Colour jitter runs after the resize (cheaper at S×S; these are global colour ops, so the order barely
-  matters), on [0, 1] values; the image is clipped to [0, 1] before the HSV ops need it.
+  matters). Its deltas mean what they mean in the reference, which jitters [-1, 1] values (a brightness
+  delta d moves a pixel by up to d on that scale); the HSV ops see the image clipped to [0, 1].
 - Every example's randomness comes from its own key, folded with a fixed id per op, so turning one op on
   or off does not change the draws of the others.
 - `preprocess_train` reads the `ds_*` hparams into a hashable tuple and jits on it, so calling it outside
@@ -161,13 +162,17 @@ def _random_crop_resize(
 
 
 def _color_jitter(image: jax.Array, key: jax.Array, augment: _Augment) -> jax.Array:
-    """tf.image.random_{brightness,contrast,saturation,hue} semantics on one [S, S, 3] image in [0, 1]."""
+    """tf.image.random_{brightness,contrast,saturation,hue} on one [S, S, 3] image in [0, 1], with the deltas on
+    the reference's scale: it jitters images already in [-1, 1], so a brightness delta d shifts by up to d there,
+    i.e. by d/2 in [0, 1] (contrast is the same on either scale). Saturation and hue run on [0, 1] values: the
+    reference's HSV ops on [-1, 1] input would also clip every negative channel, which is not what they mean.
+    """
 
     def draw(op: int, low: float, high: float) -> jax.Array:
         return jax.random.uniform(jax.random.fold_in(key, op), minval=low, maxval=high)
 
     if augment.brightness:
-        image = image + draw(_BRIGHTNESS, -augment.brightness, augment.brightness)
+        image = image + draw(_BRIGHTNESS, -augment.brightness, augment.brightness) / 2.0
     if augment.contrast:
         mean = image.mean(axis=(0, 1), keepdims=True)
         image = (image - mean) * draw(_CONTRAST, 1 - augment.contrast, 1 + augment.contrast) + mean

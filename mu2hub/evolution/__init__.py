@@ -14,9 +14,11 @@ from .hparams import (
     DEFAULTS_TI3,
     MU3NET,
     MU3NET_OVERRIDES,
+    LoopRules,
     SearchSpace,
     allows_block_insertion,
     get_defaults,
+    get_rules,
     get_space,
     list_spaces,
     num_layers_values,
@@ -46,4 +48,5 @@ from .scorer import (
     get_scorer,
     is_better_or_equal,
     score,
+    sharing,
 )

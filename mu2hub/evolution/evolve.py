@@ -1,44 +1,76 @@
-"""Run an evolution from a config: set-up, multi-host init, progress bars, figures. Drivers call `evolve`."""
+"""Run an evolution from a config: the job's processes, set-up checks, progress bars, figures. Drivers call `evolve`."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 from typing import Any
 
+import jax
 from tqdm.auto import tqdm
 
+from . import storage
+from .cluster import Cluster, connect
 from .loop import Agent
+from .placement import check_layout
 from .plots import plot_evolution, plot_params
 from .run import RunDir
 
 
 def evolve(config: dict[str, Any], workdir: str | os.PathLike, *, resume: bool = False, agent: str = "main",
-           tasks: list[str] | None = None, quiet: bool = False) -> RunDir:
+           tasks: list[str] | None = None, quiet: bool = False, cluster: Cluster | None = None) -> RunDir:
     """Evolve `config["tasks"]` (or `tasks`) into the run directory `workdir`; resumable with `resume=True`.
 
     Several processes may call this on one `workdir` at once with different `agent` names and task lists
     (µ3Net style): each writes only its own state, components are content-addressed, and a task's best path
-    is replaced only by one that scores at least as well.
-    """
-    if config.get("multihost"):
-        import jax
+    is replaced only by one that scores at least as well (under a file lock: checked to work at start).
 
-        jax.distributed.initialize()
-    run = RunDir(workdir)
-    run.init_config(config, resume=resume or agent != "main")
+    Multi-host: every process of the job calls this with the same arguments and its `cluster`
+    (`cluster.connect(...)`; `config["multihost"]` connects with auto-detection, as on a TPU pod slice). Before
+    anything is written the processes check they run the same command, and the layout the config needs.
+
+    Raises:
+        JobMismatchError: the processes differ, the layout does not fit, or a resumed run was made by another layout.
+        SharedStorageError: the run directory's filesystem lacks what this job needs (docs/TRAINING.md).
+        ClusterError: a process stopped answering (every process stops; resume the whole job).
+    """
+    if cluster is None:
+        cluster = connect() if config.get("multihost") else Cluster()
+    if "exchange_chunk_bytes" in config:
+        cluster = dataclasses.replace(cluster, chunk_bytes=int(config["exchange_chunk_bytes"]))
+    # the same command, and equally many devices each (placement and data sharding count on it)
+    cluster.check_same({"config": config, "agent": agent, "tasks": tasks, "resume": resume,
+                        "devices": jax.local_device_count()}, "command")
+    check_layout(config, cluster.process_count)
+    concurrent = agent != "main"
+    run = RunDir(workdir, writer=cluster.is_primary, concurrent=concurrent)
+
+    def prepare() -> None:
+        storage.check_rename(run.root)
+        if concurrent:
+            storage.check_locks(run.root)
+        run.init_config(config, resume=resume or concurrent)
+
+    cluster.on_primary(prepare, "preparing the run directory")
+    if not cluster.is_primary:
+        run.init_config(config, resume=True)  # a read-only view: records the config, touches nothing
+    storage.check_shared(run.root, cluster)
+    quiet = quiet or not cluster.is_primary
     log = (lambda *_: None) if quiet else tqdm.write
     n_tasks = len(tasks if tasks is not None else config["tasks"])
     total = config.get("num_task_iters", 1) * n_tasks * config["generations"] * config["children_per_generation"]
     with tqdm(total=total, desc=f"evolving ({agent})", unit="child", disable=quiet or None) as bar:
-        bar.update(min(len([r for r in run.history() if r.get("agent") == agent]), total))
+        if not quiet:
+            bar.update(min(len([r for r in run.history() if r.get("agent") == agent]), total))
 
         def report(r: dict[str, Any]) -> None:
             bar.update(1)
             bar.set_postfix(task=r["task"], gen=r["generation"], child=f"{r['child']:.3f}", best=f"{r['best']:.3f}")
 
-        Agent(run, config, agent=agent, tasks=tasks, log=log, report=report).run_all()
-    write_figures(run)
+        Agent(run, config, agent=agent, tasks=tasks, log=log, report=report, cluster=cluster).run_all()
+    if cluster.is_primary:
+        write_figures(run)
     return run
 
 

@@ -229,6 +229,50 @@ SPACES: Mapping[str, tuple[SearchSpace, Mapping[str, Any]]] = MappingProxyType({
 })
 
 
+# ---------------------------------------------------------------------------------------------------
+# Loop rules per family (spec §3.3, §3.4, §3.6): what differs between µ2Net and µ3Net/µ4Net besides the space
+# ---------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LoopRules:
+    """How the loop runs a family's search, beyond its value lists.
+
+    Attributes:
+        schedule: the `train.make_schedule` variant: "mu2net" (warm-up from lr/100) or "mu3net" (from lr/1000,
+            plus the `linear` schedule).
+        sampler: "task" — µ2Net `PPDecay`: own paths, then a rotating seed pool of other tasks' paths
+            (`ParentSampler`); "agent" — µ3Net/µ4Net: own paths, then uniform over every loaded path
+            (`AgentParentSampler`).
+        population_max: µ3Net/µ4Net keep only this many of the task's best paths after each generation
+            (`max_task_population_size`); None: µ2Net, unbounded within a task iteration.
+        oldest_on_tie: µ4Net breaks best-path ties toward the oldest path; µ2Net/µ3Net toward the newest.
+    """
+
+    schedule: str = "mu2net"
+    sampler: str = "task"
+    population_max: int | None = None
+    oldest_on_tie: bool = False
+
+
+#: µ3Net's cap is 16 for the large Vit agent and 7 for Ti0; the reference gives none for Ti3 / B, so they keep the
+#: agent default 16. µ4Net caps at 5 and breaks ties toward the oldest path.
+_MU3NET_RULES = LoopRules(schedule="mu3net", sampler="agent", population_max=16)
+RULES: Mapping[str, LoopRules] = MappingProxyType({
+    "mu3net": _MU3NET_RULES,
+    "mu3net-ti0": dataclasses.replace(_MU3NET_RULES, population_max=7),
+    "mu3net-ti3": _MU3NET_RULES,
+    "mu3net-b": _MU3NET_RULES,
+    "mu4net": dataclasses.replace(_MU3NET_RULES, population_max=5, oldest_on_tie=True),
+})
+
+
+def get_rules(name: str) -> LoopRules:
+    """The loop rules of a named space's family (µ2Net spaces: the defaults)."""
+    get_space(name)
+    return RULES.get(name, LoopRules())
+
+
 def list_spaces() -> list[str]:
     return sorted(SPACES)
 

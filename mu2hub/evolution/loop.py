@@ -5,63 +5,46 @@ are frozen (the root's and other tasks' best paths), seed the parent sampler, ru
 children (sample parent → mutate → assemble → train → score → keep if improved), then keep the best
 path, measure it on the test split and publish it if it scores at least as well as what is there.
 State is saved after every generation; a restarted agent redoes at most the generation it was killed in.
+
+Scores that are compared are those of the current sharing of components (the reference's scorer recomputes
+them on every call): at the start of a task iteration the task's own paths are rescored under the sharing of
+that moment, and the publish compare-and-swap rescores both paths (`RunDir.publish_if_better`).
+
+Multi-host (`cluster`): every process runs this loop from the same state and so draws the same children; each
+trains its share (`placement`), the trained children are exchanged, and only process 0 writes.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
+import threading
 import time
 import zlib
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from typing import Any, Callable, Hashable, Iterable
+from typing import Any, Callable, Iterable, Sequence
 
 import jax
 import numpy as np
 
 from .. import model as vit
+from ..api import resolve_dtype
 from ..data.pp import pp_spec
 from ..data.registry import Split, TaskData, get_task
-from ..api import resolve_dtype
-from ..format import ComponentRef, Dims, Structure, SystemConfig, TaskFile
+from ..errors import JobMismatchError
+from ..format import ComponentRef, SystemConfig, TaskFile
 from ..prefix import PrefixCache
 from ..roots import root_dims, root_from_config
-from ..train import batch_key, data_parallel_mesh, evaluate, train_child, train_children
-from .hparams import SearchSpace, allows_block_insertion, get_defaults, get_space, validate_defaults
-from .mutation import (AncestorView, ComponentInfo, assemble, hparams_diff, make_mu_for, mutate_adapters, mutate_hparams,
-                       sample_data_hparams)
-from .parents import ParentSampler
-from .run import PathRecord, RunDir
-from .scorer import ROOT, ScoredPath, ScorerConfig, accounted_params, best_path
-
-ROOT_ID = "root"
-
-
-@dataclass
-class Child:
-    """A mutated child before training: where each slot comes from, and its parameters split for training."""
-
-    hparams: dict[str, Any]
-    mutations: dict[str, Any]
-    structure: Structure
-    sources: dict[str, tuple[str, str | None]]  # slot -> (share|clone|init|resize, source id)
-    frozen: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
-    trainable: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
-    traces: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
-    known: dict[str, dict[str, Any]] = field(default_factory=dict)  # id -> {id, params, bytes} of ancestors' components
-
-
-def shape_key(structure: Structure, slot: str) -> Hashable:
-    """Equal exactly when two components can fill `slot` (image size, classes and adapter width vary)."""
-    kind = slot.split(".")[0]
-    return {"pos_embed": structure.grid, "head": structure.num_classes, "adapter": structure.adapter_dim}.get(kind, kind)
-
-
-def structure_of(dims: Dims, hp: dict[str, Any]) -> Structure:
-    return Structure(dims, int(hp["ds_image_size"]), int(hp["num_layers"]), int(hp["num_classes"]),
-                     tuple(hp.get("adapter_layers", ())), int(hp.get("adapter_dim", 16)))
+from ..train import ChildResult, batch_key, data_parallel_mesh, evaluate, train_child, train_children
+from .children import Child, shape_key, structure_of
+from .cluster import Cluster
+from .flops import forward_flops
+from .hparams import SearchSpace, allows_block_insertion, get_defaults, get_rules, get_space, validate_defaults
+from .mutation import AncestorView, ComponentInfo, assemble, hparams_diff, make_mu_for, mutate_adapters, mutate_hparams, \
+    sample_data_hparams
+from .parents import AgentParentSampler, ParentSampler
+from .placement import layout, train_generation
+from .run import ROOT_ID, PathRecord, RunConfigMismatchError, RunDir
+from .scorer import ROOT, ScoredPath, ScorerConfig, accounted_params, best_path, sharing
 
 
 class Agent:
@@ -69,12 +52,18 @@ class Agent:
 
     def __init__(self, run: RunDir, config: dict[str, Any], *, agent: str = "main", tasks: list[str] | None = None,
                  log: Callable[[str], None] = print, report: Callable[[dict[str, Any]], None] | None = None,
-                 data: dict[str, TaskData] | None = None, seed_pool: Iterable[str] | None = None):
+                 data: dict[str, TaskData] | None = None, seed_pool: Iterable[str] | None = None,
+                 cluster: Cluster | None = None):
         """`data` supplies tasks' data directly (a user's dataset, not a registry name); `seed_pool`, when
-        given, restricts the seed pool to these path ids (`mu2hub.add_task`: the parents that fit its byte cap)."""
+        given, restricts the seed pool to these path ids (`mu2hub.add_task`: the parents that fit its byte cap);
+        `cluster` is the multi-host job this process belongs to (default: a one-process job)."""
         self.run, self.cfg, self.agent, self.log, self.report = run, config, agent, log, report
+        self.cluster = cluster or Cluster()
         self.tasks = list(tasks if tasks is not None else config["tasks"])
         self.space: SearchSpace = get_space(config["space"])
+        self.rules = get_rules(config["space"])
+        if "population_max" in config:
+            self.rules = dataclasses.replace(self.rules, population_max=config["population_max"])
         self.defaults = {**get_defaults(config["space"]), **config.get("hparams", {})}
         validate_defaults(self.space, self.defaults)
         self.dims = root_dims(config["root"])  # a checkpoint's own dims; the config's stated ones must agree
@@ -84,12 +73,15 @@ class Agent:
         self._data: dict[str, TaskData] = dict(data or {})
         self.seed_pool = None if seed_pool is None else set(seed_pool)
         self._components: dict[str, dict[str, np.ndarray]] = {}
-        self.mesh = data_parallel_mesh() if config.get("parallelism") == "data_parallel" else None
+        self._components_lock = threading.Lock()
+        self.parallelism = config.get("parallelism", "child_per_device")
+        # data_parallel: one child at a time over every device of the job (all processes train it together)
+        self.mesh = data_parallel_mesh(jax.devices()) if self.parallelism == "data_parallel" else None
         self.dtype = resolve_dtype(config.get("dtype"))
         # Frozen-prefix activations, shared by every child of this process (docs/PERFORMANCE.md).
         self.prefix_cache = PrefixCache(
             max_bytes=config.get("prefix_cache_bytes", 1 << 30),
-            directory=run.root / "prefix_cache" if config.get("prefix_cache_disk") else None,
+            directory=run.root / "prefix_cache" if config.get("prefix_cache_disk") and run.writer else None,
         ) if config.get("prefix_cache", True) else None
 
     # ---------------------------------------------------------------------------------------------
@@ -99,76 +91,108 @@ class Agent:
         if task not in self._data:
             # Images of varying sizes (a dataset source's) are decoded at the path's image size.
             kwargs = {"decode_size": self.defaults["ds_image_size"], **self.cfg.get("task_kwargs", {}).get(task, {})}
-            data = get_task(task, **kwargs)
-            cap = self.cfg.get("validation_examples_max")
-            if cap and len(data.validation.labels) > cap:  # a fixed, cached validation subset, as the reference
-                data = dataclasses.replace(data, validation=Split(data.validation.images[:cap], data.validation.labels[:cap]))
+            self._data[task] = get_task(task, **kwargs)
+        data = self._data[task]
+        cap = self.cfg.get("validation_examples_max")
+        if cap and len(data.validation) > cap:
+            # A fixed subset, as the reference's cached one, but sampled: a split may be sorted by class, and the
+            # reference's first N examples of a pre-shuffled TFDS split are a random sample too.
+            pick = np.random.default_rng([self.cfg["seed"], zlib.crc32(task.encode())])
+            idx = np.sort(pick.choice(len(data.validation), cap, replace=False))
+            data = dataclasses.replace(data, validation=Split(data.validation.images[idx], data.validation.labels[idx]))
             self._data[task] = data
-        return self._data[task]
+        return data
 
     def ensure_root(self) -> PathRecord:
         """The root path: random init (or an imported checkpoint) written once, locked forever."""
         try:
             return self.run.read_path(ROOT_ID)
         except FileNotFoundError:
-            pass
+            return self._create_root()
+
+    def _create_root(self) -> PathRecord:
         r = self.cfg["root"]
         hp = {**self.defaults, "num_classes": 1, "num_layers": r["num_layers"], "ds_image_size": r["image_size"]}
         structure = structure_of(self.dims, hp)
+        labels = ["root"]
         if r.get("init", "random") == "random":
             params = vit.init_path(structure, jax.random.key(self.cfg["seed"]))
             lineage = {"init": "random"}
         else:  # timm / big_vision / transformers, at the configured size and depth (mu2hub.roots)
             structure, params, lineage = root_from_config(r)
         comps = {s: self._write(params[s], s) for s in structure.slots()}
-        self.run.system.write_config(SystemConfig(self.dims, structure.image_size, structure.num_layers, name=self.cfg.get("name", "")))
         refs = [ComponentRef(s, c["id"], c["params"], c["bytes"]) for s, c in comps.items()]
-        self.run.system.write_root(TaskFile(
-            task="root", image_size=structure.image_size, num_layers=structure.num_layers, components=refs,
-            labels=["root"], preprocessing=pp_spec(structure.image_size), hparams=_jsonable(hp), lineage=lineage))
+        self.run.write_system(
+            SystemConfig(self.dims, structure.image_size, structure.num_layers, name=self.cfg.get("name", "")),
+            TaskFile(task="root", image_size=structure.image_size, num_layers=structure.num_layers, components=refs,
+                     labels=list(labels), preprocessing=pp_spec(structure.image_size), hparams=_jsonable(hp),
+                     lineage=lineage))
         rec = PathRecord(ROOT_ID, ROOT, None, hp, comps, {"score": 0.0})
         self.run.write_path(rec)
         return rec
 
     def _write(self, tensors: dict[str, Any], slot: str) -> dict[str, Any]:
-        ref = self.run.system.write_component({k: np.asarray(v) for k, v in tensors.items()}, slot.split(".")[0], slot)
+        ref = self.run.add_component(tensors, slot.split(".")[0], slot)
         return {"id": ref.id, "params": ref.params, "bytes": ref.bytes}
 
     def _component(self, cid: str) -> dict[str, np.ndarray]:
-        if cid not in self._components:
-            if len(self._components) > 512:
-                self._components.clear()
-            self._components[cid] = self.run.read_component(cid)
-        return self._components[cid]
+        with self._components_lock:  # devices' threads load their children at once
+            if cid not in self._components:
+                if len(self._components) > 512:
+                    self._components.clear()
+                self._components[cid] = self.run.read_component(cid)
+            return self._components[cid]
 
     def _fresh_state(self) -> dict[str, Any]:
         return {"agent": self.agent, "tasks": self.tasks, "loop": 0, "generation": 0, "counter": 0,
                 "rng": np.random.default_rng([self.cfg["seed"], zlib.crc32(self.agent.encode())]).bit_generator.state,
-                "samplers": {}, "population": [], "context": None}
+                "samplers": {}, "population": [], "context": None, "layout": self.layout()}
+
+    def layout(self) -> dict[str, Any]:
+        return layout(self.cluster.process_count, jax.local_device_count(), self.parallelism)
+
+    def _snapshot(self) -> dict[str, dict[str, Any]]:
+        """Every task's best path as JSON: read by process 0 and handed to all (agents may publish meanwhile)."""
+        return self.cluster.on_primary(lambda: {t: tf.to_json() for t, tf in self.run.best_tasks().items()},
+                                       "reading the best paths")
 
     # ---------------------------------------------------------------------------------------------
     # The loop
     # ---------------------------------------------------------------------------------------------
-    def check(self, state: dict[str, Any]) -> None:
+    def check(self, state: dict[str, Any], best: Iterable[TaskFile] | None = None) -> None:
         """Fail before any work: every task's data loads, and every stored file this agent will build on verifies."""
         for task in self.tasks:
             self.data(task)  # unknown task -> the list of tasks; bad columns / one class -> ValueError
         ids = {c["id"] for c in self.run.read_path(ROOT_ID).components.values()}
         for pid in state["population"]:
             ids.update(c["id"] for c in self.run.read_path(pid).components.values())
-        for tf in self.run.best_tasks().values():
+        for tf in (self.run.best_tasks().values() if best is None else best):
             ids.update(c.id for c in tf.components)
         for cid in sorted(ids):
-            if self.run.component_reader is not None and not self.run.system.has_component(cid):
+            if self.run.component_reader is not None and not self.run.has_component(cid):
                 continue  # lazy mode: fetched (and verified against its id) only if a child needs it
             self.run.read_component(cid)  # sha256 against the id: a damaged store stops the run here
 
     def run_all(self, progress=None) -> None:
-        state = self.run.read_agent(self.agent) or self._fresh_state()
+        start = self.cluster.on_primary(self._read_start, "reading the run's state")
+        state = start["state"] or self._fresh_state()
         if state["tasks"] != self.tasks:
             raise ValueError(f"agent {self.agent!r} of this run evolves {state['tasks']}, not {self.tasks}")
-        root = self.ensure_root()
-        self.check(state)
+        if state["context"] is not None and "scores" not in state["context"]:
+            raise RunConfigMismatchError(
+                f"{self.run.root / 'agents' / self.agent}.json was saved mid-task by an earlier mu2hub (before scores "
+                "were recomputed under the current sharing): finish that task iteration with the version that "
+                "started it, or start a new --workdir")
+        if state.setdefault("layout", self.layout()) != self.layout():
+            have, want = state["layout"], self.layout()
+            raise JobMismatchError(
+                f"{self.run.root / 'agents' / self.agent}.json was written by a job of {have['processes']} process(es) "
+                f"× {have['devices_per_process']} device(s) ({have['parallelism']}); this one is {want['processes']} × "
+                f"{want['devices_per_process']} ({want['parallelism']}): resume with that layout or use a new --workdir")
+        # As process 0 found it: the others never read a file process 0 may be writing meanwhile.
+        root = PathRecord.from_json(start["root"]) if start["root"] else self._create_root()
+        best = [TaskFile.from_json(d, f"tasks/{t}.json") for t, d in self._snapshot().items()]
+        self.cluster.all_ok(lambda: self.check(state, best), "loading the data and verifying the stored components")
         num_loops = self.cfg.get("num_task_iters", 1) * len(self.tasks)
         while state["loop"] < num_loops:
             task = self.tasks[state["loop"] % len(self.tasks)]
@@ -182,96 +206,109 @@ class Agent:
             state.update(loop=state["loop"] + 1, generation=0, population=[], context=None)
             self.run.write_agent(self.agent, state)
 
+    def _read_start(self) -> dict[str, Any]:
+        try:
+            root = self.run.read_path(ROOT_ID)
+        except FileNotFoundError:
+            root = None
+        return {"state": self.run.read_agent(self.agent), "root": dataclasses.asdict(root) if root else None}
+
     def _start_task(self, state: dict[str, Any], task: str, root: PathRecord) -> None:
-        """Freeze the root and other tasks' best paths (a snapshot: other agents may publish meanwhile)."""
-        best = self.run.best_tasks()
-        users: dict[str, list[str]] = {c["id"]: [ROOT] for c in root.components.values()}
-        seeds = [ROOT_ID]
-        for t, tf in best.items():
-            if t == task:
-                continue
-            seeds.append(tf.lineage["path_id"])
-            for c in tf.components:
-                users.setdefault(c.id, [])
-                if t not in users[c.id]:
-                    users[c.id].append(t)
-        if self.seed_pool is not None:
-            seeds = [s for s in seeds if s in self.seed_pool]
+        """Freeze the root and other tasks' best paths (a snapshot: other agents may publish meanwhile), and rescore
+        the task's own best path under the sharing of this moment."""
+        best = {t: TaskFile.from_json(d, f"tasks/{t}.json") for t, d in self._snapshot().items()}
+        others = {t: tf for t, tf in best.items() if t != task}
+        users = sharing({t: [c.id for c in tf.components] for t, tf in others.items()},
+                        root=[c["id"] for c in root.components.values()])
+        live = [ROOT_ID] + [tf.lineage["path_id"] for tf in others.values()]
+        seeds = live if self.seed_pool is None else [s for s in live if s in self.seed_pool]
         own = [best[task].lineage["path_id"]] if task in best else []
         rng = _rng(state)
-        sampler = ParentSampler.from_json(state["samplers"][task], rng) if task in state["samplers"] else ParentSampler(rng)
-        sampler.start_task(seeds)
-        state["samplers"][task] = sampler.to_json()
+        if self.rules.sampler == "task":
+            sampler = ParentSampler.from_json(state["samplers"][task], rng) if task in state["samplers"] else ParentSampler(rng)
+            sampler.start_task(seeds)
+            state["samplers"][task] = sampler.to_json()
+        else:
+            state["samplers"].setdefault(task, AgentParentSampler(rng).to_json())
         state["rng"] = rng.bit_generator.state
         state["population"] = own
-        state["context"] = {"users": users, "locked": sorted(users)}
+        state["context"] = {"users": users, "locked": sorted(users), "live": live, "seeds": seeds, "scores": {}}
+        state["context"]["scores"] = {pid: self.path_score(self.run.read_path(pid), state["context"]) for pid in own}
         self.run.write_agent(self.agent, state)
         self.log(f"[{self.agent}] task {task}: {len(seeds) - 1} other tasks' paths + root as seeds"
                  + (f", revisiting its best path {own[0]}" if own else ", new task"))
 
     def _generation(self, state: dict[str, Any], task: str, root: PathRecord, progress) -> None:
+        ctx = state["context"]
         rng = _rng(state)
-        sampler = ParentSampler.from_json(state["samplers"][task], rng)
         pop = [self.run.read_path(p) for p in state["population"]]
+        scored = [ScoredPath(p.id, ctx["scores"][p.id]) for p in pop]
         data = self.data(task)
-        incumbent = next(p for p in pop if p.id == best_path([ScoredPath(p.id, p.score) for p in pop]).id) if pop else None
+        incumbent = next(p for p in pop if p.id == self._best(scored).id) if pop else None
         ds = sample_data_hparams(self.defaults, incumbent.hparams if incumbent else None, self.space, rng, self.defaults["_mu_"])
         gen_seed = int(rng.integers(2**31 - 1))
         children = []
         for _ in range(self.cfg["children_per_generation"]):
-            parent = self.run.read_path(sampler.sample([ScoredPath(p.id, p.score) for p in pop]))
-            children.append((parent, self._make_child(parent, task, data, ds, state["context"], rng)))
-        state["samplers"][task] = sampler.to_json()
+            parent = self.run.read_path(self._sample(state, task, scored, rng))
+            children.append((parent, self._make_child(parent, task, data, ds, ctx, rng, population=state["population"])))
         state["rng"] = rng.bit_generator.state
-
-        devices = jax.local_devices()
-
-        def train(i_pc):
-            i, (parent, child) = i_pc
-            with jax.default_device(devices[i % len(devices)]):  # one child per device, as the reference
-                return self._train(parent, child, task, data, state["context"], gen_seed, progress)
-
-        if self.cfg.get("batch_children"):
-            groups: dict[Any, list[int]] = {}
-            for i, (_, c) in enumerate(children):
-                groups.setdefault(batch_key(c.structure, c.frozen, c.trainable, c.hparams), []).append(i)
-            results: list = [None] * len(children)
-            for idx in groups.values():
-                done = ([train((idx[0], children[idx[0]]))] if len(idx) == 1 else
-                        self._train_batched([children[i] for i in idx], task, data, state["context"], gen_seed))
-                for i, r in zip(idx, done):
-                    results[i] = r
-        elif self.mesh is None and len(devices) > 1 and self.cfg.get("parallelism", "child_per_device") == "child_per_device":
-            with ThreadPoolExecutor(len(devices)) as pool:
-                results = list(pool.map(train, enumerate(children)))
-        else:
-            results = [train(ic) for ic in enumerate(children)]
-        for (parent, child), result in zip(children, results):
+        results = self._train_all(children, task, data, ctx, gen_seed, progress,
+                                  f"training generation {state['generation']} of {task}")
+        rows = []
+        for (parent, child), (result, devices) in zip(children, results):
             rec = self._keep(state, parent, child, result, task) if result.improved else None
-            self.run.append_history({
+            rows.append({
                 "agent": self.agent, "task": task, "loop": state["loop"], "generation": state["generation"],
                 "parent": parent.id, "parent_task": parent.task, "kept": rec.id if rec else None,
                 "quality": result.quality, "score": result.score, "mutations": _jsonable(child.mutations),
                 "train_time": result.train_time, "compile_time": result.compile_time, "examples": result.examples_seen,
-                "sources": {s: a for s, (a, _) in child.sources.items()}, "time": time.time(),
+                "sources": {s: a for s, (a, _) in child.sources.items()}, "time": time.time(), "devices": devices,
                 "cached_blocks": result.cached_blocks, "prefix_time": result.prefix_time,
             })
             if rec is not None:
                 state["population"].append(rec.id)
-                pop.append(rec)
+                ctx["scores"][rec.id] = result.score
             if self.report is not None:
-                best = max([p.score for p in pop] or [float("nan")])
+                best = max([ctx["scores"][p] for p in state["population"]] or [float("nan")])
                 self.report({"task": task, "generation": state["generation"] + 1, "best": best, "child": result.score})
+        self._cap_population(state)
+        self.run.write_generation(self.agent, state["loop"], state["generation"], rows)
+
+    def _best(self, paths: Sequence[ScoredPath]) -> ScoredPath:
+        return best_path(paths, oldest_on_tie=self.rules.oldest_on_tie)
+
+    def _sample(self, state: dict[str, Any], task: str, own: list[ScoredPath], rng: np.random.Generator) -> str:
+        """The next parent: µ2Net's sampler over own paths and the seed pool, or µ3Net's over every loaded path."""
+        if self.rules.sampler == "task":
+            sampler = ParentSampler.from_json(state["samplers"][task], rng)
+            pid = sampler.sample(own)
+        else:
+            sampler = AgentParentSampler.from_json(state["samplers"][task], rng)
+            pid = sampler.sample(own, state["context"]["seeds"] + [p.id for p in own])
+        state["samplers"][task] = sampler.to_json()
+        return pid
+
+    def _cap_population(self, state: dict[str, Any]) -> None:
+        """µ3Net/µ4Net: keep only the best `population_max` paths after each generation (spec §3.6)."""
+        cap, pop, scores = self.rules.population_max, state["population"], state["context"]["scores"]
+        if cap is None or len(pop) <= cap:
+            return
+        ranked = sorted(pop, key=lambda p: (scores[p], -pop.index(p) if self.rules.oldest_on_tie else pop.index(p)),
+                        reverse=True)
+        keep = set(ranked[:cap])
+        state["population"] = [p for p in pop if p in keep]
 
     def _make_child(self, parent: PathRecord, task: str, data: TaskData, ds: dict[str, Any], ctx: dict[str, Any],
-                    rng: np.random.Generator) -> Child:
+                    rng: np.random.Generator, population: Sequence[str] = ()) -> Child:
+        """Mutate `parent` into a child: every decision drawn from `rng` (identically on every process)."""
         hp, _ = mutate_hparams(parent.hparams, self.space, rng, num_classes=data.num_classes, data_hparams=ds)
         mu_for = make_mu_for(hp, self.space, rng)
         hp["adapter_layers"] = mutate_adapters(hp, rng, mu_for, enabled=self.space.mutate_adapters)
         structure = structure_of(self.dims, hp)
         locked = frozenset(ctx["locked"])
         views, known = [], {}
-        for anc in self.run.ancestors(parent.id):
+        # Only live ancestors: retired paths' components are garbage in the reference (its parents are re-pointed).
+        for anc in self.run.ancestors(parent.id, live=[*ctx["live"], *population]):
             s = structure_of(self.dims, anc.hparams)
             # Another task's paths are frozen for this one (the reference keeps only their locked best paths).
             frozen = locked if anc.task == task else locked | {c["id"] for c in anc.components.values()}
@@ -282,44 +319,37 @@ class Agent:
                              can_init=allows_block_insertion(self.space, self.cfg["root"]["num_layers"]))
         # The record of what changed, taken after adapters and per-action µ have been written back too.
         child = Child(hp, hparams_diff(parent.hparams, hp), structure, {s: (d.action, d.source) for s, d in decisions.items()},
-                      known=known)
-        keys = jax.random.split(jax.random.key(int(rng.integers(2**31 - 1))), len(decisions))
-        for (slot, d), key in zip(decisions.items(), keys):
-            if d.action == "share":
-                child.frozen[slot] = self._component(d.source)
-            elif d.action == "clone":
-                child.trainable[slot] = self._component(d.source)
-                trace = self.run.read_trace(d.source)
-                if trace is not None:
-                    child.traces[slot] = trace
-            elif d.action == "init":
-                child.trainable[slot] = vit.init_component(slot.split(".")[0], self.dims, key, **vit.slot_kwargs(structure, slot))
-            else:  # resize: the root's position embedding, resampled to the child's grid, trainable
-                root = self._component(self.run.read_path(ROOT_ID).components["pos_embed"]["id"])
-                child.trainable[slot] = {"embedding": np.asarray(vit.resize_pos_embed(root["embedding"], structure.grid))}
+                      known=known, init_seed=int(rng.integers(2**31 - 1)))
+        child.accounted = self._accounted(child, task, ctx)
         return child
 
+    def _load(self, child: Child) -> None:
+        root_pos = lambda: self._component(self.run.read_path(ROOT_ID).components["pos_embed"]["id"])  # noqa: E731
+        child.load(self._component, self.run.read_trace, root_pos)
+
+    # ---------------------------------------------------------------------------------------------
+    # Scores and training
+    # ---------------------------------------------------------------------------------------------
     def scorer(self) -> ScorerConfig:
-        s = self.cfg.get("scorer", {})
-        num_params = s.get("num_params") or sum(c["params"] for c in self.run.read_path(ROOT_ID).components.values())
-        return ScorerConfig(s.get("base", 1.0), num_params, s.get("flops"), root_counts=s.get("root_counts", False))
+        return self.run.scorer()
+
+    def path_score(self, rec: PathRecord, ctx: dict[str, Any]) -> float:
+        """A retained path's score under the sharing of `ctx` (not the one it was trained under)."""
+        scorer = self.scorer()
+        flops = forward_flops(structure_of(self.dims, rec.hparams)) if scorer.flops is not None else None
+        return scorer.path_score(float(rec.metrics["quality"]), rec.sized(), ctx["users"], rec.task, flops)
 
     def _accounted(self, child: Child, task: str, ctx: dict[str, Any]) -> float:
-        comps = []
-        for slot, (action, source) in child.sources.items():
-            tensors = child.frozen.get(slot) if action == "share" else child.trainable[slot]
-            n = sum(int(np.prod(np.shape(v))) for v in tensors.values())
-            comps.append((source if action == "share" else f"new:{slot}", n))
+        comps = [(source if action == "share" else f"new:{slot}", child.slot_params(slot))
+                 for slot, (action, source) in child.sources.items()]
         return accounted_params(comps, ctx["users"], task, root_counts=self.scorer().root_counts)
 
     def _child_args(self, parent: PathRecord, child: Child, task: str, ctx: dict[str, Any]) -> dict[str, Any]:
         """What training needs per child: its score function (size/FLOPs accounting), starting best score, ids."""
         scorer = self.scorer()
-        accounted = self._accounted(child, task, ctx)
         flops = forward_flops(child.structure) if scorer.flops is not None else None
-        child.hparams["_accounted_params"] = accounted
-        return {"score_fn": lambda q: scorer.score(q, accounted, flops),
-                "best_score": parent.score if parent.task == task else -math.inf,
+        return {"score_fn": lambda q: scorer.score(q, child.accounted, flops),
+                "best_score": ctx["scores"][parent.id] if parent.task == task else -math.inf,
                 "component_ids": {slot: src for slot, (action, src) in child.sources.items() if action == "share"}}
 
     def _common_args(self, data: TaskData, seed: int) -> dict[str, Any]:
@@ -327,23 +357,49 @@ class Agent:
         steps = math.ceil(min(len(data.train.labels), cfg["train_examples_between_validations_max"]) / cfg["batch_size"])
         return {"num_validations": cfg["num_validations"], "steps_per_validation": steps, "batch_size": cfg["batch_size"],
                 "seed": seed, "dtype": self.dtype, "mesh": self.mesh, "attention": cfg.get("attention"),
-                "prefix_cache": self.prefix_cache}
+                "prefix_cache": self.prefix_cache, "variant": self.rules.schedule}
 
-    def _train(self, parent: PathRecord, child: Child, task: str, data: TaskData, ctx: dict[str, Any], seed: int, progress):
-        return train_child(child.structure, child.frozen, child.trainable, data, child.hparams,
-                           inherited_traces=child.traces or None, progress=progress,
-                           **self._child_args(parent, child, task, ctx), **self._common_args(data, seed))
+    def _train_all(self, pairs: list[tuple[PathRecord, Child]], task: str, data: TaskData, ctx: dict[str, Any],
+                   seed: int, progress, what: str) -> list[tuple[ChildResult, list[int]]]:
+        """Every child of a generation trained where `placement` puts it; every process gets every result."""
+        return train_generation(len(pairs), self.cluster, self.mesh,
+                                lambda idxs: self._train_here(idxs, pairs, task, data, ctx, seed, progress), what)
+
+    def _train_here(self, idxs: list[int], pairs: list[tuple[PathRecord, Child]], task: str, data: TaskData,
+                    ctx: dict[str, Any], seed: int, progress) -> list[ChildResult]:
+        """These children one after another on the current device (or the job's mesh); with `batch_children`,
+        siblings sharing a `batch_key` in one vmapped step."""
+        for i in idxs:
+            self._load(pairs[i][1])
+        groups: dict[Any, list[int]] = {}
+        for i in idxs:
+            c = pairs[i][1]
+            key = batch_key(c.structure, c.frozen, c.trainable, c.hparams) if self.cfg.get("batch_children") else i
+            groups.setdefault(key, []).append(i)
+        out: dict[int, ChildResult] = {}
+        for group in groups.values():
+            if len(group) == 1:
+                parent, child = pairs[group[0]]
+                out[group[0]] = train_child(child.structure, child.frozen, child.trainable, data, child.hparams,
+                                            inherited_traces=child.traces or None, progress=progress,
+                                            **self._child_args(parent, child, task, ctx), **self._common_args(data, seed))
+            else:
+                out.update(zip(group, self._train_batched([pairs[i] for i in group], task, data, ctx, seed, progress)))
+            for i in group:
+                pairs[i][1].unload()
+        return [out[i] for i in idxs]
 
     def _train_batched(self, pairs: list[tuple[PathRecord, Child]], task: str, data: TaskData, ctx: dict[str, Any],
-                       seed: int) -> list:
+                       seed: int, progress=None) -> list[ChildResult]:
         """Siblings with one `batch_key` in one vmapped, compiled step (`batch_children`: small models)."""
         per = [self._child_args(p, c, task, ctx) for p, c in pairs]
         return train_children(pairs[0][1].structure, [c.frozen for _, c in pairs], [c.trainable for _, c in pairs], data,
                               [c.hparams for _, c in pairs], inherited_traces=[c.traces or None for _, c in pairs],
                               best_scores=[a["best_score"] for a in per], score_fns=[a["score_fn"] for a in per],
-                              component_ids=[a["component_ids"] for a in per], **self._common_args(data, seed))
+                              component_ids=[a["component_ids"] for a in per], progress=progress,
+                              **self._common_args(data, seed))
 
-    def _keep(self, state: dict[str, Any], parent: PathRecord, child: Child, result, task: str) -> PathRecord:
+    def _keep(self, state: dict[str, Any], parent: PathRecord, child: Child, result: ChildResult, task: str) -> PathRecord:
         """Write the improved child's new components (content-addressed), their traces, and its record."""
         comps, created = {}, []
         for slot in child.structure.slots():
@@ -351,17 +407,17 @@ class Agent:
             if action == "share":
                 comps[slot] = child.known[source]
                 continue
-            ref, new = self.run.system.add_component(result.params[slot], slot.split(".")[0], slot)
+            ref = self.run.add_component(result.params[slot], slot.split(".")[0], slot)
             comps[slot] = {"id": ref.id, "params": ref.params, "bytes": ref.bytes}
-            if new:
+            if ref.id not in child.known and ref.id not in created:
                 created.append(ref.id)
-            self.run.write_trace(ref.id, result.traces[slot])
-        accounted = child.hparams.pop("_accounted_params")
+            if result.traces and slot in result.traces:  # no trace without momentum (opt_momentum=None)
+                self.run.write_trace(ref.id, result.traces[slot])
         state["counter"] += 1
         rec = PathRecord(
             id=f"{self.agent}-{state['counter']:06d}", task=task, parent=parent.id, hparams=_jsonable(child.hparams),
             components=comps, created=created,
-            metrics={"quality": result.quality, "score": result.score, "accounted_params": accounted,
+            metrics={"quality": result.quality, "score": result.score, "accounted_params": child.accounted,
                      "generation": parent.metrics.get("generation", 0) + 1, "mutations": _jsonable(child.mutations),
                      "train_time": result.train_time, "history": result.history},
         )
@@ -370,22 +426,35 @@ class Agent:
 
     def _end_task(self, state: dict[str, Any], task: str) -> None:
         """Keep the best path (ties → newest), measure it on test, publish it if it beats what is there."""
+        ctx = state["context"]
         pop = [self.run.read_path(p) for p in state["population"]]
         if not pop:
             self.log(f"[{self.agent}] task {task}: no child improved; nothing to publish")
             return
-        best_id = best_path([ScoredPath(p.id, p.score) for p in pop]).id
+        best_id = self._best([ScoredPath(p.id, ctx["scores"][p.id]) for p in pop]).id
         best = next(p for p in pop if p.id == best_id)
         data = self.data(task)
         structure = structure_of(self.dims, best.hparams)
         params = {slot: self._component(c["id"]) for slot, c in best.components.items()}
-        test = evaluate(structure, params, data.test, self.cfg["batch_size"], dtype=self.dtype)
-        tf = self.task_file(best, data, test)
-        published = self.run.publish_if_better(tf)
-        self.log(f"[{self.agent}] task {task}: best {best.id} val {best.metrics['quality']:.4f} test {test:.4f} "
-                 f"(chance {data.chance:.3f}) score {best.score:.4f}" + ("" if published else " — a better path is already published"))
 
-    def task_file(self, rec: PathRecord, data: TaskData, test_accuracy: float) -> TaskFile:
+        def test_accuracy() -> float:
+            return evaluate(structure, params, data.test, self.cfg["batch_size"], dtype=self.dtype, mesh=self.mesh)
+
+        # data_parallel: every process measures it together; else process 0 alone, on one of its devices
+        test = test_accuracy() if self.mesh is not None else None
+        out = self.cluster.on_primary(lambda: self._publish(best, data, test if test is not None else test_accuracy(),
+                                                            ctx["scores"][best_id]), f"publishing {task}")
+        self.log(f"[{self.agent}] task {task}: best {best.id} val {best.metrics['quality']:.4f} test {out['test']:.4f} "
+                 f"(chance {data.chance:.3f}) score {ctx['scores'][best_id]:.4f}"
+                 + ("" if out["published"] else " — a better path is already published"))
+        if not self.run.writer:  # hold only what live paths use from now on
+            live = {c["id"] for pid in [ROOT_ID, best.id, *ctx["live"]] for c in self.run.read_path(pid).components.values()}
+            self.run.forget(live)
+
+    def _publish(self, rec: PathRecord, data: TaskData, test: float, score: float) -> dict[str, Any]:
+        return {"published": self.run.publish_if_better(self.task_file(rec, data, test, score)), "test": test}
+
+    def task_file(self, rec: PathRecord, data: TaskData, test_accuracy: float, score: float | None = None) -> TaskFile:
         structure = structure_of(self.dims, rec.hparams)
         refs = [ComponentRef(s, rec.components[s]["id"], rec.components[s]["params"], rec.components[s]["bytes"]) for s in structure.slots()]
         new_params = sum(c["params"] for c in rec.components.values() if c["id"] in rec.created)
@@ -394,7 +463,8 @@ class Agent:
             task=rec.task, image_size=structure.image_size, num_layers=structure.num_layers, components=refs,
             labels=list(data.labels), adapter_layers=structure.adapter_layers, adapter_dim=structure.adapter_dim,
             preprocessing=pp_spec(structure.image_size), hparams=rec.hparams,
-            metrics={"validation_accuracy": rec.metrics["quality"], "test_accuracy": test_accuracy, "score": rec.score,
+            metrics={"validation_accuracy": rec.metrics["quality"], "test_accuracy": test_accuracy,
+                     "score": rec.score if score is None else score,
                      "accounted_params": rec.metrics["accounted_params"], "chance": data.chance,
                      "num_test_examples": int(len(data.test.labels))},
             lineage={"path_id": rec.id, "parent": rec.parent, "parent_task": parent.task if parent else None,
@@ -402,18 +472,6 @@ class Agent:
             sizes={"activated_params": sum(r.params for r in refs), "bytes": sum({r.id: r.bytes for r in refs}.values()),
                    "new_params": new_params},
         )
-
-
-@functools.lru_cache(maxsize=64)
-def forward_flops(structure: Structure) -> float:
-    """FLOPs of one forward pass at batch 1 from XLA's cost analysis on CPU (µ2Net+'s FLOPs factor, spec §3.5)."""
-    params = {slot: {k: jax.ShapeDtypeStruct(shape, np.float32)
-                     for k, shape in vit.expected_shapes(slot.split(".")[0], structure.dims, **vit.slot_kwargs(structure, slot)).items()}
-              for slot in structure.slots()}
-    images = jax.ShapeDtypeStruct((1, structure.image_size, structure.image_size, structure.dims.num_channels), np.float32)
-    compiled = jax.jit(vit.apply_path, static_argnums=0).lower(structure, params, images).compile()
-    analysis = compiled.cost_analysis()
-    return float((analysis[0] if isinstance(analysis, (list, tuple)) else analysis)["flops"])
 
 
 def _rng(state: dict[str, Any]) -> np.random.Generator:
@@ -430,5 +488,3 @@ def _jsonable(x: Any) -> Any:
     if isinstance(x, np.generic):
         return x.item()
     return x
-
-

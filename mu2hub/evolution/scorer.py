@@ -11,7 +11,7 @@ import dataclasses
 import math
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Collection, Iterable, Mapping, NamedTuple, Sequence
+from typing import Any, Collection, Iterable, Mapping, NamedTuple, Sequence
 
 #: The pseudo-task that owns the root model's components (the reference's `NOT_TRAINABLE` lock). Not a valid task
 #: name (`format.check_task_name`), so it can never collide with one.
@@ -55,6 +55,20 @@ def accounted_params(
     return total
 
 
+def sharing(paths: Mapping[str, Iterable[str]], *, root: Iterable[str] = ()) -> dict[str, list[str]]:
+    """Component id -> the tasks whose retained paths use it (the reference's train locks); `root` ids list `ROOT`.
+
+    `paths` maps each task to its best path's component ids (leave out the task being scored: it always counts).
+    """
+    users: dict[str, list[str]] = {cid: [ROOT] for cid in root}
+    for task, ids in paths.items():
+        for cid in ids:
+            found = users.setdefault(cid, [])
+            if task not in found:
+                found.append(task)
+    return users
+
+
 def score(
     quality: float,
     accounted: float,
@@ -92,6 +106,18 @@ class ScorerConfig:
         if self.flops is not None and flops is None:
             raise ValueError("this scorer penalises FLOPs: pass the path's forward FLOPs")
         return score(quality, accounted, base=self.base, num_params=self.num_params, flops=flops, flops_base=self.flops)
+
+    def path_score(self, quality: float, components: Sequence[tuple[str, int]], users: Mapping[str, Collection[str]],
+                   task: str, flops: float | None = None) -> float:
+        """A path's score under the sharing `users` describes *now*: the reference recomputes it on every call, so
+        a path whose components other tasks came to share since it was trained scores higher today."""
+        return self.score(quality, accounted_params(components, users, task, root_counts=self.root_counts), flops)
+
+    @classmethod
+    def from_config(cls, scorer: Mapping[str, Any], default_num_params: float) -> "ScorerConfig":
+        """A run config's `scorer` dict; `num_params` None normalises by `default_num_params` (the root's)."""
+        return cls(scorer.get("base", 1.0), scorer.get("num_params") or default_num_params, scorer.get("flops"),
+                   root_counts=scorer.get("root_counts", False))
 
     def with_base(self, base: float) -> "ScorerConfig":
         """Another base: `Size scale:X` (µ2Net, base X/100) or µ3Net's `SCALE_FACTOR` override."""
