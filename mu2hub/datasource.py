@@ -60,7 +60,8 @@ def data_source(task: str, lineage: Mapping | None = None) -> DataSource:
         rest = spec[3:]
         if _HUB_DATASET.match(rest):
             return DataSource("hub", rest, f"the Hugging Face dataset [{rest}](https://huggingface.co/datasets/{rest})", rest)
-        return DataSource("other", rest, f"a local copy of a dataset (`{rest}`)")
+        local = PurePath(rest.rstrip("/\\")).name or rest
+        return DataSource("other", f"dataset `{local}`", f"a local copy of a dataset (`{local}`)")
     if spec.startswith("imagefolder:"):
         folder = PurePath(spec[len("imagefolder:"):].rstrip("/\\")).name
         return DataSource("imagefolder", f"imagefolder `{folder}`", f"a local image folder (`{folder}/`, one folder per class)")

@@ -36,7 +36,7 @@ class TaskNotFoundError(Mu2hubError, KeyError):
         import difflib
 
         close = difflib.get_close_matches(task, self.available, n=1, cutoff=0.5)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
         super().__init__(f"no task {task!r}{where}{hint}; available tasks: {shown}")
 
     def __str__(self) -> str:  # KeyError would repr() the message

@@ -8,21 +8,24 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
 
 def plot_evolution(history: list[dict[str, Any]], out: str | Path) -> Path:
+    """`evolution_figure(history)` written (atomically) to `out` as PNG."""
+    return _save(evolution_figure(history), out)
+
+
+def evolution_figure(history: list[dict[str, Any]]) -> Figure:
     """Per task against the run's generation counter: validation accuracy (the number users compare with the
     card's test accuracy) on top, the µ2Net score (what selection maximises) below as the secondary view.
 
     Dots are children; the line follows the path kept as best (highest score), so in the top panel it shows that
     path's accuracy, which can dip when a smaller path with a higher score wins.
     """
-    fig, (acc_ax, score_ax) = plt.subplots(2, 1, figsize=(8, 6.2), sharex=True, gridspec_kw={"height_ratios": [2.2, 1]})
+    fig = Figure(figsize=(8, 6.2))  # the object API: no pyplot state, safe in threads
+    acc_ax, score_ax = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [2.2, 1]})
     tasks = list(dict.fromkeys(r["task"] for r in history))
     gen_index: dict[tuple, int] = {}
     for r in history:
@@ -49,7 +52,7 @@ def plot_evolution(history: list[dict[str, Any]], out: str | Path) -> Path:
     score_ax.set_xlabel("generation (across the task stream)")
     for ax in (acc_ax, score_ax):
         ax.grid(alpha=0.3)
-    return _save(fig, out)
+    return fig
 
 
 def _finite(v: Any) -> bool:
@@ -60,8 +63,8 @@ def _save(fig, out: str | Path) -> Path:
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp.png")
+    FigureCanvasAgg(fig)
     fig.tight_layout()
     fig.savefig(tmp, dpi=110)
-    plt.close(fig)
     tmp.replace(out)
     return out
