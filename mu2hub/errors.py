@@ -204,9 +204,9 @@ class PartialListingWarning(UserWarning):
 class InputNotFoundError(Mu2hubError, FileNotFoundError):
     """An input given to `predict` is neither a file, a folder, nor a dataset (`hf:<id>`, `imagefolder:<folder>`)."""
 
-    def __init__(self, spec: str):
+    def __init__(self, spec: str, reason: str = "no such file or folder (datasets are named hf:<id> or imagefolder:<folder>)"):
         self.path = spec
-        super().__init__(f"{spec}: no such file or folder (datasets are named hf:<id> or imagefolder:<folder>)")
+        super().__init__(f"{spec}: {reason}")
 
     def __str__(self) -> str:
         return self.args[0]

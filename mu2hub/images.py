@@ -106,7 +106,7 @@ def expand_inputs(specs: list[str], *, split: str = "test", data_kwargs: dict | 
         elif os.path.isdir(spec):
             files = sorted(p for p in Path(spec).rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
             if not files:
-                raise ValueError(f"{spec}: no image files ({', '.join(IMAGE_SUFFIXES)}) in this folder")
+                raise InputNotFoundError(spec, f"no image files ({', '.join(IMAGE_SUFFIXES)}) in this folder")
             out.extend(InputImage(str(p), _opener(str(p))) for p in files)
         elif os.path.isfile(spec):
             out.append(InputImage(spec, _opener(spec)))
