@@ -163,7 +163,7 @@ def path_png(files: Mapping[str, TaskFile], task: str, *, width: float = 5.4) ->
     ax = fig.add_subplot()
     legend = _grid(ax, files, highlight=task)
     n = len({c.id for c in files[task].components}) if task in files else 0
-    ax.set_title(f"path of {task}: {n} components (bright) in a system of {len(files)} tasks\n"
+    ax.set_title(f"{task}: its {n} components bright, the rest faded\n"
                  "number = component in that slot · colour = task that created it · bold = shared", fontsize=8)
     ax.tick_params(axis="x", labelsize=6)
     ax.tick_params(axis="y", labelsize=7)

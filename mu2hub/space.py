@@ -289,7 +289,7 @@ def build_demo(repo_or_dir: str | os.PathLike, *, revision: str | None = None, l
 
     Top row: the task picker, the image and its buttons; the prediction (top 5); the task's card and its path
     through the system (the same picture as the repo's `figures/system.png`, that path picked out) — all above
-    the fold of a 1280x800 window. Below: compact examples (one button each) and the all-tasks table.
+    the fold of a 1280x800 window. Below: the all-tasks table, then compact examples (one button each).
 
     Args:
         repo_or_dir, revision, tasks, cache_dir, token, local_files_only: as `SpaceSystem`.
@@ -354,15 +354,13 @@ def build_demo(repo_or_dir: str | os.PathLike, *, revision: str | None = None, l
             with gr.Column(scale=5, min_width=420):
                 info = gr.Markdown(system.task_markdown(first), label="Task card", elem_id="mu2hub-task-card")
                 figure = gr.Image(value=system.figure(first), label="Path through the system", show_label=False,
-                                  type="pil", interactive=False, height=270, elem_id="mu2hub-path-figure")
-        with gr.Row():
-            with gr.Column(scale=3, min_width=280):
-                if rows:
-                    gr.Examples(rows, inputs=[image, task], cache_examples=False, examples_per_page=8,
-                                label="Examples (click one, then Classify)", example_labels=captions)
-            with gr.Column(scale=8):
-                table = gr.Dataframe(headers=TABLE_HEADERS, label="All tasks", interactive=False, wrap=True,
-                                     column_widths=["26%", "18%", "13%", "43%"], elem_id="mu2hub-all-tasks")
+                                  type="pil", interactive=False, height=270, elem_id="mu2hub-path-figure",
+                                  buttons=["fullscreen"], alt_text="the task's path through the shared components")
+        table = gr.Dataframe(headers=TABLE_HEADERS, label="All tasks", interactive=False, wrap=True,
+                             column_widths=["24%", "18%", "12%", "46%"], elem_id="mu2hub-all-tasks")
+        if rows:
+            gr.Examples(rows, inputs=[image, task], cache_examples=False, examples_per_page=12,
+                        label="Examples (click one, then Classify)", example_labels=captions)
         run_one.click(classify, [image, task], label, api_name="classify")
         run_all.click(classify_all, [image], table, api_name="classify_all")
         task.change(task_info, [task], [info, figure], api_name="task_info")

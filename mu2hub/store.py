@@ -249,12 +249,15 @@ class HubStore:
     def list_tasks(self) -> list[str]:
         """Tasks at the pinned commit.
 
-        Offline, the listing saved when this commit was last listed online (or huggingface_hub's cached tree) is
-        complete; without either, only the tasks whose files are in the cache can be named: then
+        A listing is saved per commit (`mu2hub.cache`), so a warm call asks the Hub nothing beyond the commit. Offline,
+        the listing saved when this commit was last listed online (or huggingface_hub's cached tree) is complete; without either, only the tasks whose files are in the cache can be named: then
         `listing_complete` turns False and a `PartialListingWarning` says so.
         """
         if self.local_files_only:
             return self._offline_listing()
+        saved = cached_listing(self.repo_id, self.commit)  # a commit never changes: no need to ask the Hub again
+        if saved is not None:
+            return saved
         from huggingface_hub import HfApi
 
         api = HfApi(token=self._kw["token"])

@@ -73,6 +73,11 @@ def test_offline_listing_says_it_covers_only_cached_tasks(hub, tmp_path, capsys)
     assert cli.main(["info", name, "--cache-dir", str(cache), "--local-files-only"]) == 0
     out = capsys.readouterr()
     assert "1 tasks (cached ones only: offline)" in out.out and "note:" in out.err and "may hold more" in out.err
+    # the same through HF_HUB_OFFLINE=1, in a fresh process, as a user would switch it
+    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=str(Path(__file__).resolve().parent.parent))
+    res = subprocess.run([sys.executable, "-m", "mu2hub.cli", "info", name, "--cache-dir", str(cache)],
+                         capture_output=True, text=True, env=env, timeout=120)
+    assert res.returncode == 0 and "(cached ones only: offline)" in res.stdout and "may hold more" in res.stderr, res.stderr
     # listed once online at this commit: offline listings are complete from then on, with no warning
     assert mu2hub.list_tasks(name, cache_dir=cache) == ["task_0", "task_1", "task_2"]
     with warnings.catch_warnings():
