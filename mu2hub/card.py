@@ -20,7 +20,7 @@ from typing import Any, Mapping
 from .constants import LIBRARY_NAME
 from .datasource import data_source
 from .format import ComponentRef, SystemConfig, TaskFile
-from .metadata import sharing_text, summarize
+from .metadata import sharing_text, summarize, test_accuracy
 
 TAGS = ["mu2hub", "mu2net", "multitask", "evolutionary", "vision-transformer", "sparse-subgraphs", "jax", "flax"]
 SYSTEM_FIGURE = "figures/system.png"
@@ -141,15 +141,15 @@ def _eval_results(files: Mapping[str, TaskFile], sources: Mapping[str, Any]) -> 
 
     out = []
     for t, tf in files.items():
-        acc = tf.metrics.get("test_accuracy")
-        if not isinstance(acc, (int, float)) or isinstance(acc, bool):
+        acc = test_accuracy(tf)
+        if acc is None:
             continue
         n = tf.metrics.get("num_test_examples")
         src = sources[t]
         out.append(EvalResult(
             task_type="image-classification", task_name="Image Classification",
             dataset_type=src.model_index_type, dataset_name=f"{t} ({src.name})", dataset_config=t,
-            dataset_split="test", metric_type="accuracy", metric_value=round(float(acc), 6),
+            dataset_split="test", metric_type="accuracy", metric_value=round(acc, 6),
             metric_name=f"test accuracy ({n:,} images)" if isinstance(n, int) else "test accuracy"))
     return out
 

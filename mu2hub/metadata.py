@@ -69,6 +69,12 @@ def stream_order(files: Mapping[str, TaskFile]) -> list[str]:
     return order
 
 
+def test_accuracy(tf: TaskFile) -> float | None:
+    """The task's recorded held-out test accuracy, or None when it has none (a bool is not a number here)."""
+    acc = tf.metrics.get("test_accuracy")
+    return float(acc) if isinstance(acc, (int, float)) and not isinstance(acc, bool) else None
+
+
 def summarize(files: dict[str, TaskFile]) -> dict[str, Any]:
     """System statistics from task files: who uses which component, unique vs summed sizes, what is referenced."""
     users: dict[str, list[str]] = {}

@@ -33,7 +33,7 @@ from .constants import CONFIG_NAME, README_NAME, ROOT_NAME, TASKS_DIR, component
 from .errors import ComponentIntegrityError, ExportError, Mu2hubError, NotAMu2hubRepoError, PushInterruptedError
 from .figures import params_png, system_png
 from .format import ComponentRef, SystemConfig, TaskFile, distinct, dump_json, sha256_hex
-from .metadata import stream_order
+from .metadata import stream_order, test_accuracy
 from .store import HubStore, LocalStore, Store
 from .targets import HubTarget, LocalTarget, Snapshot, open_target
 
@@ -68,18 +68,13 @@ def open_source(source: Any, *, revision: str | None = None, token: str | bool |
 
 
 def read_source(store: Store, tasks: Iterable[str] | None = None) -> tuple[SystemConfig, dict[str, TaskFile]]:
-    """The config and the chosen tasks' files; refuses tasks without a held-out test accuracy."""
+    """The config and the chosen tasks' files (the plan refuses releasing one without a held-out test accuracy)."""
     config = store.read_config()
     names = list(tasks) if tasks is not None else store.list_tasks()
     if not names:
         raise ExportError(f"{store.name}: no tasks to export")
-    files = {t: store.read_task(t) for t in names}
-    missing = [t for t, tf in files.items()
-               if not isinstance(tf.metrics.get("test_accuracy"), (int, float)) or isinstance(tf.metrics.get("test_accuracy"), bool)]
-    if missing:
-        raise ExportError(f"{store.name}: task(s) {', '.join(missing)} have no metrics.test_accuracy (every published "
-                          "task reports a held-out test accuracy); finish their evolution, or leave them out with tasks=/--tasks")
-    return config, files
+    return config, {t: store.read_task(t) for t in names}
+
 
 
 def _component_file(store: Store, ref: ComponentRef) -> Path:
@@ -271,6 +266,12 @@ def make_plan(store: Store, config: SystemConfig, files: Mapping[str, TaskFile],
         else:
             status[t] = "replace" if old is not None else "new"
             write.append(t)
+    # Every task released here reports a test accuracy; tasks already at the target unchanged are left as they are
+    # (so re-rendering a repo's card onto itself works for any repo).
+    missing = [t for t in write if test_accuracy(files[t]) is None]
+    if missing:
+        raise ExportError(f"{store.name}: task(s) {', '.join(missing)} have no metrics.test_accuracy (every published "
+                          "task reports a held-out test accuracy); finish their evolution, or leave them out with tasks=/--tasks")
     # 2. release them in stream order; "shared with" = tasks published before
     earlier: dict[str, list[str]] = {}
     for t, tf in snap.tasks.items():

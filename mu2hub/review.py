@@ -152,6 +152,7 @@ class ValidationReport:
     checks: list[Check] = field(default_factory=list)
     merged: bool = False
     refreshed: list[str] = field(default_factory=list)  # card / figures re-rendered after the merge
+    refresh_error: str | None = None  # the merge happened; re-rendering the card failed (rerun it alone)
     progress: Any = field(default=None, repr=False)  # a tqdm bar advanced per check (the CLI's display)
 
     @property
@@ -172,7 +173,10 @@ class ValidationReport:
             rows.extend(["", "", d] for d in c.details[1:])
         at = f" ({(self.base or '?')[:8]} -> {(self.head or '?')[:8]}, {len(self.added)} files added)"
         verdict = ("MERGED" if self.merged else "ACCEPT: every check passed") if self.ok else "REJECT"
-        if self.merged:
+        if self.merged and self.refresh_error:
+            verdict += (f"; the card was NOT refreshed ({self.refresh_error}): run `mu2hub export --repo {self.repo_id} "
+                        f"--to {self.repo_id}`")
+        elif self.merged:
             verdict += (f"; card and figures refreshed ({', '.join(self.refreshed)})" if self.refreshed
                         else "; card and figures already list every task")
         return f"{self.repo_id} PR #{self.pr}{at}\n" + table(rows, ["check", "verdict", "details"]) + f"\n{verdict}"
@@ -351,7 +355,10 @@ def validate(repo_id: str, pr: int, *, merge: bool = False, token: str | bool | 
         if report.merged and refresh:
             from .publish import refresh_card
 
-            report.refreshed = refresh_card(repo_id, token=token, cache_dir=cache_dir)
+            try:
+                report.refreshed = refresh_card(repo_id, token=token, cache_dir=cache_dir)
+            except Exception as e:  # the merge stands; say how to finish the refresh
+                report.refresh_error = f"{type(e).__name__}: {e}"
         return report
     finally:
         if report.progress is not None:

@@ -286,10 +286,15 @@ def test_cli_add_task_push_validate_merge(hub, system, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "test accuracy" in out and "downloaded" in out and "PR #" in out
     num = int(out.split("PR #")[1].split()[0])
+    hub.fail_next_commit_with(500, "Injected failure: connection lost")  # the card refresh after the merge
     assert cli.main(["validate", repo, "--pr", str(num), "--merge"]) == 0
     out = capsys.readouterr().out
     assert "MERGED" in out and out.count("pass") == 8
     assert "tasks/sizes.json" in hub.files(repo)
+    assert "the card was NOT refreshed" in out and f"mu2hub export --repo {repo} --to {repo}" in out
+    assert "| sizes |" not in hub.files(repo).get("README.md", b"").decode()
+    assert cli.main(["export", "--repo", repo, "--to", repo]) == 0  # what the message says to run
+    assert "| sizes |" in hub.files(repo)["README.md"].decode()
     assert cli.main(["add-task", repo, "--task", "sizes", "--data", str(system.folder)]) == 2  # exists now
     assert "already has task 'sizes'" in capsys.readouterr().err
 
