@@ -25,17 +25,22 @@ def _hub_kwargs(a: argparse.Namespace) -> dict:
 
 
 def _warnings_as_notes(fn):
-    """Library warnings (e.g. an offline listing that covers only cached tasks) as `note:` lines on stderr."""
+    """Our warnings (an offline listing that covers only cached tasks) as `note:` lines on stderr; others as usual."""
     import functools
     import warnings
+
+    from .errors import PartialListingWarning
 
     @functools.wraps(fn)
     def run(a: argparse.Namespace) -> int:
         with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
+            warnings.simplefilter("always", PartialListingWarning)
             code = fn(a)
         for w in caught:
-            print(f"note: {w.message}", file=sys.stderr)
+            if issubclass(w.category, PartialListingWarning):
+                print(f"note: {w.message}", file=sys.stderr)
+            else:
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
         return code
 
     return run
@@ -81,36 +86,25 @@ def cmd_download(a: argparse.Namespace) -> int:
 def cmd_predict(a: argparse.Namespace) -> int:
     import json
 
+    from tqdm.auto import tqdm
+
     from .api import from_pretrained
-    from .images import expand_inputs
+    from .images import expand_inputs, predict_in_batches
 
     inputs = expand_inputs(a.inputs, split=a.split, data_kwargs=_data_kwargs(a))  # bad input fails before loading
     model = from_pretrained(a.repo, task=a.task, **_hub_kwargs(a))
     failed = 0
-    from tqdm.auto import tqdm
-
     with tqdm(total=len(inputs), desc=f"predict {model.task}", unit="img", disable=None, file=sys.stderr) as bar:
-        for start in range(0, len(inputs), a.batch_size):
-            names, images, errors = [], [], {}
-            for item in inputs[start:start + a.batch_size]:
-                try:
-                    images.append(item.load())
-                    names.append(item.name)
-                except (OSError, ValueError) as e:  # one unreadable file: report it, keep going
-                    errors[item.name] = str(e)
-            results = dict(zip(names, model.predict(images, top_k=a.top_k))) if images else {}
-            for item in inputs[start:start + a.batch_size]:
-                preds = results.get(item.name)
-                if a.json:
-                    row = {"input": item.name, "predictions": preds} if preds is not None else {
-                        "input": item.name, "error": errors[item.name]}
-                    print(json.dumps(row))
-                elif preds is not None:
-                    print(f"{item.name}: " + ", ".join(f"{p['label']} ({p['score']:.3f})" for p in preds))
-                else:
-                    print(f"{item.name}: error: {errors[item.name]}", file=sys.stderr)
-            failed += len(errors)
-            bar.update(len(names) + len(errors))
+        for item, preds, error in predict_in_batches(lambda ims: model.predict(ims, top_k=a.top_k), inputs,
+                                                     batch_size=a.batch_size, progress=bar.update):
+            failed += error is not None
+            if a.json:
+                print(json.dumps({"input": item.name, "predictions": preds} if error is None else
+                                 {"input": item.name, "error": error}))
+            elif error is None:
+                print(f"{item.name}: " + ", ".join(f"{p['label']} ({p['score']:.3f})" for p in preds))
+            else:
+                print(f"{item.name}: error: {error}", file=sys.stderr)
     return 1 if failed else 0
 
 

@@ -125,3 +125,29 @@ def _dataset_images(spec: str, split: str, data_kwargs: dict) -> Iterator[InputI
     part = getattr(resolve_data(spec, **data_kwargs), split)
     for i in range(len(part)):
         yield InputImage(f"{spec}[{split}][{i}]", lambda i=i: part.images[i])
+
+
+def predict_in_batches(predict: Callable[[list], list], items: list[InputImage], *, batch_size: int = 64,
+                       progress: Callable[[int], Any] | None = None) -> Iterator[tuple[InputImage, list | None, str | None]]:
+    """`(item, predictions, None)` or `(item, None, why it could not be read)` for every item, in order.
+
+    Images are decoded and classified `batch_size` at a time, so a folder of any size never sits in memory at once;
+    one unreadable file is reported and the rest still answered.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    for start in range(0, len(items), batch_size):
+        chunk = items[start:start + batch_size]
+        loaded: list[Any] = []
+        errors: dict[int, str] = {}
+        for i, item in enumerate(chunk):
+            try:
+                loaded.append(item.load())
+            except (OSError, ValueError) as e:
+                errors[i] = str(e)
+        answers = iter(predict(loaded) if loaded else [])
+        for i, item in enumerate(chunk):
+            yield (item, None, errors[i]) if i in errors else (item, next(answers), None)
+        if progress is not None:
+            progress(len(chunk))
+

@@ -51,3 +51,19 @@ def test_expand_inputs_files_folders_and_missing(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(InputNotFoundError, match="empty: no image files"):
         expand_inputs([str(tmp_path / "empty")])
+
+
+def test_predict_in_batches_keeps_order_duplicates_and_errors(tmp_path):
+    from mu2hub.images import predict_in_batches
+
+    good = [_image(tmp_path / f"{i}.png", (4 + i, 4)) for i in range(4)]
+    (tmp_path / "bad.png").write_bytes(b"junk")
+    items = expand_inputs([str(good[0]), str(tmp_path / "bad.png"), str(good[1]), str(good[0]), str(good[2]),
+                           str(good[3])])
+    batches, done = [], []
+    out = list(predict_in_batches(lambda ims: [im.size for im in ims] if not batches.append(len(ims)) else None,
+                                  items, batch_size=4, progress=done.append))
+    assert [o[0].name for o in out] == [i.name for i in items]  # input order, the repeated file twice
+    assert [o[1] for o in out] == [(4, 4), None, (5, 4), (4, 4), (6, 4), (7, 4)]
+    assert out[1][2].startswith("Could not read") and all(o[2] is None for o in out if o[1] is not None)
+    assert batches == [3, 2] and done == [4, 2]  # decoded and classified 4 inputs at a time
