@@ -249,8 +249,9 @@ class HubStore:
     def list_tasks(self) -> list[str]:
         """Tasks at the pinned commit.
 
-        A listing is saved per commit (`mu2hub.cache`), so a warm call asks the Hub nothing beyond the commit. Offline,
-        the listing saved when this commit was last listed online (or huggingface_hub's cached tree) is complete; without either, only the tasks whose files are in the cache can be named: then
+        A listing is saved per commit (`mu2hub.cache`), so a warm call asks the Hub nothing beyond the commit.
+        Offline, the listing saved when this commit was last listed online (or huggingface_hub's cached tree) is
+        complete; without either, only the tasks whose files are in the cache can be named: then
         `listing_complete` turns False and a `PartialListingWarning` says so.
         """
         if self.local_files_only:

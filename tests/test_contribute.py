@@ -254,7 +254,7 @@ def test_revisit_must_beat_the_published_score(hub, system, contributed, tmp_pat
 
 def test_pushing_the_same_contribution_twice_is_refused(contributed):
     with pytest.raises(ContributionError, match="already has every file"):
-        push_task(contributed.result, create_pr=False)  # merged already: main has every file
+        push_task(contributed.result, create_pr=False, force=True)  # merged already: main has every file
 
 
 def test_system_without_root_json_under_a_byte_cap(hub, tmp_path):
