@@ -150,3 +150,49 @@ def test_evolution_figure_shows_validation_accuracy_with_the_score_below(evolved
     # the run's params.png is the published plot of the same tasks (one name, one plot)
     run_png = (Path(evolved.run) / "figures/params.png").read_bytes()
     assert run_png == (Path(evolved.folder) / "figures/params.png").read_bytes()
+
+
+def _pr_adding_a_copy(repo: str, source: str, new: str) -> int:
+    """A valid contribution built by hand: `new`'s task file reuses `source`'s components (its probe still holds)."""
+    import json
+
+    from huggingface_hub import CommitOperationAdd, HfApi
+
+    tf = mu2hub.from_pretrained(repo, task=source).task_file
+    data = json.dumps(replace(tf, task=new).to_json()).encode()
+    return HfApi().create_commit(repo, [CommitOperationAdd(f"tasks/{new}.json", data)], commit_message=f"Add {new}",
+                                 create_pr=True).pr_num
+
+
+def test_validate_merge_refreshes_the_card_unless_told_not_to(hub, tmp_path, capsys):
+    from mu2hub import cli
+    from mu2hub.probe import make_probe
+
+    repo = "card/merge"
+    folder = tmp_path / "system"
+    files = random_system(folder, dims=Dims(16, 2, 32, 4), image_size=8, num_layers=1, num_tasks=2, num_classes=3)
+    store = LocalStore(folder)
+    for t, tf in files.items():
+        model = mu2hub.from_pretrained(folder, task=t)
+        store.write_task(replace(tf, metrics={"test_accuracy": 0.4, "num_test_examples": 9}, probe=make_probe(model)))
+    export(folder, repo)
+    before = hub.files(repo)["README.md"]
+    num = _pr_adding_a_copy(repo, "task_0", "task_0_copy")
+    assert cli.main(["validate", repo, "--pr", str(num), "--merge", "--no-refresh"]) == 0
+    assert "MERGED" in capsys.readouterr().out and hub.files(repo)["README.md"] == before  # as asked: untouched
+    num = _pr_adding_a_copy(repo, "task_1", "task_1_copy")
+    assert cli.main(["validate", repo, "--pr", str(num), "--merge"]) == 0
+    assert "card and figures refreshed (README.md, figures/system.png, figures/params.png)" in capsys.readouterr().out
+    card = ModelCard.load(repo)
+    assert [r.dataset_config for r in card.data.eval_results] == ["task_0", "task_1", "task_0_copy", "task_1_copy"]
+
+
+def test_export_license_flag(tmp_path):
+    from mu2hub import cli
+
+    folder = tmp_path / "system"
+    files = random_system(folder, dims=Dims(16, 2, 32, 4), image_size=8, num_layers=1, num_tasks=1, num_classes=3)
+    LocalStore(folder).write_task(replace(files["task_0"], metrics={"test_accuracy": 0.5}))
+    assert cli.main(["export", "--repo", str(folder), "--to", str(tmp_path / "out"), "--license", "mit"]) == 0
+    card = ModelCard.load(tmp_path / "out" / "README.md")
+    assert card.data.license == "mit" and card.data.eval_results[0].metric_name == "test accuracy"  # no image count recorded

@@ -151,3 +151,15 @@ def test_evaluate_cli_reproduces_the_recorded_accuracy(evolved, capsys):
     out = capsys.readouterr().out
     recorded = evolved.files["digits"].metrics["test_accuracy"]
     assert f"recorded {recorded:.4f} (reproduced)" in out and f"accuracy {recorded:.4f}" in out
+
+
+def test_evaluate_cli_data_kwargs(evolved, capsys):
+    task = "shapes/label_scale"
+    kwargs = json.dumps(evolved.config["task_kwargs"][task])
+    assert cli.main(["evaluate", evolved.repo, "--task", task, "--data", task, "--data-kwargs", kwargs,
+                     "--split", "validation"]) == 0
+    out = capsys.readouterr().out
+    assert f"{task} on {task} [validation]" in out and "(reproduced)" in out
+    assert cli.main(["evaluate", evolved.repo, "--task", task, "--data", task, "--data-kwargs", "{n_test: 3}"]) == 2
+    assert "--data-kwargs: not JSON" in capsys.readouterr().err
+

@@ -424,3 +424,23 @@ def test_app_picks_what_to_serve(monkeypatch, system, tmp_path):
     monkeypatch.setenv("MU2HUB_DEMO_DIR", str(tmp_path / "no-export-here"))
     repo, options = app_module.target()  # on the Space: what preload_from_hub pinned
     assert repo == "mu2hub/quickstart" and options["tasks"] and options["local_files_only"] is False
+
+
+def test_preload_script_pins_the_pushed_commit_and_refuses_bad_readmes(hub, system, tmp_path):
+    readme = tmp_path / "README.md"
+    shutil.copy(SPACE_DIR / "README.md", readme)
+    env = dict(os.environ, PYTHONPATH=str(SPACE_DIR.parent))
+    cmd = [sys.executable, str(SPACE_DIR / "preload.py"), "--readme", str(readme), "--repo", REPO, "--repo-files",
+           "--revision", "main", "--task", "task_1"]
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert space.parse_preload(readme) == (REPO, ["task_1"], hub.head(REPO))
+    (tmp_path / "bare.md").write_text("# no front matter\n")
+    with pytest.raises(mu2hub.Mu2hubError, match="no YAML front matter"):
+        space.write_preload(tmp_path / "bare.md", ["x config.json"])
+    (tmp_path / "nokey.md").write_text("---\nsdk: gradio\n---\n")
+    with pytest.raises(mu2hub.Mu2hubError, match="no preload_from_hub: key"):
+        space.write_preload(tmp_path / "nokey.md", ["x config.json"])
+    bad = subprocess.run([sys.executable, str(SPACE_DIR / "preload.py"), "--readme", str(tmp_path / "nokey.md"),
+                          "--repo", REPO, "--folder", str(system[0])], capture_output=True, text=True, env=env, timeout=120)
+    assert bad.returncode == 2 and "no preload_from_hub: key" in bad.stderr
