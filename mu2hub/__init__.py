@@ -3,36 +3,55 @@
 >>> import mu2hub
 >>> model = mu2hub.from_pretrained("org/system", task="digits")   # downloads only that task's path
 >>> model.predict(image)
+
+Names are imported on first use: `import mu2hub` (and the metadata commands `mu2hub tasks / info / download`)
+never loads JAX; `mu2hub.from_pretrained` does, when called for.
 """
 
-from .api import TaskModel, from_big_vision, from_pretrained, from_timm, from_transformers, list_tasks, system_info
 from .errors import (
     ComponentIntegrityError,
     FormatError,
     FormatVersionError,
     LocalFilesMissingError,
+    LocalFolderNotFoundError,
     Mu2hubError,
     ShapeMismatchError,
     TaskNotFoundError,
+    TaskRequiredError,
     UnsafePathError,
 )
 
 __version__ = "0.1.0"
 
-_LAZY = {"export": ".publish", "verify": ".probe"}  # pull in matplotlib and the card only when asked for
-_LAZY.update({"add_task": ".contribute", "push_task": ".contribute", "validate": ".contribute"})  # the evolution engine
+_LAZY = {
+    "TaskModel": ".api", "from_pretrained": ".api", "from_transformers": ".api",  # JAX
+    "from_timm": ".api", "from_big_vision": ".api",
+    "MultiTaskModel": ".multitask",
+    "list_tasks": ".metadata", "system_info": ".metadata", "download": ".metadata",  # JSON only, no JAX
+    "export": ".publish", "verify": ".probe",  # matplotlib and the card only when asked for
+    "add_task": ".contribute", "push_task": ".contribute", "validate": ".contribute",  # the evolution engine
+    "data": ".data",
+}
 
 
 def __getattr__(name: str):
     if name in _LAZY:
         import importlib
 
-        return getattr(importlib.import_module(_LAZY[name], __name__), name)
+        module = importlib.import_module(_LAZY[name], __name__)
+        value = module if name == "data" else getattr(module, name)
+        globals()[name] = value  # resolved once
+        return value
     raise AttributeError(f"module 'mu2hub' has no attribute {name!r}")
 
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
+
 __all__ = [
-    "TaskModel", "from_pretrained", "from_transformers", "from_timm", "from_big_vision", "list_tasks", "system_info", "export", "verify",
-    "add_task", "push_task", "validate",
-    "Mu2hubError", "FormatError", "FormatVersionError", "UnsafePathError", "TaskNotFoundError",
-    "ComponentIntegrityError", "LocalFilesMissingError", "ShapeMismatchError",
+    "TaskModel", "MultiTaskModel", "from_pretrained", "from_transformers", "from_timm", "from_big_vision", "list_tasks", "system_info", "download",
+    "export", "verify", "add_task", "push_task", "validate",
+    "Mu2hubError", "FormatError", "FormatVersionError", "UnsafePathError", "TaskNotFoundError", "TaskRequiredError",
+    "ComponentIntegrityError", "LocalFilesMissingError", "LocalFolderNotFoundError", "ShapeMismatchError",
 ]

@@ -1,4 +1,7 @@
-"""Public entry points: `from_pretrained(repo, task=...)` -> `TaskModel`, `list_tasks`, `system_info`."""
+"""Public entry points: `from_pretrained(repo, task=...)` -> `TaskModel` (or `tasks=[...]` -> `MultiTaskModel`).
+
+`list_tasks`, `system_info` and `summarize` live in the JAX-free `mu2hub.metadata` and are re-exported here.
+"""
 
 from __future__ import annotations
 
@@ -7,15 +10,17 @@ import re
 import weakref
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from . import model as vit
-from .errors import ShapeMismatchError
-from .format import ComponentRef, Structure, SystemConfig, TaskFile, component_refs, distinct
+from .constants import DEFAULT_TOP_K
+from .errors import ShapeMismatchError, TaskRequiredError
+from .format import ComponentRef, Structure, SystemConfig, TaskFile, component_refs
+from .metadata import list_tasks, summarize, system_info  # noqa: F401  (re-exported)
 from .store import LocalStore, Store, open_store, task_components
 
 # Device arrays of components already loaded in this process, by id: tasks that share a component share its
@@ -135,7 +140,7 @@ class TaskModel:
                              "pass raw images to have them resized")
         return np.asarray(vit.apply_path_jit(s, self.params, jnp.asarray(x, jnp.float32), dtype=self.dtype))
 
-    def predict(self, images: Any, *, top_k: int = 5) -> list[dict[str, Any]] | list[list[dict[str, Any]]]:
+    def predict(self, images: Any, *, top_k: int = DEFAULT_TOP_K) -> list[dict[str, Any]] | list[list[dict[str, Any]]]:
         """Top-k labels with probabilities, like transformers' image-classification pipeline.
 
         One image -> `[{"label", "score"}, ...]`; a list or batch -> one such list per image.
@@ -145,6 +150,30 @@ class TaskModel:
         out = [[{"label": self.labels[i], "score": float(row[i])} for i in np.argsort(-row, kind="stable")[:top_k]]
                for row in probs]
         return out[0] if single else out
+
+    def evaluate(self, data: Any, *, split: str = "test", batch_size: int = 64, data_kwargs: dict | None = None,
+                 progress: bool = False) -> Any:
+        """Accuracy of this task on a split of `data`, through the same path as `predict`.
+
+        Args:
+            data: a registered task name (`"digits"`), `hf:<dataset>`, `imagefolder:<folder>`, a folder, or
+                `TaskData`. Its label names must be this task's (any order).
+            split (`str`, defaults to `"test"`): `train`, `validation` or `test`.
+            batch_size (`int`, defaults to 64): images per forward pass.
+            data_kwargs (`dict`, *optional*): forwarded to the data loader (`image_size`, `n_test`, `seed`, ...).
+            progress (`bool`, defaults to `False`): a progress bar over batches.
+
+        Returns:
+            `mu2hub.evaluate.Evaluation`: `accuracy`, `correct`, `num_examples`, and `recorded` (the task file's
+            `metrics.test_accuracy`, what the model card shows) for comparison.
+
+        Example:
+            >>> mu2hub.from_pretrained("org/system", task="digits").evaluate("digits").accuracy
+            0.9387
+        """
+        from .evaluate import evaluate
+
+        return evaluate(self, data, split=split, batch_size=batch_size, data_kwargs=data_kwargs, progress=progress)
 
     # -- writing ----------------------------------------------------------------------------------
     def save_pretrained(self, save_directory: str | os.PathLike) -> Path:
@@ -234,29 +263,34 @@ def load_task(store: Store, task: str, *, dtype: Any = None, repo_id: str = "", 
 
 def from_pretrained(
     repo_id_or_path: str | os.PathLike,
-    task: str,
+    task: str | None = None,
     *,
+    tasks: Sequence[str] | str | None = None,
     revision: str | None = None,
     cache_dir: str | os.PathLike | None = None,
     token: str | bool | None = None,
     local_files_only: bool = False,
     force_download: bool = False,
     dtype: Any = None,
-) -> TaskModel:
-    """Load one task of a mu2hub system, downloading only the components its path activates.
+) -> Any:
+    """Load one task of a mu2hub system (or several), downloading only the components their paths activate.
 
     Args:
         repo_id_or_path (`str`): a Hub repo id (`"org/name"`) or a local folder in the same layout.
-        task (`str`): the task name (`mu2hub.list_tasks(repo)` lists them).
+        task (`str`, *optional*): the task name (`mu2hub.list_tasks(repo)` lists them) -> a `TaskModel`.
+        tasks (`list[str]` or `"all"`, *optional*): several tasks -> a `MultiTaskModel` holding every shared
+            component once (pass `task` or `tasks`, not both).
         revision (`str`, *optional*): branch, tag or commit; resolved once and pinned for every file.
         cache_dir, token, local_files_only, force_download: as in `huggingface_hub.hf_hub_download`.
         dtype (*optional*): compute dtype (`"bfloat16"`); parameters stay float32.
 
     Returns:
-        `TaskModel`
+        `TaskModel`, or `MultiTaskModel` with `tasks=`.
 
     Raises:
-        `TaskNotFoundError`: no such task (the message lists the tasks there are).
+        `TaskRequiredError` (a `TypeError`): neither `task` nor `tasks` (the message lists the tasks there are).
+        `TaskNotFoundError`: no such task (the message lists the tasks there are and the closest name).
+        `LocalFolderNotFoundError`: a path such as `./x` that is no folder.
         `ComponentIntegrityError`: a file does not match its id even after one re-download.
         `LocalFilesMissingError`: offline and the cache lacks files (it lists them).
         `FormatError`: a malformed or unsafe `config.json` / task file, or a newer `format_version`.
@@ -265,10 +299,22 @@ def from_pretrained(
         >>> model = mu2hub.from_pretrained("org/system", task="digits")
         >>> model.predict(image)[0]
         {'label': '7', 'score': 0.98}
+        >>> every = mu2hub.from_pretrained("org/system", tasks="all")
+        >>> every.predict_all(image)["digits"][0]
+        {'label': '7', 'score': 0.98}
     """
+    if task is not None and tasks is not None:
+        raise ValueError(f"pass task={task!r} (one task) or tasks={tasks!r} (several), not both")
     store = open_store(repo_id_or_path, revision=revision, cache_dir=cache_dir, token=token,
                        force_download=force_download, local_files_only=local_files_only)
-    return load_task(store, task, dtype=dtype, repo_id=str(repo_id_or_path), revision=getattr(store, "commit", None))
+    commit = getattr(store, "commit", None)
+    if tasks is not None:
+        from .multitask import MultiTaskModel
+
+        return MultiTaskModel.from_store(store, tasks, dtype=dtype, repo_id=str(repo_id_or_path), revision=commit)
+    if task is None:
+        raise TaskRequiredError(str(repo_id_or_path), store.list_tasks())
+    return load_task(store, task, dtype=dtype, repo_id=str(repo_id_or_path), revision=commit)
 
 
 def from_transformers(
@@ -374,50 +420,3 @@ def from_big_vision(path: str | os.PathLike, *, task: str | None = None, image_s
     structure, params = at_size(ckpt, image_size or ckpt.structure.image_size)
     return _imported(structure, params, ckpt.labels, path, task=task or Path(path).stem, revision=None, dtype=dtype,
                      description="imported from a big_vision ViT checkpoint", lineage=ckpt.info)
-
-
-def list_tasks(repo_id_or_path: str | os.PathLike, *, revision: str | None = None, cache_dir=None, token=None,
-               local_files_only: bool = False) -> list[str]:
-    """Names of the tasks a system holds (listing `tasks/`; nothing else is downloaded)."""
-    return open_store(repo_id_or_path, revision=revision, cache_dir=cache_dir, token=token, local_files_only=local_files_only).list_tasks()
-
-
-def system_info(repo_id_or_path: str | os.PathLike, *, revision: str | None = None, cache_dir=None, token=None,
-                local_files_only: bool = False, tasks: Iterable[str] | None = None) -> dict[str, Any]:
-    """Per task: activated parameters, download bytes, components shared with which tasks; and system totals.
-
-    Reads task files only (small JSON); no component is downloaded.
-    """
-    store = open_store(repo_id_or_path, revision=revision, cache_dir=cache_dir, token=token, local_files_only=local_files_only)
-    names = list(tasks) if tasks is not None else store.list_tasks()
-    files = {t: store.read_task(t) for t in names}
-    return summarize(files)
-
-
-def summarize(files: dict[str, TaskFile]) -> dict[str, Any]:
-    """System statistics from task files: who uses which component, unique vs summed sizes."""
-    users: dict[str, list[str]] = {}
-    sizes: dict[str, tuple[int, int]] = {}
-    for t, tf in files.items():
-        for c in tf.components:
-            if t not in users.setdefault(c.id, []):
-                users[c.id].append(t)
-            sizes[c.id] = (c.params, c.bytes)
-    system_params = sum(p for p, _ in sizes.values())
-    system_bytes = sum(b for _, b in sizes.values())
-    per_task = {}
-    for t, tf in files.items():
-        ids = distinct(c.id for c in tf.components)
-        shared = {cid: sorted(u for u in users[cid] if u != t) for cid in ids if len(users[cid]) > 1}
-        per_task[t] = {
-            "accuracy": tf.metrics.get("test_accuracy"),
-            "activated_params": tf.activated_params,
-            "bytes": tf.download_bytes,
-            "share_of_system": tf.activated_params / system_params if system_params else 0.0,
-            "components": len(ids),
-            "shared_components": len(shared),
-            "shared_with": sorted({u for us in shared.values() for u in us}),
-            "new_params": tf.sizes.get("new_params"),
-        }
-    return {"tasks": per_task, "components": len(sizes), "params": system_params, "bytes": system_bytes,
-            "users": users}

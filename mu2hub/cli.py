@@ -6,6 +6,8 @@ import argparse
 import sys
 from typing import Sequence
 
+from . import __version__
+from .constants import DEFAULT_TOP_K
 from .errors import Mu2hubError
 from .report import human_bytes, table
 
@@ -22,51 +24,96 @@ def _hub_kwargs(a: argparse.Namespace) -> dict:
     return dict(revision=a.revision, cache_dir=a.cache_dir, token=a.token, local_files_only=a.local_files_only)
 
 
+def _warnings_as_notes(fn):
+    """Our warnings (an offline listing that covers only cached tasks) as `note:` lines on stderr; others as usual."""
+    import functools
+    import warnings
+
+    from .errors import PartialListingWarning
+
+    @functools.wraps(fn)
+    def run(a: argparse.Namespace) -> int:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", PartialListingWarning)
+            code = fn(a)
+        for w in caught:
+            if issubclass(w.category, PartialListingWarning):
+                print(f"note: {w.message}", file=sys.stderr)
+            else:
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+        return code
+
+    return run
+
+
+@_warnings_as_notes
 def cmd_tasks(a: argparse.Namespace) -> int:
-    from .api import list_tasks
+    from .metadata import list_tasks
 
     for t in list_tasks(a.repo, **_hub_kwargs(a)):
         print(t)
     return 0
 
 
+@_warnings_as_notes
 def cmd_info(a: argparse.Namespace) -> int:
-    from .api import system_info
+    from .metadata import sharing_text, system_info
 
     info = system_info(a.repo, tasks=[a.task] if a.task else None, **_hub_kwargs(a))
     rows = []
     for t, s in info["tasks"].items():
         acc = "" if s["accuracy"] is None else f"{s['accuracy']:.4f}"
-        shared = f"{s['shared_components']}/{s['components']}" + (f" ({', '.join(s['shared_with'])})" if s["shared_with"] else "")
-        rows.append([t, acc, f"{s['activated_params']:,}", f"{s['bytes'] / 1e6:.2f}", shared])
+        rows.append([t, acc, f"{s['activated_params']:,}", f"{s['bytes'] / 1e6:.2f}", sharing_text(s)])
     print(table(rows, ["task", "accuracy", "activated params", "download MB", "shared components (with)"]))
     if not a.task:
-        print(f"\nsystem: {len(info['tasks'])} tasks, {info['components']} components, "
+        listed = f"{len(info['tasks'])} tasks" + ("" if info["complete"] else " (cached ones only: offline)")
+        print(f"\nsystem: {listed}, {info['components']} components, "
               f"{info['params']:,} parameters, {human_bytes(info['bytes'])}")
     return 0
 
 
+@_warnings_as_notes
 def cmd_download(a: argparse.Namespace) -> int:
-    from .api import from_pretrained
+    from .metadata import download
 
-    m = from_pretrained(a.repo, task=a.task, force_download=a.force_download, **_hub_kwargs(a))
-    print(f"{m.task}: {len(m.components)} components, {m.activated_params:,} parameters, "
-          f"{human_bytes(m.download_bytes)}" + (f" at {m.revision}" if m.revision else ""))
+    d = download(a.repo, a.task, force_download=a.force_download, **_hub_kwargs(a))
+    tf = d.task_file
+    print(f"{tf.task}: {d.components} components, {tf.activated_params:,} parameters, "
+          f"{human_bytes(d.bytes)}" + (f" at {d.revision}" if d.revision else ""))
     return 0
 
 
 def cmd_predict(a: argparse.Namespace) -> int:
-    from PIL import Image
+    import json
+
+    from tqdm.auto import tqdm
 
     from .api import from_pretrained
+    from .images import expand_inputs, predict_in_batches
 
-    m = from_pretrained(a.repo, task=a.task, **_hub_kwargs(a))
-    images = []
-    for f in a.images:
-        with Image.open(f) as im:
-            images.append(im.copy())
-    for f, preds in zip(a.images, m.predict(images, top_k=a.top_k)):
-        print(f"{f}: " + ", ".join(f"{p['label']} ({p['score']:.3f})" for p in preds))
+    inputs = expand_inputs(a.inputs, split=a.split, data_kwargs=_data_kwargs(a))  # bad input fails before loading
+    model = from_pretrained(a.repo, task=a.task, **_hub_kwargs(a))
+    failed = 0
+    with tqdm(total=len(inputs), desc=f"predict {model.task}", unit="img", disable=None, file=sys.stderr) as bar:
+        for item, preds, error in predict_in_batches(lambda ims: model.predict(ims, top_k=a.top_k), inputs,
+                                                     batch_size=a.batch_size, progress=bar.update):
+            failed += error is not None
+            if a.json:
+                print(json.dumps({"input": item.name, "predictions": preds} if error is None else
+                                 {"input": item.name, "error": error}))
+            elif error is None:
+                print(f"{item.name}: " + ", ".join(f"{p['label']} ({p['score']:.3f})" for p in preds))
+            else:
+                print(f"{item.name}: error: {error}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def cmd_evaluate(a: argparse.Namespace) -> int:
+    from .api import from_pretrained
+
+    model = from_pretrained(a.repo, task=a.task, **_hub_kwargs(a))
+    result = model.evaluate(a.data, split=a.split, batch_size=a.batch_size, data_kwargs=_data_kwargs(a), progress=True)
+    print(result.format())
     return 0
 
 
@@ -85,6 +132,7 @@ def add_export_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--prune", action="store_true", help="delete component files at the target that no task uses")
     p.add_argument("--force", action="store_true", help="replace tasks even where the target's path scores better")
     p.add_argument("--private", action="store_true", default=None, help="create the repo private")
+    p.add_argument("--license", default="apache-2.0", help="license id stated in the model card (default apache-2.0)")
 
 
 def cmd_export(a: argparse.Namespace) -> int:
@@ -92,7 +140,7 @@ def cmd_export(a: argparse.Namespace) -> int:
 
     result = export(a.run or a.repo, a.to, tasks=a.tasks.split(",") if a.tasks else None, revision=a.revision,
                     token=a.token, cache_dir=a.cache_dir, repo_id=a.repo_id, dry_run=a.dry_run, prune=a.prune,
-                    force=a.force, private=a.private)
+                    force=a.force, private=a.private, license=a.license)
     print(result.format())
     for note in (result.plan.notes if result.plan and not a.dry_run else []):
         print(f"note: {note}")
@@ -130,7 +178,28 @@ def _parse_bytes(text: str) -> int:
 
 
 def _data_kwargs(a: argparse.Namespace) -> dict:
-    return {k: v for k, v in (("image_size", a.image_size), ("max_examples", a.max_examples)) if v is not None}
+    """`--image-size`, `--max-examples` and `--data-kwargs '{"n_test": 64}'` (JSON, never evaluated as code)."""
+    import json
+
+    kwargs = {}
+    raw = getattr(a, "data_kwargs", None)
+    if raw:
+        try:
+            kwargs = json.loads(raw)
+        except ValueError as e:
+            raise ValueError(f"--data-kwargs: not JSON ({e}); e.g. '{{\"n_test\": 64}}'") from None
+        if not isinstance(kwargs, dict):
+            raise ValueError(f"--data-kwargs: expected a JSON object, got {raw!r}")
+    for key in ("image_size", "max_examples"):
+        if getattr(a, key, None) is not None:
+            kwargs[key] = getattr(a, key)
+    return kwargs
+
+
+def _data_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--image-size", type=int, default=None, help="resize every image to this size when loading")
+    p.add_argument("--max-examples", type=int, default=None, help="keep at most this many examples per split")
+    p.add_argument("--data-kwargs", default=None, help='more loader options as JSON, e.g. \'{"n_test": 64, "seed": 0}\'')
 
 
 def cmd_finetune(a: argparse.Namespace) -> int:
@@ -162,7 +231,7 @@ def cmd_finetune(a: argparse.Namespace) -> int:
 
 
 def cmd_add_task(a: argparse.Namespace) -> int:
-    from .contribute import add_task, push_task
+    from .contribute import add_task
 
     evolution = {k: v for k, v in (("space", a.space), ("children_per_generation", a.children_per_generation),
                                    ("batch_size", a.batch_size)) if v is not None}
@@ -172,13 +241,28 @@ def cmd_add_task(a: argparse.Namespace) -> int:
                       revisit=a.revisit, evolution=evolution, data_kwargs=_data_kwargs(a), baseline=not a.no_baseline,
                       workdir=a.workdir, seed=a.seed, cache_dir=a.cache_dir, token=a.token)
     rows = result.summary_rows()
-    if a.push:
-        pushed = push_task(result, create_pr=not a.no_pr, token=a.token)
-        rows.append(["pushed", f"{len(pushed.files)} files, {human_bytes(pushed.bytes)}"
-                     + (f": PR #{pushed.pr_num} {pushed.pr_url}" if pushed.pr_num else f": commit {pushed.commit}")])
-    else:
-        rows.append(["not pushed", f"new files in {result.workdir}; rerun with --push to open a pull request"])
+    if not a.push:
+        rows.append(["not pushed", f"kept in {result.workdir}; push it without evolving again: "
+                                   f"mu2hub push-task {result.workdir}"])
     print(table(rows, ["add-task", ""]))
+    return _push(result, a) if a.push else 0
+
+
+def cmd_push_task(a: argparse.Namespace) -> int:
+    from .contribute import AddTaskResult
+
+    result = AddTaskResult.load(a.workdir)
+    print(table(result.summary_rows(), ["push-task", ""]))
+    return _push(result, a)
+
+
+def _push(result, a: argparse.Namespace) -> int:
+    """Push an add-task result (refused, exit 2, when it lost to the from-scratch baseline and --force is not given)."""
+    from .contribute import push_task
+
+    pushed = push_task(result, create_pr=not a.no_pr, token=a.token, force=a.force)
+    print(f"pushed: {len(pushed.files)} files, {human_bytes(pushed.bytes)}"
+          + (f": PR #{pushed.pr_num} {pushed.pr_url}" if pushed.pr_num else f": commit {pushed.commit}"))
     return 0
 
 
@@ -186,7 +270,7 @@ def cmd_validate(a: argparse.Namespace) -> int:
     from .review import validate
 
     report = validate(a.repo, a.pr, merge=a.merge, token=a.token, cache_dir=a.cache_dir, probe=not a.no_probe,
-                      progress=True)
+                      progress=True, refresh=not a.no_refresh)
     print(report.format())
     return 0 if report.ok else 1
 
@@ -195,8 +279,7 @@ def _contribution_args(p: argparse.ArgumentParser, *, batch_size: int | None) ->
     p.add_argument("repo", help="the published system's Hub repo id (org/name)")
     p.add_argument("--task", required=True)
     p.add_argument("--data", required=True, help="an imagefolder path, a Hugging Face dataset id, hf:<id>, imagefolder:<path>")
-    p.add_argument("--image-size", type=int, default=None, help="resize every image to this size when loading")
-    p.add_argument("--max-examples", type=int, default=None, help="keep at most this many examples per split")
+    _data_args(p)
     p.add_argument("--batch-size", type=int, default=batch_size)
     p.add_argument("--revision", default=None)
     p.add_argument("--cache-dir", default=None)
@@ -204,8 +287,14 @@ def _contribution_args(p: argparse.ArgumentParser, *, batch_size: int | None) ->
     p.add_argument("--seed", type=int, default=0)
 
 
+def _push_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--no-pr", action="store_true", help="commit to main on the pinned parent instead of a pull request")
+    p.add_argument("--force", action="store_true", help="push even if the task lost to the same ViT trained from scratch")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mu2hub", description="µ2Net multitask systems on the Hugging Face Hub")
+    parser.add_argument("--version", action="version", version=f"mu2hub {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("tasks", help="list a system's tasks")
     _hub_args(p)
@@ -219,12 +308,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--task", required=True)
     p.add_argument("--force-download", action="store_true")
     p.set_defaults(fn=cmd_download)
-    p = sub.add_parser("predict", help="classify image files with one task")
+    p = sub.add_parser("predict", help="classify images (files, folders, hf:/imagefolder: datasets) with one task")
     _hub_args(p)
     p.add_argument("--task", required=True)
-    p.add_argument("--top-k", type=int, default=3)
-    p.add_argument("images", nargs="+")
+    p.add_argument("--top-k", type=int, default=DEFAULT_TOP_K)
+    p.add_argument("--batch-size", type=int, default=64, help="images per forward pass")
+    p.add_argument("--json", action="store_true", help="one JSON object per image: {input, predictions} or {input, error}")
+    p.add_argument("--split", default="test", help="the split of a dataset input (default: test)")
+    _data_args(p)
+    p.add_argument("inputs", nargs="+", help="image files, folders of images, hf:<dataset>, imagefolder:<folder>")
     p.set_defaults(fn=cmd_predict)
+    p = sub.add_parser("evaluate", help="accuracy of one task on a dataset split, next to the recorded (card) number")
+    _hub_args(p)
+    p.add_argument("--task", required=True)
+    p.add_argument("--data", required=True, help="a registered task (digits), hf:<dataset>, imagefolder:<folder> or a folder")
+    p.add_argument("--split", default="test", choices=["train", "validation", "test"])
+    p.add_argument("--batch-size", type=int, default=64)
+    _data_args(p)
+    p.set_defaults(fn=cmd_evaluate)
     p = sub.add_parser("export", help="publish a run or repo to a Hub repo or folder, uploading only what is missing")
     add_export_arguments(p)
     p.set_defaults(fn=cmd_export)
@@ -267,13 +368,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-baseline", action="store_true", help="skip training the same ViT from scratch")
     p.add_argument("--workdir", default=None, help="keep the run (and the new components) here")
     p.add_argument("--push", action="store_true", help="open a pull request with the task file and new components")
-    p.add_argument("--no-pr", action="store_true", help="with --push: commit to main on the pinned parent instead")
+    _push_args(p)
     p.set_defaults(fn=cmd_add_task)
+    p = sub.add_parser("push-task", help="push a finished add-task result from its workdir (no evolving again)")
+    p.add_argument("workdir", help="the --workdir of an earlier add-task (it holds add_task_result.json)")
+    p.add_argument("--token", default=None)
+    _push_args(p)
+    p.set_defaults(fn=cmd_push_task)
     p = sub.add_parser("validate", help="check a contribution pull request (exit 1 on rejection); --merge merges it")
     p.add_argument("repo", help="Hub repo id (org/name)")
     p.add_argument("--pr", type=int, required=True, help="pull request number")
     p.add_argument("--merge", action="store_true", help="merge when every check passes")
     p.add_argument("--no-probe", action="store_true", help="skip running the new tasks' probes")
+    p.add_argument("--no-refresh", action="store_true", help="with --merge: do not re-render the card and figures after it")
     p.add_argument("--cache-dir", default=None, help="download here instead of a fresh temporary cache")
     p.add_argument("--token", default=None)
     p.set_defaults(fn=cmd_validate)

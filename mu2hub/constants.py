@@ -22,3 +22,6 @@ def task_filename(task: str) -> str:
 def component_filename(component_id: str) -> str:
     """`components/<id[:2]>/<id>.safetensors`: prefix folders keep each folder far below the Hub's 10k limit."""
     return f"{COMPONENTS_DIR}/{component_id[:2]}/{component_id}.safetensors"
+
+#: How many labels `predict` returns by default, everywhere (Python, CLI, the Space).
+DEFAULT_TOP_K = 5

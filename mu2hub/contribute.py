@@ -35,16 +35,17 @@ from typing import Any, Mapping
 
 from .constants import component_filename, task_filename
 from .data.registry import TaskData
-from .errors import RevisitNotBetterError, VaryingImageSizesError
+from .datasource import public_name
+from .errors import BaselineNotBeatenError, ContributionError, RevisitNotBetterError, VaryingImageSizesError
 from .evolution.hparams import get_space
 from .evolution.loop import ROOT_ID, Agent
 from .evolution.published import LazyComponents, PublishedSystem, admit_parents, infer_space, run_config
 from .evolution.run import RunDir
 from .finetune import resolve_data
-from .format import ComponentRef, TaskFile, check_task_name, dump_json
+from .format import ComponentRef, TaskFile, check_task_name, dump_json, load_json, sha256_hex
 from .report import human_bytes, table
 from .review import PushResult, open_pull_request
-from .store import LocalStore
+from .store import LocalStore, atomic_write
 
 __all__ = ["AddTaskResult", "add_task", "describe", "push_task", "validate"]
 
@@ -79,11 +80,29 @@ class AddTaskResult:
     def new_bytes(self) -> int:
         return sum(c.bytes for c in self.new_components)
 
+    @property
+    def beats_baseline(self) -> bool | None:
+        """Whether the evolved path's test accuracy is at least the from-scratch baseline's (None: no baseline)."""
+        if self.baseline_test_accuracy is None:
+            return None
+        return float(self.task_file.metrics["test_accuracy"]) >= self.baseline_test_accuracy
+
+    def verdict(self) -> str:
+        """One plain sentence: does the evolved task beat the same ViT trained from scratch?"""
+        acc, base = float(self.task_file.metrics["test_accuracy"]), self.baseline_test_accuracy
+        if base is None:
+            return "No from-scratch baseline was trained (baseline=False): nothing to compare with"
+        if acc >= base:
+            return f"Beats the same ViT trained from scratch: {acc:.4f} vs {base:.4f} ({acc - base:+.4f})"
+        return (f"WORSE than the same ViT trained from scratch: {acc:.4f} vs {base:.4f} ({acc - base:+.4f}); "
+                "pushing is refused unless forced")
+
     def summary_rows(self) -> list[list[Any]]:
         m, s = self.task_file.metrics, self.task_file.sizes
         base = "" if self.baseline_test_accuracy is None else f"{self.baseline_test_accuracy:.4f}"
         return [["task", self.task], ["test accuracy", f"{m['test_accuracy']:.4f}"],
-                [f"from scratch, same {self.train_steps} steps", base], ["chance", f"{m.get('chance', 0):.4f}"],
+                [f"from scratch, same {self.train_steps} steps", base], ["verdict", self.verdict()],
+                ["chance", f"{m.get('chance', 0):.4f}"],
                 ["activated params", f"{self.task_file.activated_params:,}"], ["new params", f"{s.get('new_params', 0):,}"],
                 ["new components", f"{len(self.new_components)} ({human_bytes(self.new_bytes)})"],
                 ["downloaded", f"{human_bytes(self.downloaded_bytes)} of {human_bytes(self.system_bytes)} (whole system)"],
@@ -97,6 +116,57 @@ class AddTaskResult:
     def push(self, **kwargs: Any) -> PushResult:
         """`push_task(self, **kwargs)`."""
         return push_task(self, **kwargs)
+
+    # -- kept in the workdir, so pushing later never evolves again ------------------------------------
+    def save(self) -> Path:
+        """Write `<workdir>/add_task_result.json` (atomically): everything `push_task` needs."""
+        data = {"format": RESULT_FORMAT, "task_file": self.task_file.to_json(),
+                "new_components": [c.id for c in self.new_components],
+                **{k: getattr(self, k) for k in _SCALARS}}
+        path = self.workdir / RESULT_NAME
+        atomic_write(path, dump_json(data))
+        return path
+
+    @classmethod
+    def load(cls, workdir: str | os.PathLike) -> "AddTaskResult":
+        """The result an earlier `add_task(..., workdir=...)` left there, checked before anything is pushed.
+
+        Raises:
+            `ContributionError`: no result there (the run did not finish), or it does not parse, or a new
+            component it names is missing from `<workdir>/system/` or does not match its id.
+        """
+        root = Path(workdir)
+        path = root / RESULT_NAME
+        try:
+            data = load_json(path.read_bytes(), str(path))
+        except FileNotFoundError:
+            raise ContributionError(f"{path}: no add-task result here; run `mu2hub add-task ... --workdir {root}` "
+                                    "first (it is written when the evolution finishes)") from None
+        if not isinstance(data, dict) or data.get("format") != RESULT_FORMAT:
+            raise ContributionError(f"{path}: not an add-task result (format {RESULT_FORMAT!r})")
+        try:
+            tf = TaskFile.from_json(data["task_file"], f"{path}:task_file")
+            scalars = {k: data[k] for k in _SCALARS}
+            ids = list(data["new_components"])
+        except KeyError as e:
+            raise ContributionError(f"{path}: missing {e}") from None
+        by_id = {c.id: c for c in tf.components}
+        unknown = [i for i in ids if i not in by_id]
+        if unknown:
+            raise ContributionError(f"{path}: new components {unknown} are not on the task's path")
+        store = LocalStore(root / "system")
+        for cid in ids:
+            f = store.root / component_filename(cid)
+            if not f.is_file() or sha256_hex(f.read_bytes()) != cid:
+                raise ContributionError(f"{f}: the new component is missing or does not match its id; "
+                                        "run add-task again")
+        return cls(task_file=tf, workdir=root, new_components=[by_id[i] for i in ids], **scalars)
+
+
+RESULT_NAME = "add_task_result.json"
+RESULT_FORMAT = "mu2hub-add-task/1"
+_SCALARS = ("repo_id", "revision", "task", "downloaded_bytes", "system_bytes", "parents", "excluded", "children",
+            "train_steps", "baseline_test_accuracy", "wall_time", "revisit", "lineage", "download_seconds")
 
 
 def add_task(
@@ -159,6 +229,7 @@ def add_task(
     except VaryingImageSizesError:
         system = PublishedSystem.open(repo_id, revision=revision, cache_dir=cache_dir, token=token)
         tdata = resolve_data(data, **{"decode_size": system.config.root_image_size, **dict(data_kwargs or {})})
+    source_name = public_name(tdata.name)  # what the task file records as its data (no local paths)
     tdata = replace(tdata, name=task) if tdata.name != task else tdata
     # 2. the system at one commit, JSON only; the name and (for a revisit) the labels
     system = system or PublishedSystem.open(repo_id, revision=revision, cache_dir=cache_dir, token=token)
@@ -195,7 +266,10 @@ def add_task(
     # 6. the publishable task file and the from-scratch baseline
     rows = [r for r in run.history() if r.get("agent") == "add-task"]
     steps = int(sum(r["examples"] for r in rows) // cfg["batch_size"])
-    return _finish(system, run, agent, tdata, best, admitted, costs, reader, steps, len(rows), baseline, revisit, start)
+    result = _finish(system, run, agent, tdata, best, admitted, costs, reader, steps, len(rows), baseline, revisit, start,
+                     data_name=source_name)
+    result.save()  # `push_task(workdir)` / `mu2hub push-task WORKDIR` push it later without evolving again
+    return result
 
 
 def _progress(total: int, task: str, cap: int | None):
@@ -218,7 +292,7 @@ def _reporter(bar):
 
 def _finish(system: PublishedSystem, run: RunDir, agent: Agent, data: TaskData, best: TaskFile, admitted: list[str],
             costs: Mapping[str, set[str]], reader: LazyComponents, steps: int, children: int, baseline: bool,
-            revisit: bool, start: float) -> AddTaskResult:
+            revisit: bool, start: float, *, data_name: str) -> AddTaskResult:
     """The publishable task file (new components, lineage, sizes, probe) and the from-scratch baseline."""
     from .api import TaskModel
     from .publish import release
@@ -240,7 +314,7 @@ def _finish(system: PublishedSystem, run: RunDir, agent: Agent, data: TaskData, 
                 earlier.setdefault(cid, []).append(t)
     lineage = {"path_id": f"contrib-{system.store.commit[:8]}-{rec.id}", "parent_task": parent_task,
                "parent": parent_tf.lineage.get("path_id") if parent_tf else None, "created": new_ids,
-               "base": {"repo_id": system.repo_id, "revision": system.store.commit}}
+               "base": {"repo_id": system.repo_id, "revision": system.store.commit}, "data": data_name}
     base_acc = _from_scratch(agent, best, data, steps) if baseline and steps else None
     metrics = {**best.metrics, "from_scratch_test_accuracy": base_acc, "train_steps": steps, "children": children}
     tf = replace(best, lineage=lineage, metrics=metrics)
@@ -295,6 +369,7 @@ def describe(result: AddTaskResult) -> str:
              f"| activated parameters | {tf.activated_params:,} |", f"| new parameters | {s.get('new_params', 0):,} |",
              f"| new files | {len(result.new_components) + 1} ({result.new_bytes:,} bytes of components) |",
              f"| downloaded to build it | {result.downloaded_bytes:,} of {result.system_bytes:,} bytes |", "",
+             f"**Against the baseline**: {result.verdict()}.", "",
              f"Lineage: parent `{tf.lineage.get('parent_task') or 'root'}`; per slot:", ""]
     lines += [f"- `{slot}`: {how}" for slot, how in result.lineage.items()]
     lines += ["", f"Validate: `mu2hub validate {result.repo_id} --pr <this PR's number>` (checks that it only adds files, "
@@ -302,23 +377,32 @@ def describe(result: AddTaskResult) -> str:
     return "\n".join(lines)
 
 
-def push_task(result: AddTaskResult, *, create_pr: bool = True, token: str | bool | None = None,
-              title: str | None = None) -> PushResult:
+def push_task(result: AddTaskResult | str | os.PathLike, *, create_pr: bool = True, token: str | bool | None = None,
+              title: str | None = None, force: bool = False) -> PushResult:
     """Open a pull request on `result.repo_id` at the pinned commit adding the task file and its new components.
 
     Args:
-        result (`AddTaskResult`): from `add_task`.
+        result (`AddTaskResult`, or the `workdir` an earlier `add_task` wrote it to): what to push; a workdir is
+            read back (`AddTaskResult.load`), so pushing never evolves again.
         create_pr (`bool`, defaults to `True`): `False` commits to main directly, on the pinned parent (fails if
             main moved since: HTTP 412).
         token (`str`, *optional*): as in huggingface_hub. title (`str`, *optional*): the PR title.
+        force (`bool`, defaults to `False`): push even when the evolved task lost to the from-scratch baseline.
 
     Returns:
         `PushResult`: `pr_url`, `pr_num`, `commit`, `files` and `bytes` sent, `parent`.
 
     Raises:
-        `ContributionError`: a file would modify one the repo has (e.g. the task name was taken meanwhile), or the
-        repo already has every file.
+        `BaselineNotBeatenError`: the evolved task's test accuracy is below the same ViT trained from scratch
+        (nothing is pushed unless `force=True`).
+        `ContributionError`: a file would modify one the repo has (e.g. the task name was taken meanwhile), the
+        repo already has every file, or a workdir holds no finished result.
     """
+    if not isinstance(result, AddTaskResult):
+        result = AddTaskResult.load(result)
+    if result.beats_baseline is False and not force:
+        raise BaselineNotBeatenError(result.task, float(result.task_file.metrics["test_accuracy"]),
+                                     float(result.baseline_test_accuracy), result.train_steps)
     store = LocalStore(result.workdir / "system")
     files: dict[str, bytes | Path] = {task_filename(result.task): dump_json(result.task_file.to_json())}
     for c in result.new_components:

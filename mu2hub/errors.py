@@ -33,7 +33,11 @@ class TaskNotFoundError(Mu2hubError, KeyError):
         self.task, self.available, self.repo_id = task, sorted(available), repo_id
         where = f" in {repo_id}" if repo_id else ""
         shown = ", ".join(self.available) if self.available else "(none)"
-        super().__init__(f"no task {task!r}{where}; available tasks: {shown}")
+        import difflib
+
+        close = difflib.get_close_matches(task, self.available, n=1, cutoff=0.5)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        super().__init__(f"no task {task!r}{where}{hint}; available tasks: {shown}")
 
     def __str__(self) -> str:  # KeyError would repr() the message
         return self.args[0]
@@ -144,6 +148,68 @@ class RevisitNotBetterError(Mu2hubError, RuntimeError):
 
 class ContributionError(Mu2hubError, ValueError):
     """A contribution cannot be pushed as asked (e.g. no new files, or the target is not the source repo)."""
+
+
+# --- everyday Hub use (issue 13) ---------------------------------------------------------------------
+
+
+class TaskRequiredError(Mu2hubError, TypeError):
+    """`from_pretrained` was called without saying which task(s) to load. Lists the tasks there are.
+
+    Message: `org/system holds 5 tasks; say which to load: task="digits" (one task) or tasks=[...] / tasks="all"
+    (a MultiTaskModel). Tasks: digits, shapes/label_scale, ...`.
+    """
+
+    def __init__(self, repo_id: str, available: list[str]):
+        self.repo_id, self.available = repo_id, sorted(available)
+        shown = ", ".join(self.available) if self.available else "(none)"
+        super().__init__(f"{repo_id} holds {len(self.available)} task(s); say which to load: task=\"{self.available[0] if self.available else 'NAME'}\" "
+                         f"(one task) or tasks=[...] / tasks=\"all\" (a MultiTaskModel). Tasks: {shown}")
+
+
+class LocalFolderNotFoundError(Mu2hubError, FileNotFoundError):
+    """A path that can only be a local folder (`./x`, `/abs`, `a/b/c`) does not exist.
+
+    Message: `./no/such/dir: no such folder. Pass an existing folder in the mu2hub layout, or a Hub repo id such
+    as org/name`.
+    """
+
+    def __init__(self, path: str):
+        self.path = path
+        super().__init__(f"{path}: no such folder. Pass an existing folder in the mu2hub layout, or a Hub repo id "
+                         "such as org/name")
+
+    def __str__(self) -> str:  # FileNotFoundError would format from errno/filename instead
+        return self.args[0]
+
+
+class BaselineNotBeatenError(Mu2hubError, ValueError):
+    """An evolved task scored below the same ViT trained from scratch; `push_task` refuses unless `force=True`.
+
+    Message: `my_task: the evolved path's test accuracy 0.7333 is below the same ViT trained from scratch (0.9000,
+    same 128 steps): it does not help the system. Not pushed; pass force=True (CLI --force) to push anyway`.
+    """
+
+    def __init__(self, task: str, accuracy: float, baseline: float, steps: int):
+        self.task, self.accuracy, self.baseline = task, accuracy, baseline
+        super().__init__(f"{task}: the evolved path's test accuracy {accuracy:.4f} is below the same ViT trained from "
+                         f"scratch ({baseline:.4f}, same {steps} steps): it does not help the system. Not pushed; "
+                         "pass force=True (CLI --force) to push anyway")
+
+
+class PartialListingWarning(UserWarning):
+    """Offline, a repo's task listing could only come from the cache, which may hold fewer tasks than the repo."""
+
+
+class InputNotFoundError(Mu2hubError, FileNotFoundError):
+    """An input given to `predict` is neither a file, a folder, nor a dataset (`hf:<id>`, `imagefolder:<folder>`)."""
+
+    def __init__(self, spec: str, reason: str = "no such file or folder (datasets are named hf:<id> or imagefolder:<folder>)"):
+        self.path = spec
+        super().__init__(f"{spec}: {reason}")
+
+    def __str__(self) -> str:
+        return self.args[0]
 
 
 class RootMismatchError(Mu2hubError, ValueError):

@@ -30,23 +30,29 @@ def _short(slot: str) -> str:
     return re.sub(r"^(block|adapter)\.(\d+)$", lambda m: f"{m.group(1)[0].upper()}{m.group(2)}", slot).replace("patch_embed", "patch").replace("pos_embed", "pos")
 
 
-def _png(fig) -> bytes:
+def _png(fig, *, dpi: int = 100, tight: bool = False) -> bytes:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
     FigureCanvasAgg(fig)
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100, metadata={"Software": None})
+    extra = {"bbox_inches": "tight", "pad_inches": 0.04} if tight else {}  # crop to what is drawn (legend below)
+    fig.savefig(buf, format="png", dpi=dpi, metadata={"Software": None}, **extra)
     return buf.getvalue()
 
 
-def system_png(files: Mapping[str, TaskFile]) -> bytes:
-    """Tasks (rows, stream order) × slots (columns): which component each path takes, who created it, what is shared.
+PALETTE = [f"C{i}" for i in range(10)] + ["#8c564b", "#e377c2", "#bcbd22", "#17becf"]
 
-    In each column the distinct components are numbered by first use; a cell's colour is the task whose path
-    created the component (`lineage.created`), grey for the root model or a retired path; a bold border marks a
-    component used by more than one task.
-    """
-    from matplotlib.figure import Figure
+
+def task_colors(tasks: list[str]) -> dict[str, str]:
+    """A colour per task by its position: callers pass tasks in a stable order (`publish.card_order`), so a
+    refresh that adds tasks keeps every earlier task's colour."""
+    return {t: PALETTE[i % len(PALETTE)] for i, t in enumerate(tasks)}
+
+
+def _grid(ax, files: Mapping[str, TaskFile], highlight: str | None = None) -> list:
+    """Tasks (rows) × slots (columns), one cell per component a path takes: numbered per column by first use,
+    coloured by the task that created it, bold when shared. With `highlight`, that task's row is framed and every
+    component off its path is faded, so the same picture shows one path through the system."""
     from matplotlib.patches import Patch, Rectangle
 
     tasks = list(files)
@@ -59,11 +65,8 @@ def system_png(files: Mapping[str, TaskFile]) -> bytes:
     for t, tf in files.items():
         for c in tf.components:
             users.setdefault(c.id, set()).add(t)
-    palette = [f"C{i}" for i in range(10)] + ["#8c564b", "#e377c2", "#bcbd22", "#17becf"]
-    color = {t: palette[i % len(palette)] for i, t in enumerate(tasks)}
-
-    fig = Figure(figsize=(max(6.0, 0.55 * len(cols) + 3.0), max(2.5, 0.42 * len(tasks) + 1.8)))
-    ax = fig.add_subplot()
+    color = task_colors(tasks)
+    chosen = {c.id for c in files[highlight].components} if highlight in files else None
     numbers: list[dict[str, int]] = [{} for _ in cols]
     label_cells = len(tasks) * len(cols) <= 2500
     for r, t in enumerate(tasks):
@@ -74,23 +77,44 @@ def system_png(files: Mapping[str, TaskFile]) -> bytes:
                 continue
             n = numbers[j].setdefault(ref.id, len(numbers[j]) + 1)
             shared = len(users[ref.id]) > 1
+            faded = chosen is not None and ref.id not in chosen
             ax.add_patch(Rectangle((j + 0.06, r + 0.08), 0.88, 0.84, facecolor=color.get(creator.get(ref.id, ""), GREY),
-                                   edgecolor="black", linewidth=1.8 if shared else 0.4))
+                                   edgecolor="black", linewidth=1.8 if shared else 0.4, alpha=0.22 if faded else 1.0))
             if label_cells:
-                ax.text(j + 0.5, r + 0.5, str(n), ha="center", va="center", fontsize=7)
-    ax.set_xlim(0, len(cols))
+                ax.text(j + 0.5, r + 0.5, str(n), ha="center", va="center", fontsize=7, alpha=0.35 if faded else 1.0)
+        if chosen is not None and t != highlight:
+            k = len({c.id for c in files[t].components} & chosen)
+            ax.text(len(cols) + 0.1, r + 0.5, f"shares {k}" if k else "", va="center", fontsize=7)
+    if chosen is not None:
+        r = tasks.index(highlight)
+        ax.add_patch(Rectangle((0, r), len(cols), 1, fill=False, edgecolor="black", linewidth=2.2))
+    ax.set_xlim(0, len(cols) + (1.2 if chosen is not None else 0))
     ax.set_ylim(len(tasks), 0)
     ax.set_xticks([j + 0.5 for j in range(len(cols))], [_short(s) for s in cols], fontsize=8, rotation=45, ha="right")
     ax.set_yticks([r + 0.5 for r in range(len(tasks))], tasks, fontsize=8)
+    for tick in ax.get_yticklabels():
+        if tick.get_text() == highlight:
+            tick.set_fontweight("bold")
     ax.tick_params(length=0)
-    ax.set_xlabel("slot along the path", fontsize=8)
     for side in ax.spines.values():
         side.set_visible(False)
-    n_comp = len(users)
-    ax.set_title(f"{len(tasks)} tasks, {n_comp} components: the component each task's path takes per slot\n"
-                 "same number in a column = same component · colour = task that created it · bold = shared", fontsize=9)
-    legend = [Patch(facecolor=GREY, edgecolor="black", label="root / earlier path")] + [
+    return [Patch(facecolor=GREY, edgecolor="black", label="root / earlier path")] + [
         Patch(facecolor=color[t], edgecolor="black", label=t) for t in tasks if any(v == t for v in creator.values())]
+
+
+def system_png(files: Mapping[str, TaskFile]) -> bytes:
+    """Tasks (rows, in the given order) × slots (columns): which component each path takes, who created it, what
+    is shared. Grey cells: the root model or a retired path."""
+    from matplotlib.figure import Figure
+
+    cols = _slot_columns(files)
+    fig = Figure(figsize=(max(6.0, 0.55 * len(cols) + 3.0), max(2.5, 0.42 * len(files) + 1.8)))
+    ax = fig.add_subplot()
+    legend = _grid(ax, files)
+    ax.set_xlabel("slot along the path", fontsize=8)
+    n_comp = len({c.id for tf in files.values() for c in tf.components})
+    ax.set_title(f"{len(files)} tasks, {n_comp} components: the component each task's path takes per slot\n"
+                 "same number in a column = same component · colour = task that created it · bold = shared", fontsize=9)
     ax.legend(handles=legend, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False, title="created by",
               title_fontsize=7)
     fig.tight_layout()
@@ -127,60 +151,22 @@ def params_png(files: Mapping[str, TaskFile]) -> bytes:
     return _png(fig)
 
 
-# The Space's view: one task's path highlighted against the rest of the system.
-_OWN, _SHARED, _WITH_CHOSEN, _OTHER_SHARED, _OTHER = "#f28e2b", "#4e79a7", "#a0c4e8", "#d5d5d5", "#f2f2f2"
+# The Space's view: the system picture with one task's path picked out.
 
 
-def path_png(files: Mapping[str, TaskFile], task: str) -> bytes:
-    """Tasks (rows) × slots (columns); each cell is the component that task uses there, labelled by short id.
-
-    `task`'s row is highlighted: orange where the component is its own, blue where it is shared; in other
-    rows the components they share with `task` are light blue. Right margin: how many each row shares.
-    """
+def path_png(files: Mapping[str, TaskFile], task: str, *, width: float = 5.4) -> bytes:
+    """`system_png`'s grid (same numbers, colours and borders) with `task`'s row framed and every component off its
+    path faded; the right margin says how many components each other task shares with it. Sized for the Space."""
     from matplotlib.figure import Figure
-    from matplotlib.patches import Patch, Rectangle
 
-    tasks = list(files)
-    slots = _slot_columns(files)
-    users: dict[str, set[str]] = {}
-    for t, tf in files.items():
-        for c in tf.components:
-            users.setdefault(c.id, set()).add(t)
-    chosen = {c.id for c in files[task].components} if task in files else set()
-
-    fig = Figure(figsize=(max(6.0, 0.55 * len(slots) + 3.2), 0.42 * len(tasks) + 1.4), dpi=110)
+    fig = Figure(figsize=(width, 0.32 * len(files) + 0.9))
     ax = fig.add_subplot()
-    for r, t in enumerate(tasks):
-        cells = {c.slot: c.id for c in files[t].components}
-        for col, slot in enumerate(slots):
-            cid = cells.get(slot)
-            if cid is None:
-                continue
-            shared = len(users[cid]) > 1
-            if t == task:
-                color = _SHARED if shared else _OWN
-            else:
-                color = _WITH_CHOSEN if cid in chosen else (_OTHER_SHARED if shared else _OTHER)
-            ax.add_patch(Rectangle((col, r), 1, 1, facecolor=color, edgecolor="white", linewidth=1.5))
-            ax.text(col + 0.5, r + 0.5, cid[:4], ha="center", va="center", fontsize=6,
-                    color="white" if t == task else "#333333", family="monospace")
-        n = len({c.id for c in files[t].components} & chosen)
-        note = "chosen" if t == task else (f"shares {n}" if n else "")
-        ax.text(len(slots) + 0.2, r + 0.5, note, va="center", fontsize=7)
-    if task in tasks:
-        r = tasks.index(task)
-        ax.add_patch(Rectangle((0, r), len(slots), 1, fill=False, edgecolor="black", linewidth=2))
-    ax.set_xlim(0, len(slots) + 1.6)
-    ax.set_ylim(len(tasks), 0)
-    ax.set_xticks([i + 0.5 for i in range(len(slots))], slots, rotation=60, ha="right", fontsize=7)
-    ax.set_yticks([i + 0.5 for i in range(len(tasks))], tasks, fontsize=8)
-    ax.tick_params(length=0)
-    for side in ax.spines.values():
-        side.set_visible(False)
-    ax.set_title(f"path of {task!r} through the system (cells: component id prefix)", fontsize=9)
-    fig.legend(handles=[Patch(color=_OWN, label="chosen task only"), Patch(color=_SHARED, label="chosen task, shared"),
-                        Patch(color=_WITH_CHOSEN, label="shared with the chosen task"),
-                        Patch(color=_OTHER_SHARED, label="shared by other tasks"), Patch(color=_OTHER, label="one other task only")],
-               loc="lower center", ncol=3, fontsize=7, frameon=False)
-    fig.tight_layout(rect=(0, 0.1, 1, 1))
-    return _png(fig)
+    legend = _grid(ax, files, highlight=task)
+    n = len({c.id for c in files[task].components}) if task in files else 0
+    ax.set_title(f"{task}: its {n} components bright, the rest faded\n"
+                 "number = component in that slot · colour = task that created it · bold = shared", fontsize=8)
+    ax.tick_params(axis="x", labelsize=6)
+    ax.tick_params(axis="y", labelsize=7)
+    ax.legend(handles=legend, fontsize=6, loc="upper center", bbox_to_anchor=(0.5, -0.05 - 1.1 / (len(files) + 2)),
+              ncol=3, frameon=False, title="created by", title_fontsize=6, handlelength=1.2, columnspacing=1.0)
+    return _png(fig, dpi=110, tight=True)

@@ -22,6 +22,7 @@ import numpy as np
 
 from .api import TaskModel, _device_component
 from .data.pp import pp_spec
+from .datasource import public_name
 from .data.registry import TaskData, get_task, list_tasks
 from .errors import ShapeMismatchError
 from .format import ComponentRef, Source, TaskFile, component_refs, distinct
@@ -104,6 +105,22 @@ class FineTunedModel(TaskModel):
     loads like any other (`from_pretrained(folder, task=...)` fetches the referenced components through the Hub).
     """
 
+    def __repr__(self) -> str:
+        src = self.task_file.lineage.get("finetuned_from") or {}
+        new = len(self.new_components)
+        where = repr(self.repo_id) if self.repo_id else "None (not saved or pushed yet)"
+        return (f"FineTunedModel(task={self.task!r}, repo={where}, finetuned_from="
+                f"'{src.get('repo_id')}@{str(src.get('revision'))[:8]}:{src.get('task')}', classes={len(self.labels)}, "
+                f"new_components={new}, referenced={sum(1 for c in self.components if c.source is not None)}, "
+                f"test_accuracy={self.task_file.metrics.get('test_accuracy', float('nan')):.4f})")
+
+    def push_to_hub(self, repo_id: str, **kwargs: Any) -> Any:
+        """`TaskModel.push_to_hub`; afterwards `repo_id` / `revision` say where the variant lives."""
+        before = (self.repo_id, self.revision)
+        result = super().push_to_hub(repo_id, **kwargs)
+        self.repo_id, self.revision = before if kwargs.get("create_pr") else (repo_id, result.commit or self.revision)
+        return result
+
     def save_pretrained(self, save_directory: str | os.PathLike) -> Path:
         """Write `config.json`, `tasks/<task>.json` and the new components only (referenced ones stay where they are)."""
         store = LocalStore(save_directory)
@@ -116,6 +133,8 @@ class FineTunedModel(TaskModel):
                 raise ShapeMismatchError(f"{ref.slot}: parameters no longer match component {ref.id}", path=ref.filename)
         store.write_config(self.config)
         store.write_task(self.task_file)
+        if not self.repo_id:
+            self.repo_id = str(save_directory)
         return Path(save_directory)
 
     @property
@@ -235,7 +254,7 @@ def finetune(
         lineage={"path_id": f"finetune-{(created or [refs[-1].id])[0][:12]}",
                  "finetuned_from": {"repo_id": model.repo_id, "revision": model.revision, "task": tf.task},
                  "created": distinct(created), "trained_slots": slots, "steps": steps, "lr": float(lr),
-                 "data": data.name},
+                 "data": public_name(data.name)},
     )
     out = FineTunedModel(model.config, variant, params, repo_id="", revision=None, dtype=model.dtype)
     from .publish import release

@@ -28,11 +28,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
-from .card import PARAMS_FIGURE, SYSTEM_FIGURE, render_card
+from .card import DEFAULT_LICENSE, PARAMS_FIGURE, SYSTEM_FIGURE, render_card
 from .constants import CONFIG_NAME, README_NAME, ROOT_NAME, TASKS_DIR, component_filename
 from .errors import ComponentIntegrityError, ExportError, Mu2hubError, NotAMu2hubRepoError, PushInterruptedError
 from .figures import params_png, system_png
 from .format import ComponentRef, SystemConfig, TaskFile, distinct, dump_json, sha256_hex
+from .metadata import stream_order, test_accuracy
 from .store import HubStore, LocalStore, Store
 from .targets import HubTarget, LocalTarget, Snapshot, open_target
 
@@ -67,18 +68,13 @@ def open_source(source: Any, *, revision: str | None = None, token: str | bool |
 
 
 def read_source(store: Store, tasks: Iterable[str] | None = None) -> tuple[SystemConfig, dict[str, TaskFile]]:
-    """The config and the chosen tasks' files; refuses tasks without a held-out test accuracy."""
+    """The config and the chosen tasks' files (the plan refuses releasing one without a held-out test accuracy)."""
     config = store.read_config()
     names = list(tasks) if tasks is not None else store.list_tasks()
     if not names:
         raise ExportError(f"{store.name}: no tasks to export")
-    files = {t: store.read_task(t) for t in names}
-    missing = [t for t, tf in files.items()
-               if not isinstance(tf.metrics.get("test_accuracy"), (int, float)) or isinstance(tf.metrics.get("test_accuracy"), bool)]
-    if missing:
-        raise ExportError(f"{store.name}: task(s) {', '.join(missing)} have no metrics.test_accuracy (every published "
-                          "task reports a held-out test accuracy); finish their evolution, or leave them out with tasks=/--tasks")
-    return config, files
+    return config, {t: store.read_task(t) for t in names}
+
 
 
 def _component_file(store: Store, ref: ComponentRef) -> Path:
@@ -101,25 +97,6 @@ def _check_component(path: Path, ref: ComponentRef, where: str) -> None:
 # ---------------------------------------------------------------------------------------------------
 # Releases: task files as published
 # ---------------------------------------------------------------------------------------------------
-
-
-def stream_order(files: Mapping[str, TaskFile]) -> list[str]:
-    """Tasks in task-stream order from the files alone: after every task whose created components the path uses.
-
-    Ties (and cycles, from revisits) fall back to `lineage.path_id`, then the name — deterministic, so every
-    exporter orders a given set of tasks the same way.
-    """
-    creator = {cid: t for t, tf in files.items() for cid in (tf.lineage.get("created") or [])}
-    deps = {t: {creator[c.id] for c in tf.components if creator.get(c.id, t) != t} for t, tf in files.items()}
-    key = {t: (str(tf.lineage.get("path_id") or ""), t) for t, tf in files.items()}
-    order: list[str] = []
-    left = set(files)
-    while left:
-        ready = [t for t in left if not deps[t] & left] or list(left)
-        nxt = min(ready, key=key.__getitem__)
-        order.append(nxt)
-        left.remove(nxt)
-    return order
 
 
 def release(tf: TaskFile, *, earlier: Mapping[str, Iterable[str]], probe: dict[str, Any] | None) -> TaskFile:
@@ -242,12 +219,21 @@ def _mb(n: int) -> str:
 _RENDERED: dict[str, dict[str, bytes]] = {}
 
 
-def _shared_files(union: dict[str, TaskFile], config: SystemConfig, label: str) -> dict[str, bytes]:
+def card_order(files: Mapping[str, TaskFile], previous: Iterable[str] = ()) -> list[str]:
+    """The order card and figures show tasks in: the target card's order for the tasks it already lists, then the
+    others in stream order — so a refresh never reorders rows or recolours tasks, and new tasks come last."""
+    kept = [t for t in dict.fromkeys(previous) if t in files]
+    return kept + [t for t in stream_order({t: tf for t, tf in files.items() if t not in kept})]
+
+
+def _shared_files(union: dict[str, TaskFile], config: SystemConfig, label: str, root: TaskFile | None,
+                  license: str) -> dict[str, bytes]:
     """Card and figures of a set of tasks (memoised: a retry with the same tasks does not redraw)."""
-    key = sha256_hex(b"\0".join([label.encode(), dump_json(config.to_json())] + [dump_json(tf.to_json()) for tf in union.values()]))
+    parts = [label.encode(), license.encode(), dump_json(config.to_json()), dump_json(root.to_json()) if root else b""]
+    key = sha256_hex(b"\0".join(parts + [t.encode() + dump_json(tf.to_json()) for t, tf in union.items()]))
     files = _RENDERED.get(key)
     if files is None:
-        files = {README_NAME: render_card(union, config, repo_id=label).encode(),
+        files = {README_NAME: render_card(union, config, repo_id=label, root=root, license=license).encode(),
                  SYSTEM_FIGURE: system_png(union), PARAMS_FIGURE: params_png(union)}
         if len(_RENDERED) > 8:
             _RENDERED.clear()
@@ -257,7 +243,7 @@ def _shared_files(union: dict[str, TaskFile], config: SystemConfig, label: str) 
 
 def make_plan(store: Store, config: SystemConfig, files: Mapping[str, TaskFile], snap: Snapshot, *, target: str,
               label: str, probe_for: Callable[[str, TaskFile], dict[str, Any] | None], force: bool = False,
-              prune: bool = False, root: TaskFile | None = None) -> ExportPlan:
+              prune: bool = False, root: TaskFile | None = None, license: str = DEFAULT_LICENSE) -> ExportPlan:
     """Decide every file against the target's snapshot; pure apart from reading (and checking) source files."""
     final: list[FileOp] = []
     if snap.config is None:
@@ -280,6 +266,12 @@ def make_plan(store: Store, config: SystemConfig, files: Mapping[str, TaskFile],
         else:
             status[t] = "replace" if old is not None else "new"
             write.append(t)
+    # Every task released here reports a test accuracy; tasks already at the target unchanged are left as they are
+    # (so re-rendering a repo's card onto itself works for any repo).
+    missing = [t for t in write if test_accuracy(files[t]) is None]
+    if missing:
+        raise ExportError(f"{store.name}: task(s) {', '.join(missing)} have no metrics.test_accuracy (every published "
+                          "task reports a held-out test accuracy); finish their evolution, or leave them out with tasks=/--tasks")
     # 2. release them in stream order; "shared with" = tasks published before
     earlier: dict[str, list[str]] = {}
     for t, tf in snap.tasks.items():
@@ -312,13 +304,14 @@ def make_plan(store: Store, config: SystemConfig, files: Mapping[str, TaskFile],
         comps.append(FileOp(ref.filename, ref.bytes, "component", "new" if rf is None else "edit", file=path, id=cid))
     # 4. card and figures of the union
     union_all = {**snap.tasks, **released}
-    union = {t: union_all[t] for t in stream_order(union_all)}
-    for rel_path, data in _shared_files(union, snap.config or config, label).items():
+    union = {t: union_all[t] for t in card_order(union_all, snap.card_order)}
+    card_root = root if root is not None else snap.root
+    for rel_path, data in _shared_files(union, snap.config or config, label, card_root, license).items():
         rf = snap.files.get(rel_path)
         if rf is None or not rf.matches(data):
             final.append(FileOp(rel_path, len(data), "card" if rel_path == README_NAME else "figure", "edit" if rf else "new", data))
     # 5. garbage at the target
-    referenced = {c.id for tf in [*union.values(), *([root] if root is not None else [])] for c in tf.components}
+    referenced = {c.id for tf in [*union.values(), *([card_root] if card_root is not None else [])] for c in tf.components}
     unreferenced = sorted(snap.components - referenced) if snap.components is not None else []
     if prune:
         final.extend(FileOp(component_filename(cid), 0, "component", "delete") for cid in unreferenced)
@@ -392,6 +385,7 @@ def export(
     prune: bool = False,
     force: bool = False,
     private: bool | None = None,
+    license: str = DEFAULT_LICENSE,
     max_ops_per_commit: int = 100,
     max_retries: int = 8,
     callback: Callback | None = None,
@@ -410,6 +404,7 @@ def export(
             prune while others push to the same repo).
         force (`bool`, defaults to `False`): replace a task even where the target's path scores better.
         private (`bool`, *optional*): visibility of a repo this creates.
+        license (`str`, defaults to `"apache-2.0"`): the license id the model card states.
         max_ops_per_commit (`int`, defaults to 100): the Hub recommends ~50-100 files per commit.
         max_retries (`int`, defaults to 8): attempts after HTTP 412 (a concurrent commit).
         callback (*optional*): `callback(event, payload)` with `("plan", ExportPlan)` before each push stage,
@@ -448,7 +443,7 @@ def export(
         for _ in range(4 * max_retries + 8):  # components rounds + conflict retries, bounded
             snap = target.snapshot(paths, list_components=prune)
             plan = result.plan = make_plan(store, config, files, snap, target=target.name, label=repo_id or target.label,
-                                           probe_for=probe_for, force=force, prune=prune, root=root)
+                                           probe_for=probe_for, force=force, prune=prune, root=root, license=license)
             emit("plan", plan)
             if dry_run:
                 return result
@@ -499,6 +494,16 @@ def _commit(target: LocalTarget | HubTarget, chunk: list[FileOp], message: str, 
     result.commits.append(rec)
     emit("commit", rec)
     return oid
+
+
+def refresh_card(repo_id: str, *, token: str | bool | None = None, cache_dir: str | os.PathLike | None = None) -> list[str]:
+    """Re-render a repo's card and figures from every task at its head (after a merge): nothing else changes.
+
+    An export of the repo onto itself: every task and component is already there, so the one commit (if any)
+    holds `README.md` and the figures. Returns the paths committed.
+    """
+    result = export(repo_id, repo_id, token=token, cache_dir=cache_dir)
+    return [p for c in result.commits for p in c.paths]
 
 
 def export_system(source: Any, dest: str | os.PathLike, *, tasks: list[str] | None = None) -> dict[str, TaskFile]:

@@ -151,6 +151,8 @@ class ValidationReport:
     added: list[str] = field(default_factory=list)
     checks: list[Check] = field(default_factory=list)
     merged: bool = False
+    refreshed: list[str] = field(default_factory=list)  # card / figures re-rendered after the merge
+    refresh_error: str | None = None  # the merge happened; re-rendering the card failed (rerun it alone)
     progress: Any = field(default=None, repr=False)  # a tqdm bar advanced per check (the CLI's display)
 
     @property
@@ -171,6 +173,12 @@ class ValidationReport:
             rows.extend(["", "", d] for d in c.details[1:])
         at = f" ({(self.base or '?')[:8]} -> {(self.head or '?')[:8]}, {len(self.added)} files added)"
         verdict = ("MERGED" if self.merged else "ACCEPT: every check passed") if self.ok else "REJECT"
+        if self.merged and self.refresh_error:
+            verdict += (f"; the card was NOT refreshed ({self.refresh_error}): run `mu2hub export --repo {self.repo_id} "
+                        f"--to {self.repo_id}`")
+        elif self.merged:
+            verdict += (f"; card and figures refreshed ({', '.join(self.refreshed)})" if self.refreshed
+                        else "; card and figures already list every task")
         return f"{self.repo_id} PR #{self.pr}{at}\n" + table(rows, ["check", "verdict", "details"]) + f"\n{verdict}"
 
 
@@ -311,7 +319,7 @@ class _Shape:
 
 def validate(repo_id: str, pr: int, *, merge: bool = False, token: str | bool | None = None,
              cache_dir: str | None = None, probe: bool = True, progress: bool = False,
-             max_file_bytes: int = 2**31) -> ValidationReport:
+             max_file_bytes: int = 2**31, refresh: bool = True) -> ValidationReport:
     """Check a contribution pull request; with `merge=True`, merge it if every check passes.
 
     Args:
@@ -323,6 +331,8 @@ def validate(repo_id: str, pr: int, *, merge: bool = False, token: str | bool | 
         probe (`bool`, defaults to `True`): also run each added task's probe (downloads its components).
         progress (`bool`, defaults to `False`): a progress bar over the checks.
         max_file_bytes (`int`, defaults to 2 GiB): added files larger than this are rejected without downloading.
+        refresh (`bool`, defaults to `True`): after a merge, re-render the model card and figures from every task
+            (one more commit, card and figures only; `publish.refresh_card`).
 
     Returns:
         `ValidationReport`: one verdict per check (the module docstring lists them); `.ok`, `.format()`.
@@ -340,8 +350,16 @@ def validate(repo_id: str, pr: int, *, merge: bool = False, token: str | bool | 
 
         report.progress = tqdm(total=8, desc=f"validating {repo_id} PR #{pr}", unit="check")
     try:
-        return _validate(api, report, merge=merge, token=token, cache_dir=cache_dir, probe=probe,
-                         max_file_bytes=max_file_bytes)
+        _validate(api, report, merge=merge, token=token, cache_dir=cache_dir, probe=probe,
+                  max_file_bytes=max_file_bytes)
+        if report.merged and refresh:
+            from .publish import refresh_card
+
+            try:
+                report.refreshed = refresh_card(repo_id, token=token, cache_dir=cache_dir)
+            except Exception as e:  # the merge stands; say how to finish the refresh
+                report.refresh_error = f"{type(e).__name__}: {e}"
+        return report
     finally:
         if report.progress is not None:
             report.progress.close()

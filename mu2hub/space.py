@@ -1,11 +1,12 @@
 """The demo Space's logic, importable and testable without launching a server (`spaces_app/app.py` is a thin front).
 
-`SpaceSystem` opens one system (a local folder or a Hub repo pinned to one commit), reads every task file once
-(small JSON), and loads a task's model only when it is first asked for. Models come from the same pinned
-store, and `mu2hub.api` keeps one device copy per component id, so tasks that share a component share its
-memory. `build_demo` wraps it in a Gradio page; `preload_lines` computes the Space's `preload_from_hub`.
+`SpaceSystem` opens one system (a local folder or a Hub repo pinned to one commit) as a lazy `MultiTaskModel`:
+every task file is read once (small JSON), a task's model loads when it is first asked for, and tasks that share a
+component share its memory. `build_demo` wraps it in a Gradio page laid out answer-first: task, image and prediction
+on top, the task card and its path through the system beside them, compact examples and the all-tasks table below.
+`preload_lines` / `write_preload` compute and write the Space's `preload_from_hub`.
 
-Run `python -m mu2hub.space preload org/name [--task T ...] [--revision REV]` to print the front-matter lines.
+Run `python -m mu2hub.space preload org/name [--task T ...] [--revision REV] [--write spaces_app/README.md]`.
 """
 
 from __future__ import annotations
@@ -17,88 +18,31 @@ import os
 import re
 import sys
 import tempfile
-import threading
 import warnings
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-import numpy as np
 from PIL import Image
 
-from .figures import path_png
-from .api import TaskModel, load_task, summarize
-from .constants import CONFIG_NAME, component_filename, task_filename
-from .data.registry import to_rgb_uint8
+from .constants import CONFIG_NAME, DEFAULT_TOP_K, component_filename, task_filename
 from .errors import Mu2hubError, TaskNotFoundError
-from .format import TaskFile, distinct
-from .store import LocalStore, open_store
+from .figures import path_png
+from .format import distinct
+from .images import load_image
+from .metadata import stream_order, summarize
+from .multitask import MultiTaskModel
+from .store import LocalStore, atomic_write, open_store
 
-#: Longest side an uploaded image is reduced to before preprocessing: far above any path's image size, so
-#: predictions barely change, while a 10,000-pixel photo never becomes a multi-gigabyte float array.
-MAX_SIDE = 1024
-#: Refuse larger images outright (PIL's own decompression-bomb limit is 2x its 89M-pixel warning level).
-MAX_PIXELS = 2 * Image.MAX_IMAGE_PIXELS if Image.MAX_IMAGE_PIXELS else 180_000_000
-TOP_K = 5
+TOP_K = DEFAULT_TOP_K
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
+#: Column headers of the all-tasks table: class names such as "0.9" sit under "predicted class", quoted, never
+#: next to a bare number that could be read as their score.
+TABLE_HEADERS = ["task", "predicted class", "probability", f"top {TOP_K}: \u201cclass\u201d probability"]
 
 
-# ---------------------------------------------------------------------------------------------------
-# Input images
-# ---------------------------------------------------------------------------------------------------
-
-
-def load_image(image: Any, *, max_side: int = MAX_SIDE) -> Image.Image:
-    """Any upload (file path, PIL image or array) -> an RGB PIL image no larger than `max_side`.
-
-    Why here and not in `TaskModel.preprocess`: the Space receives arbitrary files; a JPEG is decoded at a
-    reduced scale (`draft`) and anything large is thumbnailed before the float pipeline sees it.
-
-    Raises:
-        ValueError: no image, an unreadable file, or one too large to decode safely (readable messages).
-    """
-    if image is None or (isinstance(image, str) and not image):
-        raise ValueError("No image: upload an image (or pick an example) first.")
-    opened = isinstance(image, (str, os.PathLike))
-    if opened:
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-                im = Image.open(image)
-        except Image.DecompressionBombError as e:
-            raise ValueError(f"The image is too large to decode safely ({e}).") from e
-        except (OSError, ValueError) as e:
-            raise ValueError(f"Could not read the upload as an image: {e}") from e
-    elif isinstance(image, Image.Image):
-        im = image
-    else:
-        try:
-            im = Image.fromarray(to_rgb_uint8(np.asarray(image)))
-        except (TypeError, ValueError) as e:
-            raise ValueError(f"Not an image: {e}") from e
-    try:
-        return _fit(im, max_side, copy=not opened)
-    except (OSError, ValueError) as e:
-        raise ValueError(f"Could not decode the image: {e}") from e
-    finally:
-        if opened:
-            im.close()
-
-
-def _fit(im: Image.Image, max_side: int, *, copy: bool) -> Image.Image:
-    w, h = im.size
-    if w < 1 or h < 1:
-        raise ValueError(f"The image is empty ({w}x{h} pixels).")
-    if w * h > MAX_PIXELS:
-        raise ValueError(f"The image is {w}x{h} pixels; the limit is {MAX_PIXELS:,} pixels.")
-    if max(w, h) > max_side:
-        if im.format == "JPEG":
-            im.draft("RGB", (max_side, max_side))  # decode at 1/2, 1/4 or 1/8 scale: no full-size buffer
-        if im.mode not in ("1", "L", "LA", "P", "RGB", "RGBA"):
-            im = Image.fromarray(to_rgb_uint8(im))
-        elif copy:
-            im = im.copy()  # thumbnail() works in place; never resize the caller's image
-        im.thumbnail((max_side, max_side), Image.Resampling.BILINEAR, reducing_gap=2.0)
-    return Image.fromarray(to_rgb_uint8(im))  # grayscale, palette, RGBA, 16-bit -> RGB uint8 (tiny ones included)
+def quoted(label: str) -> str:
+    """A class name as the page shows it: in quotes, so `0.9` (a scale class) reads as a name, not a score."""
+    return f"\u201c{label}\u201d"
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -112,7 +56,7 @@ class SpaceSystem:
     Args:
         repo_or_dir (`str`): a Hub repo id or a local folder in the published layout.
         revision (`str`, *optional*): branch, tag or commit; resolved once, every task loads from that commit.
-        tasks (`list[str]`, *optional*): the tasks to offer; defaults to every task in the repo.
+        tasks (`list[str]`, *optional*): the tasks to offer; defaults to every task in the repo, in stream order.
         cache_dir, token, local_files_only: as in `mu2hub.from_pretrained`.
 
     Raises:
@@ -122,83 +66,71 @@ class SpaceSystem:
     def __init__(self, repo_or_dir: str | os.PathLike, *, revision: str | None = None, tasks: Sequence[str] | None = None,
                  cache_dir: str | os.PathLike | None = None, token: str | bool | None = None, local_files_only: bool = False):
         self.repo_id = str(repo_or_dir)
-        self.store = open_store(repo_or_dir, revision=revision, cache_dir=cache_dir, token=token,
-                                local_files_only=local_files_only)
-        self.revision: str | None = getattr(self.store, "commit", None)
-        names = list(tasks) if tasks else self.store.list_tasks()
+        store = open_store(repo_or_dir, revision=revision, cache_dir=cache_dir, token=token, local_files_only=local_files_only)
+        self.revision: str | None = getattr(store, "commit", None)
+        names = list(tasks) if tasks else store.list_tasks()
         if not names:
             raise Mu2hubError(f"{self.repo_id} has no tasks (no files under tasks/)")
-        self.files: dict[str, TaskFile] = {t: self.store.read_task(t) for t in names}
+        files = {t: store.read_task(t) for t in names}
+        if not tasks:
+            files = {t: files[t] for t in stream_order(files)}  # rows as in the card's system figure
+        self.models = MultiTaskModel(store, files, repo_id=self.repo_id, revision=self.revision, lazy=True)
+        self.files = self.models.files
         self.summary = summarize(self.files)
-        self._models: dict[str, TaskModel] = {}
-        self._lock = threading.Lock()
         self._figures: dict[str, Image.Image] = {}
 
     @property
     def tasks(self) -> list[str]:
-        return list(self.files)
+        return self.models.tasks
 
     @property
-    def loaded(self) -> dict[str, TaskModel]:
+    def loaded(self) -> dict[str, Any]:
         """The models loaded so far (a copy)."""
-        return dict(self._models)
+        return self.models.loaded
 
-    def model(self, task: str) -> TaskModel:
-        """The task's model, loaded on first use; a task removed from the repo since start-up raises with the list."""
-        if task not in self.files:
-            raise TaskNotFoundError(task, self.tasks, self.repo_id)
-        hit = self._models.get(task)
-        if hit is not None:
-            return hit
-        with self._lock:  # one load per task even when several requests arrive together
-            if task not in self._models:
-                try:
-                    self._models[task] = load_task(self.store, task, repo_id=self.repo_id, revision=self.revision)
-                except TaskNotFoundError as e:  # removed from the repo (folder) since start-up
-                    raise TaskNotFoundError(task, e.available, self.repo_id) from None
-            return self._models[task]
+    def model(self, task: str):
+        """The task's `TaskModel`, loaded on first use; a task removed from the repo since start-up raises with the list."""
+        return self.models[task]
 
     def classify(self, image: Any, task: str, *, top_k: int = TOP_K) -> dict[str, float]:
         """`{label: probability}` for the top-k labels (what `gr.Label` shows)."""
         im = load_image(image)
-        return {p["label"]: p["score"] for p in self.model(task).predict(im, top_k=top_k)}
+        return {p["label"]: p["score"] for p in self.models.predict(im, task=task, top_k=top_k)}
 
     def classify_all(self, image: Any, *, top_k: int = TOP_K) -> list[list[Any]]:
-        """One row per task: task, top label, its probability, the top-k as text; a failing task reports why."""
+        """One row per task: task, top class (quoted), its probability, the top-k; a failing task reports why."""
         im = load_image(image)
         rows = []
         for task in self.tasks:
             try:
-                preds = self.model(task).predict(im, top_k=top_k)
+                preds = self.models.predict(im, task=task, top_k=top_k)
             except (Mu2hubError, OSError) as e:
                 rows.append([task, "(unavailable)", None, str(e)])
                 continue
-            rows.append([task, preds[0]["label"], round(preds[0]["score"], 4),
-                         ", ".join(f"{p['label']} {p['score']:.2f}" for p in preds)])
+            rows.append([task, quoted(preds[0]["label"]), round(preds[0]["score"], 4),
+                         ", ".join(f"{quoted(p['label'])} {p['score']:.2f}" for p in preds)])
         return rows
 
     # -- what the page shows about a task -----------------------------------------------------------
     def task_markdown(self, task: str) -> str:
-        """Accuracy, activated parameters, download size and sharing, as Markdown."""
+        """Accuracy, activated parameters, download size and sharing, as compact Markdown."""
         if task not in self.files:
             return f"**{task}** is not in this system. Tasks: {', '.join(self.tasks)}"
         tf, s = self.files[task], self.summary["tasks"][task]
-        acc = tf.metrics.get("test_accuracy")
-        chance = tf.metrics.get("chance")
-        acc_text = "not recorded" if acc is None else f"{acc:.3f}" + (f" (chance {chance:.3f})" if chance is not None else "")
+        acc, chance, n = (tf.metrics.get(k) for k in ("test_accuracy", "chance", "num_test_examples"))
+        acc_text = "not recorded" if acc is None else f"{acc:.3f}" + (f" on {n:,} test images" if isinstance(n, int) else "") + (
+            f" (chance {chance:.3f})" if chance is not None else "")
         ids = distinct(c.id for c in tf.components)
         per_task = {u: sum(1 for cid in ids if u in self.summary["users"][cid]) for u in self.tasks if u != task}
-        shared = ", ".join(f"{u} ({n})" for u, n in sorted(per_task.items(), key=lambda kv: -kv[1]) if n)
-        lines = [
+        shared = ", ".join(f"{u} ({k})" for u, k in sorted(per_task.items(), key=lambda kv: -kv[1]) if k)
+        return "\n".join([
             f"### {task}",
-            f"- **test accuracy**: {acc_text}",
-            f"- **activated parameters**: {tf.activated_params:,} ({s['share_of_system']:.0%} of the system's "
-            f"{self.summary['params']:,})",
-            f"- **download**: {tf.download_bytes / 1e6:.2f} MB in {len(ids)} components",
-            f"- **shares** {s['shared_components']} of {len(ids)} components" + (f" with: {shared}" if shared else ""),
-            f"- {len(tf.labels)} classes, {tf.image_size}x{tf.image_size} input, {tf.num_layers} layers",
-        ]
-        return "\n".join(lines)
+            f"**test accuracy** {acc_text}  ",
+            f"**activated parameters** {tf.activated_params:,} ({s['share_of_system']:.0%} of the system's "
+            f"{self.summary['params']:,}) · **download** {tf.download_bytes / 1e6:.2f} MB in {len(ids)} components  ",
+            f"**shares** {s['shared_components']} of {len(ids)} components" + (f" with: {shared}" if shared else "") + "  ",
+            f"{len(tf.labels)} classes, {tf.image_size}x{tf.image_size} input, {tf.num_layers} layers",
+        ])
 
     def system_markdown(self) -> str:
         rev = f" @ `{self.revision[:12]}`" if self.revision else ""
@@ -206,7 +138,7 @@ class SpaceSystem:
                 f"{self.summary['params']:,} parameters ({self.summary['bytes'] / 1e6:.2f} MB).")
 
     def figure(self, task: str) -> Image.Image:
-        """The tasks × slots grid with `task`'s path highlighted (drawn once per task)."""
+        """The system picture with `task`'s path picked out (drawn once per task)."""
         if task not in self._figures:
             self._figures[task] = Image.open(io.BytesIO(path_png(self.files, task))).convert("RGB")
         return self._figures[task]
@@ -214,48 +146,35 @@ class SpaceSystem:
     # -- memory -------------------------------------------------------------------------------------
     def resident_param_bytes(self) -> int:
         """Bytes of distinct device buffers behind every loaded model's parameters (shared ones counted once)."""
-        seen: dict[Any, int] = {}
-        for m in list(self._models.values()):
-            for tensors in m.params.values():
-                for arr in tensors.values():
-                    try:
-                        key = ("ptr", arr.unsafe_buffer_pointer())
-                    except Exception:  # a backend without buffer pointers: the array object itself
-                        key = ("id", id(arr))
-                    seen[key] = int(arr.nbytes)
-        return sum(seen.values())
+        return self.models.resident_bytes()
 
     def component_param_bytes(self, tasks: Iterable[str] | None = None) -> int:
         """float32 bytes of the distinct components the tasks use (what loading them all should occupy)."""
-        params = {c.id: c.params for t in (tasks or self.tasks) for c in self.files[t].components}
-        return 4 * sum(params.values())
+        return self.models.component_bytes(tasks)
 
-
-# ---------------------------------------------------------------------------------------------------
-# The path figure
-# ---------------------------------------------------------------------------------------------------
 
 # ---------------------------------------------------------------------------------------------------
 # Examples and preload lines
 # ---------------------------------------------------------------------------------------------------
 
 
-def registry_examples(tasks: Iterable[str], folder: str | os.PathLike, *, per_task: int = 2) -> dict[str, list[str]]:
-    """PNG files of test images, different labels, for the tasks the data registry knows (others get none)."""
+def registry_examples(tasks: Iterable[str], folder: str | os.PathLike, *, per_task: int = 2) -> dict[str, list[tuple[str, str]]]:
+    """`{task: [(PNG file, its class name)]}`: test images of different classes, for the tasks the data registry
+    knows (others get none)."""
     from .data.registry import get_task, list_tasks as registered
 
     known = set(registered())
-    out: dict[str, list[str]] = {}
+    out: dict[str, list[tuple[str, str]]] = {}
     for task in tasks:
         if task not in known:
             continue
         try:
-            test = get_task(task).test
+            data = get_task(task)
         except Exception as e:  # e.g. scikit-learn missing for digits: the page still works, without examples
             warnings.warn(f"no example images for {task!r}: {e}")
             continue
         picks, labels = [], set()
-        for i, y in enumerate(test.labels):
+        for i, y in enumerate(data.test.labels):
             if int(y) not in labels:
                 picks.append(i)
                 labels.add(int(y))
@@ -266,8 +185,8 @@ def registry_examples(tasks: Iterable[str], folder: str | os.PathLike, *, per_ta
         out[task] = []
         for i in picks:
             path = d / f"{i}.png"
-            Image.fromarray(test.images[i]).save(path)
-            out[task].append(str(path))
+            Image.fromarray(data.test.images[i]).save(path)
+            out[task].append((str(path), data.labels[int(data.test.labels[i])]))
     return out
 
 
@@ -326,25 +245,60 @@ def parse_preload(readme: str | os.PathLike) -> tuple[str, list[str], str | None
     return parts[0], tasks, parts[2] if len(parts) > 2 else None
 
 
+def write_preload(readme: str | os.PathLike, lines: Sequence[str]) -> bool:
+    """Replace the `preload_from_hub` list in a Space README's front matter with `lines` (atomically).
+
+    Everything else in the file (other keys, comments, the page) is kept as it is. Returns whether it changed.
+
+    Raises:
+        `Mu2hubError`: the file has no front matter or no `preload_from_hub:` key in it.
+    """
+    path = Path(readme)
+    text = path.read_text()
+    m = re.match(r"^---\n(.*?\n)---\n", text, re.S)
+    if not m:
+        raise Mu2hubError(f"{path}: no YAML front matter (--- ... ---) to write preload_from_hub into")
+    front = m.group(1)
+    key = re.search(r"^preload_from_hub:[^\n]*\n((?:[ \t]+-[^\n]*\n)*)", front, re.M)
+    if not key:
+        raise Mu2hubError(f"{path}: the front matter has no preload_from_hub: key")
+    block = "preload_from_hub:\n" + "".join(f'  - "{line}"\n' for line in lines)
+    new = text[:m.start(1)] + front[:key.start()] + block + front[key.end():] + text[m.end(1):]
+    if new == text:
+        return False
+    atomic_write(path, new.encode())
+    return True
+
+
 # ---------------------------------------------------------------------------------------------------
 # The page
 # ---------------------------------------------------------------------------------------------------
 
+#: Page styling (passed to `launch(css=...)`, Gradio 6): the table's numeric column never wraps its header.
+CSS = """
+#mu2hub-all-tasks th { white-space: nowrap; }
+#mu2hub-task-card h3 { margin: 0 0 4px 0; }
+"""
+
 
 def build_demo(repo_or_dir: str | os.PathLike, *, revision: str | None = None, local_files_only: bool = False,
                tasks: Sequence[str] | None = None, cache_dir: str | os.PathLike | None = None,
-               token: str | bool | None = None, examples: Mapping[str, Sequence[str]] | None = None,
+               token: str | bool | None = None, examples: Mapping[str, Sequence[Any]] | None = None,
                title: str = "mu2hub: one system, many tasks") -> "gr.Blocks":
-    """The Gradio page for a system: task picker, image + examples, top-5, all-tasks table, task card, path figure.
+    """The Gradio page for a system, answer first (launch it with `css=mu2hub.space.CSS`).
+
+    Top row: the task picker, the image and its buttons; the prediction (top 5); the task's card and its path
+    through the system (the same picture as the repo's `figures/system.png`, that path picked out) — all above
+    the fold of a 1280x800 window. Below: the all-tasks table, then compact examples (one button each).
 
     Args:
         repo_or_dir, revision, tasks, cache_dir, token, local_files_only: as `SpaceSystem`.
-        examples (`{task: [image files]}`, *optional*): defaults to test images from the data registry
-            for the tasks it knows.
+        examples (`{task: [image file or (file, caption)]}`, *optional*): defaults to test images from the data
+            registry for the tasks it knows, captioned with their class.
 
     Returns:
-        `gr.Blocks`, with endpoints `/classify (image, task) -> label`, `/classify_all (image) -> table`,
-        `/task_info (task) -> (markdown, figure)`; `demo.mu2hub_system` is the `SpaceSystem` behind it.
+        `gr.Blocks` with endpoints `/classify (image, task) -> prediction`, `/classify_all (image) -> all_tasks`,
+        `/task_info (task) -> (task_card, path_figure)`; `demo.mu2hub_system` is the `SpaceSystem` behind it.
     """
     import gradio as gr
 
@@ -352,7 +306,12 @@ def build_demo(repo_or_dir: str | os.PathLike, *, revision: str | None = None, l
                          local_files_only=local_files_only)
     if examples is None:
         examples = registry_examples(system.tasks, tempfile.mkdtemp(prefix="mu2hub-space-"))
-    rows = [[path, t] for t in system.tasks for path in examples.get(t, [])]
+    rows, captions = [], []
+    for t in system.tasks:
+        for ex in examples.get(t, []):
+            path, caption = ex if isinstance(ex, (tuple, list)) else (ex, Path(ex).stem)
+            rows.append([path, t])
+            captions.append(f"{t}: {quoted(caption)}")
 
     def guarded(fn):
         """Turn our readable errors into a message in the page; the server keeps serving."""
@@ -379,27 +338,29 @@ def build_demo(repo_or_dir: str | os.PathLike, *, revision: str | None = None, l
             return system.task_markdown(task), None
         return system.task_markdown(task), system.figure(task)
 
+    first = system.tasks[0]
     with gr.Blocks(title=title) as demo:
-        gr.Markdown(f"# {title}\n{system.system_markdown()} Pick a task and an image: the task's path through "
-                    "the shared system classifies it; models load on first use and share their common components.")
-        with gr.Row():
-            with gr.Column(scale=1):
-                task = gr.Dropdown(system.tasks, value=system.tasks[0], label="Task")
-                image = gr.Image(type="filepath", label="Image", sources=["upload", "clipboard"], height=260)
+        gr.Markdown(f"## {title}\n{system.system_markdown()} Each task is a *path* through the shared components: "
+                    "pick a task and an image; a model loads on first use.")
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=3, min_width=280):
+                task = gr.Dropdown(system.tasks, value=first, label="Task")
+                image = gr.Image(type="filepath", label="Image", sources=["upload", "clipboard"], height=190)
                 with gr.Row():
-                    run_one = gr.Button("Classify", variant="primary")
-                    run_all = gr.Button("All tasks")
-                if rows:
-                    gr.Examples(rows, inputs=[image, task], cache_examples=False, examples_per_page=12,
-                                label="Examples (image, task)")
-            with gr.Column(scale=1):
-                label = gr.Label(num_top_classes=TOP_K, label="Top 5")
-                table = gr.Dataframe(headers=["task", "prediction", "probability", f"top {TOP_K}"],
-                                     label="All tasks", interactive=False, wrap=True,
-                                     column_widths=["22%", "20%", "14%", "44%"])
-        info = gr.Markdown(system.task_markdown(system.tasks[0]))
-        figure = gr.Image(value=system.figure(system.tasks[0]), label="Path through the system", type="pil",
-                          interactive=False)
+                    run_one = gr.Button("Classify", variant="primary", min_width=100)
+                    run_all = gr.Button("All tasks", min_width=100)
+            with gr.Column(scale=3, min_width=280):
+                label = gr.Label(num_top_classes=TOP_K, label="Prediction (top 5 classes, probability)")
+            with gr.Column(scale=5, min_width=420):
+                info = gr.Markdown(system.task_markdown(first), label="Task card", elem_id="mu2hub-task-card")
+                figure = gr.Image(value=system.figure(first), label="Path through the system", show_label=False,
+                                  type="pil", interactive=False, height=270, elem_id="mu2hub-path-figure",
+                                  buttons=["fullscreen"], alt_text="the task's path through the shared components")
+        table = gr.Dataframe(headers=TABLE_HEADERS, label="All tasks", interactive=False, wrap=True,
+                             column_widths=["24%", "18%", "12%", "46%"], elem_id="mu2hub-all-tasks")
+        if rows:
+            gr.Examples(rows, inputs=[image, task], cache_examples=False, examples_per_page=12,
+                        label="Examples (click one, then Classify)", example_labels=captions)
         run_one.click(classify, [image, task], label, api_name="classify")
         run_all.click(classify_all, [image], table, api_name="classify_all")
         task.change(task_info, [task], [info, figure], api_name="task_info")
@@ -410,13 +371,23 @@ def build_demo(repo_or_dir: str | os.PathLike, *, revision: str | None = None, l
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m mu2hub.space", description="Tools for the demo Space.")
     sub = ap.add_subparsers(dest="cmd", required=True)
-    p = sub.add_parser("preload", help="print the preload_from_hub front matter for spaces_app/README.md")
+    p = sub.add_parser("preload", help="print (or --write) the preload_from_hub front matter of spaces_app/README.md")
     p.add_argument("repo_id")
     p.add_argument("--task", action="append", dest="tasks", help="a demo task (repeat); default: all")
     p.add_argument("--revision", help="branch, tag or commit; written as the resolved commit sha")
     p.add_argument("--folder", help="read task files from a local copy of the repo instead of the Hub")
+    p.add_argument("--write", metavar="README", help="replace the preload_from_hub list in this Space README")
     a = ap.parse_args(argv)
-    lines = preload_lines(a.repo_id, a.tasks, a.revision, folder=a.folder)
+    try:
+        lines = preload_lines(a.repo_id, a.tasks, a.revision, folder=a.folder)
+        if a.write:
+            changed = write_preload(a.write, lines)
+            print(f"{a.write}: preload_from_hub {'updated' if changed else 'already up to date'} "
+                  f"({sum(len(line.split()[1].split(',')) for line in lines)} files)")
+            return 0
+    except (Mu2hubError, OSError, ValueError) as e:
+        print(f"preload: error: {e}", file=sys.stderr)
+        return 2
     print("preload_from_hub:\n" + "\n".join(f'  - "{line}"' for line in lines))
     return 0
 

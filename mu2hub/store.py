@@ -7,17 +7,29 @@ file of that load to it, so a push in the middle of a download cannot mix two ve
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import os
+import re
 import tempfile
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Protocol
 
 import numpy as np
 
+from .cache import cached_listing, save_listing, stamp_dir
 from .constants import CONFIG_NAME, ROOT_NAME, TASKS_DIR, component_filename, task_filename
-from .errors import ComponentIntegrityError, FormatError, LocalFilesMissingError, Mu2hubError, TaskNotFoundError
+from .errors import (
+    ComponentIntegrityError,
+    FormatError,
+    LocalFilesMissingError,
+    LocalFolderNotFoundError,
+    Mu2hubError,
+    PartialListingWarning,
+    TaskNotFoundError,
+)
 from .format import (
     ComponentRef,
     Source,
@@ -217,6 +229,7 @@ class HubStore:
         self._config_path = Path(config_path)
         self._kw = dict(cache_dir=cache_dir, token=token)
         self.force_download, self.local_files_only = force_download, local_files_only
+        self.listing_complete = True  # False after an offline listing that could only scan the cache
 
     @classmethod
     def open(cls, repo_id: str, *, revision: str | None = None, cache_dir=None, token=None, force_download=False, local_files_only=False) -> "HubStore":
@@ -238,20 +251,47 @@ class HubStore:
         return SystemConfig.from_json(load_json(self._config_path.read_bytes(), CONFIG_NAME), CONFIG_NAME)
 
     def list_tasks(self) -> list[str]:
-        """Tasks at the pinned commit (offline: the tasks whose files are in the cache)."""
+        """Tasks at the pinned commit.
+
+        A listing is saved per commit (`mu2hub.cache`), so a warm call asks the Hub nothing beyond the commit.
+        Offline, the listing saved when this commit was last listed online (or huggingface_hub's cached tree) is
+        complete; without either, only the tasks whose files are in the cache can be named: then
+        `listing_complete` turns False and a `PartialListingWarning` says so.
+        """
         if self.local_files_only:
-            base = self._config_path.parent / TASKS_DIR
-            return sorted(p.relative_to(base).with_suffix("").as_posix() for p in base.rglob("*.json")) if base.is_dir() else []
+            return self._offline_listing()
+        saved = cached_listing(self.repo_id, self.commit)  # a commit never changes: no need to ask the Hub again
+        if saved is not None:
+            return saved
         from huggingface_hub import HfApi
 
         api = HfApi(token=self._kw["token"])
         try:
             entries = api.list_repo_tree(self.repo_id, path_in_repo=TASKS_DIR, recursive=True, revision=self.commit)
-            return sorted(e.path[len(TASKS_DIR) + 1 : -5] for e in entries if e.path.endswith(".json") and hasattr(e, "size"))
+            names = sorted(e.path[len(TASKS_DIR) + 1 : -5] for e in entries if e.path.endswith(".json") and hasattr(e, "size"))
         except Exception as e:  # a repo without tasks/ answers 404
             if getattr(getattr(e, "response", None), "status_code", None) == 404:
                 return []
             raise
+        with contextlib.suppress(OSError):  # a read-only assets cache only costs the offline listing
+            save_listing(self.repo_id, self.commit, names)
+        return names
+
+    def _offline_listing(self) -> list[str]:
+        saved = cached_listing(self.repo_id, self.commit)
+        if saved is not None:
+            return saved
+        tree = _cached_tree(self.repo_id, self.commit, self._kw["cache_dir"])
+        if tree is not None:
+            return sorted(p[len(TASKS_DIR) + 1 : -5] for p in tree if p.startswith(f"{TASKS_DIR}/") and p.endswith(".json"))
+        base = self._config_path.parent / TASKS_DIR
+        names = sorted(p.relative_to(base).with_suffix("").as_posix() for p in base.rglob("*.json")) if base.is_dir() else []
+        self.listing_complete = False
+        warnings.warn(PartialListingWarning(
+            f"{self.repo_id}@{self.commit[:8]}: offline, so only the {len(names)} task(s) whose files are in the local "
+            "cache can be listed; the repo may hold more. Connect (unset HF_HUB_OFFLINE / drop local_files_only) "
+            "to list them all."), stacklevel=3)
+        return names
 
     def read_root(self) -> TaskFile | None:
         """The root path (`root.json`) at the pinned commit, if the system publishes one."""
@@ -305,7 +345,7 @@ class HubStore:
     def _read_verified(self, ref: ComponentRef, tqdm_class) -> tuple[str, Tensors]:
         src = ref.source or Source(self.repo_id, self.commit)
         label = ref.filename if ref.source is None else f"{src.repo_id}@{src.revision[:8]}/{ref.filename}"
-        stamps = Path(self._kw["cache_dir"] or _hub_cache()) / ".mu2hub" / "verified"
+        stamps = stamp_dir(self._kw["cache_dir"])  # outside HF_HUB_CACHE: that folder is huggingface_hub's
 
         def read(force: bool) -> tuple[str, Tensors]:
             path = self._get(ref.filename, repo_id=src.repo_id, revision=src.revision, force=force, tqdm_class=tqdm_class)
@@ -320,10 +360,17 @@ class HubStore:
         return read(True)
 
 
-def _hub_cache() -> str:
-    from huggingface_hub import constants
-
-    return constants.HF_HUB_CACHE
+def _cached_tree(repo_id: str, commit: str, cache_dir) -> list[str] | None:
+    """File paths of huggingface_hub's cached tree listing at `commit` (written by `snapshot_download`), if any."""
+    try:
+        from huggingface_hub import get_cached_repo_tree
+        from huggingface_hub.errors import CachedRepoTreeNotFoundError
+    except ImportError:  # huggingface_hub before tree caching
+        return None
+    try:
+        return [f.path for f in get_cached_repo_tree(repo_id, revision=commit, cache_dir=cache_dir)]
+    except (CachedRepoTreeNotFoundError, OSError, ValueError):
+        return None
 
 
 _HAS_TQDM_CLASS: bool | None = None
@@ -372,8 +419,18 @@ def open_store(repo_or_dir: str | os.PathLike, *, revision: str | None = None, c
         if revision is not None:
             raise ValueError(f"revision={revision!r} given for the local folder {repo_or_dir}: folders have no revisions")
         return LocalStore(repo_or_dir)
+    if not looks_like_repo_id(str(repo_or_dir)):
+        raise LocalFolderNotFoundError(str(repo_or_dir))
     return HubStore.open(str(repo_or_dir), revision=revision, cache_dir=cache_dir, token=token,
                          force_download=force_download, local_files_only=local_files_only)
+
+
+_REPO_ID = re.compile(r"^(?:[A-Za-z0-9][\w.\-]*/)?[A-Za-z0-9][\w.\-]*$")
+
+
+def looks_like_repo_id(name: str) -> bool:
+    """`org/name` or `name` (huggingface_hub's rule); `./x`, `/x`, `~/x`, `a/b/c` can only be folders."""
+    return isinstance(name, str) and bool(_REPO_ID.match(name)) and ".." not in name and not name.endswith(".git")
 
 
 def task_components(store: Store, tf: TaskFile, *, desc: str = "") -> dict[str, tuple[str, Tensors]]:

@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
-from .constants import COMPONENTS_DIR, CONFIG_NAME, TASKS_DIR, task_filename
+from .card import card_task_order
+from .constants import COMPONENTS_DIR, CONFIG_NAME, README_NAME, ROOT_NAME, TASKS_DIR, task_filename
 from .errors import ComponentIntegrityError, FormatError, NotAMu2hubRepoError
 from .format import SystemConfig, TaskFile, load_json, sha256_hex
 from .store import LocalStore, atomic_write
@@ -53,6 +54,8 @@ class Snapshot:
     files: dict[str, RemoteFile] = field(default_factory=dict)
     components: set[str] | None = None  # every component id there (only listed when pruning)
     notes: list[str] = field(default_factory=list)
+    card_order: list[str] = field(default_factory=list)  # the tasks of the card there, in its order
+    root: TaskFile | None = None  # the root path there (`root.json`): its components are part of the pool
 
 
 def _target_config(raw: bytes, target: str) -> SystemConfig:
@@ -63,13 +66,13 @@ def _target_config(raw: bytes, target: str) -> SystemConfig:
     return SystemConfig.from_json(data, f"{target}/{CONFIG_NAME}")
 
 
-def _parse_task(raw: bytes, rel: str, notes: list[str]) -> TaskFile | None:
+def _parse_task(raw: bytes, rel: str, notes: list[str], *, check_name: bool = True) -> TaskFile | None:
     try:
         tf = TaskFile.from_json(load_json(raw, rel), rel)
     except FormatError as e:
         notes.append(f"{rel} at the target is not a valid task file, left out of the card: {e}")
         return None
-    if task_filename(tf.task) != rel:
+    if check_name and task_filename(tf.task) != rel:
         notes.append(f"{rel} names task {tf.task!r}; left out of the card")
         return None
     return tf
@@ -116,6 +119,10 @@ class LocalTarget:
                                    else RemoteFile(p.stat().st_size, sha256_hex(p.read_bytes())))
         if list_components:
             snap.components = {p.stem for p in (self.root / COMPONENTS_DIR).glob("*/*.safetensors")}
+        if (self.root / ROOT_NAME).is_file():
+            snap.root = _parse_task((self.root / ROOT_NAME).read_bytes(), ROOT_NAME, snap.notes, check_name=False)
+        if (self.root / README_NAME).is_file():
+            snap.card_order = card_task_order((self.root / README_NAME).read_text(errors="replace"))
         return snap
 
     def commit(self, ops: list["FileOp"], message: str, parent: str | None) -> str | None:
@@ -183,6 +190,10 @@ class HubTarget:
             for e in self.api.get_paths_info(self.repo_id, paths[i : i + 500], revision=head):
                 if isinstance(e, RepoFile):
                     snap.files[e.path] = _remote_file(e)
+        if ROOT_NAME in top:
+            snap.root = _parse_task(self._download(ROOT_NAME, head), ROOT_NAME, snap.notes, check_name=False)
+        if README_NAME in top:
+            snap.card_order = card_task_order(self._download(README_NAME, head).decode(errors="replace"))
         if list_components and COMPONENTS_DIR in top:
             snap.components = {e.path.rsplit("/", 1)[-1].removesuffix(".safetensors")
                                for e in self.api.list_repo_tree(self.repo_id, path_in_repo=COMPONENTS_DIR, recursive=True,

@@ -19,7 +19,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))  # a checkout: use its mu2hub (the Space installs it from requirements.txt)
 
-from mu2hub.space import build_demo, parse_preload  # noqa: E402
+from mu2hub.space import CSS, build_demo, parse_preload  # noqa: E402
 
 
 def target() -> tuple[str, dict]:
@@ -43,4 +43,4 @@ def target() -> tuple[str, dict]:
 if __name__ == "__main__":
     repo, options = target()
     demo = build_demo(repo, **options)
-    demo.launch()  # host/port from GRADIO_SERVER_NAME / GRADIO_SERVER_PORT (Spaces sets them)
+    demo.launch(css=CSS)  # host/port from GRADIO_SERVER_NAME / GRADIO_SERVER_PORT (Spaces sets them)

@@ -28,3 +28,25 @@ def hub(tmp_path_factory):
 def fresh_cache(hub, tmp_path):
     """A cache directory nobody has used: pass as `cache_dir=`."""
     return tmp_path / "cache"
+
+
+@pytest.fixture(scope="session")
+def evolved(hub, tmp_path_factory):
+    """A real tiny evolution (tests/tiny_config.py: digits, then generated shapes) exported to the loopback Hub as
+    `evolved/system` and to a folder: shared by the tests of everyday use (card, cache, CLI, evaluate)."""
+    from types import SimpleNamespace
+
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "training"))
+    from evolve import load_config
+
+    from mu2hub.evolution.evolve import evolve
+    from mu2hub.publish import export, export_system
+
+    base = tmp_path_factory.mktemp("evolved")
+    cfg = load_config(os.path.join(os.path.dirname(__file__), "tiny_config.py"))
+    run = evolve(cfg, base / "run", quiet=True)
+    repo = "evolved/system"
+    export(run.system, repo)
+    files = export_system(run.system, base / "export")
+    return SimpleNamespace(run=base / "run", repo=repo, folder=base / "export", files=files, config=cfg,
+                           tasks=list(cfg["tasks"]), base=base)

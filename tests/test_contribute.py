@@ -85,7 +85,8 @@ def contributed(hub, system):
                              evolution=SETTINGS, cache_dir=system.base / "c-add", workdir=system.base / "add", progress=False)
     fetched = component_gets(hub, REPO)
     fetched_bytes = sum(r.body_bytes for r in hub.log if r.method == "GET" and (r.repo_file or "").startswith("components/"))
-    pushed = push_task(result)
+    # the PR flow is what is tested here, whatever the verdict against the baseline (refusal: tested below)
+    pushed = push_task(result, force=True)
     pr_files = hub.pr_files(REPO, pushed.pr_num)
     report = mu2hub.validate(REPO, pushed.pr_num, merge=True)
     return SimpleNamespace(result=result, pushed=pushed, pr_files=pr_files, report=report, before=before,
@@ -253,7 +254,7 @@ def test_revisit_must_beat_the_published_score(hub, system, contributed, tmp_pat
 
 def test_pushing_the_same_contribution_twice_is_refused(contributed):
     with pytest.raises(ContributionError, match="already has every file"):
-        push_task(contributed.result, create_pr=False)  # merged already: main has every file
+        push_task(contributed.result, create_pr=False, force=True)  # merged already: main has every file
 
 
 def test_system_without_root_json_under_a_byte_cap(hub, tmp_path):
@@ -285,10 +286,15 @@ def test_cli_add_task_push_validate_merge(hub, system, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "test accuracy" in out and "downloaded" in out and "PR #" in out
     num = int(out.split("PR #")[1].split()[0])
+    hub.fail_next_commit_with(500, "Injected failure: connection lost")  # the card refresh after the merge
     assert cli.main(["validate", repo, "--pr", str(num), "--merge"]) == 0
     out = capsys.readouterr().out
     assert "MERGED" in out and out.count("pass") == 8
     assert "tasks/sizes.json" in hub.files(repo)
+    assert "the card was NOT refreshed" in out and f"mu2hub export --repo {repo} --to {repo}" in out
+    assert "| sizes |" not in hub.files(repo).get("README.md", b"").decode()
+    assert cli.main(["export", "--repo", repo, "--to", repo]) == 0  # what the message says to run
+    assert "| sizes |" in hub.files(repo)["README.md"].decode()
     assert cli.main(["add-task", repo, "--task", "sizes", "--data", str(system.folder)]) == 2  # exists now
     assert "already has task 'sizes'" in capsys.readouterr().err
 
@@ -314,3 +320,72 @@ def test_infer_space_picks_the_tightest_consistent_space(system):
     files = [mu2hub.from_pretrained(REPO, task=t).task_file for t in OLD_TASKS]
     assert infer_space(files) == "mu2net-ti0"  # the tiny config's space
     assert infer_space([]) == "mu2net"
+
+
+# ---------------------------------------------------------------------------------------------------
+# Contributing without repeating work; refusing a task that loses to its baseline
+# ---------------------------------------------------------------------------------------------------
+
+
+def test_push_task_from_the_workdir_never_evolves_again(hub, system, tmp_path, capsys):
+    repo = "contrib/later"
+    random_system(tmp_path / "sys", dims=Dims(16, 2, 32, 4), image_size=8, num_layers=2, num_tasks=2, num_classes=3)
+    hub.commit_folder(repo, tmp_path / "sys")
+    work = tmp_path / "work"
+    assert cli.main(["add-task", repo, "--task", "sizes", "--data", str(system.folder), "--budget", "2",
+                     "--children-per-generation", "2", "--workdir", str(work), "--cache-dir", str(tmp_path / "c")]) == 0
+    out = capsys.readouterr().out
+    assert f"mu2hub push-task {work}" in out and "rerun with --push" not in out and "verdict" in out
+    saved = json.loads((work / "add_task_result.json").read_text())
+    hub.reset_log()
+    assert cli.main(["push-task", str(work)]) == 0
+    out = capsys.readouterr().out
+    assert "PR #" in out
+    assert not [r for r in hub.log if r.method == "GET" and (r.repo_file or "").startswith("components/")]  # no evolving
+    num = int(out.split("PR #")[1].split()[0])
+    from mu2hub.contribute import AddTaskResult
+
+    result = AddTaskResult.load(work)
+    assert hub.pr_files(repo, num)["added"] == sorted(["tasks/sizes.json"] + [c.filename for c in result.new_components])
+    pushed_tf = json.loads(hub.files(repo, revision=f"refs/pr/{num}")["tasks/sizes.json"])
+    assert pushed_tf == saved["task_file"] == result.task_file.to_json()
+
+    # the same run, had its from-scratch baseline scored higher (the result file says so): refused, then forced
+    losing = tmp_path / "losing"
+    import shutil
+
+    shutil.copytree(work, losing)
+    acc = saved["task_file"]["metrics"]["test_accuracy"]
+    (losing / "add_task_result.json").write_text(json.dumps({**saved, "baseline_test_accuracy": acc + 0.1}))
+    with pytest.raises(mu2hub.errors.BaselineNotBeatenError, match=r"below the same ViT trained from scratch.*force=True"):
+        push_task(losing)
+    heads = {p: hub.head(repo) for p in ("main",)}
+    assert cli.main(["push-task", str(losing)]) == 2
+    captured = capsys.readouterr()
+    assert "WORSE than the same ViT trained from scratch" in captured.out and "--force" in captured.err
+    assert hub.head(repo) == heads["main"]
+    assert "WORSE than the same ViT trained from scratch" in mu2hub.contribute.describe(AddTaskResult.load(losing))
+    assert cli.main(["push-task", str(losing), "--force", "--no-pr"]) == 0  # insisted: a commit on the pinned parent
+    assert ": commit " in capsys.readouterr().out and "tasks/sizes.json" in hub.files(repo)
+
+    # a damaged workdir is refused before anything is sent
+    comp = losing / "system" / result.new_components[0].filename
+    comp.write_bytes(comp.read_bytes()[:-4])
+    with pytest.raises(ContributionError, match="does not match its id"):
+        push_task(losing, force=True)
+    with pytest.raises(ContributionError, match="no add-task result here"):
+        push_task(tmp_path / "sys")
+
+
+def test_merge_refreshes_the_card_and_figures(hub, contributed):
+    from huggingface_hub import ModelCard
+
+    report = contributed.report
+    assert report.merged and "README.md" in report.refreshed and "figures/system.png" in report.refreshed
+    assert "card and figures refreshed" in report.format()
+    card = ModelCard.load(REPO)
+    order = [r.dataset_config for r in card.data.eval_results]
+    assert order == [*OLD_TASKS, "shapes_png"]  # earlier tasks keep their rows, the new one comes last
+    assert "| shapes_png |" in card.text
+    lineage = next(line for line in card.text.splitlines() if line.startswith("- `shapes_png`"))
+    assert "mu2hub add-task" in lineage and card.data.base_model is None  # contributed to this repo itself

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import shutil
 import socket
 import subprocess
-import time
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -19,10 +20,12 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 import numpy as np
 import pytest
+from huggingface_hub import metadata_load
 from PIL import Image
 
 import mu2hub
 from mu2hub import space
+from mu2hub.images import load_image
 from mu2hub.constants import component_filename
 from mu2hub import figures
 from mu2hub.figures import path_png
@@ -39,6 +42,7 @@ DIMS = Dims(32, 2, 64, 4)
 LABELS = {"task_0": ["apple", "banana", "cherry", "damson"], "task_1": ["north", "south", "east", "west"],
           "task_2": ["red", "green", "blue", "violet"]}
 ARTIFACTS = Path(__file__).parent / "artifacts"
+SPACE_DIR = Path(__file__).resolve().parent.parent / "spaces_app"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 
@@ -51,8 +55,10 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
 def _write_system(folder: Path) -> dict:
     files = random_system(folder, dims=DIMS, image_size=16, num_layers=3, num_tasks=3, own_blocks=1, num_classes=4)
     store = LocalStore(folder)
-    for i, (task, tf) in enumerate(sorted(files.items())):  # readable labels and a recorded accuracy, as a real export
-        files[task] = replace(tf, labels=LABELS[task], metrics={"test_accuracy": 0.5 + 0.1 * i, "chance": 0.25})
+    for i, (task, tf) in enumerate(sorted(files.items())):  # readable labels, accuracy, lineage, as a real export
+        own = [c.id for c in tf.components if c.slot in ("block.2", "norm", "head")]
+        files[task] = replace(tf, labels=LABELS[task], lineage={"created": own},
+                              metrics={"test_accuracy": 0.5 + 0.1 * i, "chance": 0.25, "num_test_examples": 40})
         store.write_task(files[task])
     return files
 
@@ -89,7 +95,8 @@ def _free_port() -> int:
 
 
 def _launch(demo):
-    _, url, _ = demo.launch(server_name="127.0.0.1", server_port=_free_port(), prevent_thread_lock=True, quiet=True)
+    _, url, _ = demo.launch(server_name="127.0.0.1", server_port=_free_port(), prevent_thread_lock=True, quiet=True,
+                            css=space.CSS)
     return url
 
 
@@ -114,24 +121,9 @@ def _reference(task: str, image) -> list[dict]:
 # ---------------------------------------------------------------------------------------------------
 
 
-def test_load_image_normalises_and_bounds(tmp_path, images):
-    for key in ("gray", "rgba", "pixel"):
-        im = space.load_image(str(images[key]))
-        assert im.mode == "RGB" and im.size == Image.open(images[key]).size
-    big = tmp_path / "big.jpg"
-    Image.new("RGB", (10_000, 10_000), (200, 30, 30)).save(big, quality=80)
-    t0 = time.perf_counter()
-    im = space.load_image(str(big))
-    assert max(im.size) <= space.MAX_SIDE and time.perf_counter() - t0 < 10
-    (tmp_path / "junk.png").write_bytes(b"not an image at all")
-    for bad, match in ((None, "No image"), ("", "No image"), (str(tmp_path / "junk.png"), "Could not read")):
-        with pytest.raises(ValueError, match=match):
-            space.load_image(bad)
-
-
 def test_models_load_lazily_once_and_share_components(system, images):
     s = space.SpaceSystem(REPO)
-    assert s.loaded == {} and s.tasks == ["task_0", "task_1", "task_2"]
+    assert s.loaded == {} and s.tasks == ["task_0", "task_1", "task_2"] and isinstance(s.models, mu2hub.MultiTaskModel)
     s.classify(str(images["rgb"]), "task_0")
     assert list(s.loaded) == ["task_0"]
     assert s.model("task_0") is s.model("task_0")
@@ -145,12 +137,31 @@ def test_models_load_lazily_once_and_share_components(system, images):
     assert sum(arrays.values()) == unique
 
 
-def test_path_figure_highlights_the_chosen_path(system):
+def _rgb(color: str) -> tuple[int, int, int]:
+    from matplotlib.colors import to_rgb
+
+    return tuple(round(255 * v) for v in to_rgb(color))
+
+
+def test_path_figure_is_the_system_picture_with_the_path_picked_out(system):
+    """Same colours as figures/system.png (the task that created a component), at full strength on the chosen path
+    and faded off it."""
     _, files = system
-    fig = np.asarray(Image.open(io.BytesIO(path_png(files, "task_1"))).convert("RGB"))
-    colors = {tuple(int(figures._OWN[i:i + 2], 16) for i in (1, 3, 5)), tuple(int(figures._SHARED[i:i + 2], 16) for i in (1, 3, 5))}
-    found = {tuple(p) for p in fig.reshape(-1, 3)[:: 7]}
-    assert colors <= found
+    ordered = {t: files[t] for t in sorted(files)}
+    colors = {t: _rgb(c) for t, c in figures.task_colors(list(ordered)).items()}
+
+    def counts(png: bytes) -> dict[str, int]:
+        pixels = np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).reshape(-1, 3)
+        return {t: int(np.all(pixels == c, axis=1).sum()) for t, c in colors.items()}
+
+    whole = counts(figures.system_png(ordered))
+    legend = min(whole.values())  # every task created its top block, norm and head: three cells each, plus a swatch
+    assert legend > 0
+    for chosen in ordered:
+        seen = counts(path_png(ordered, chosen))
+        others = [n for t, n in seen.items() if t != chosen]
+        # its own components bright; other tasks' own components faded (only their legend swatch keeps the colour)
+        assert seen[chosen] > 4 * max(others), (chosen, seen)
 
 
 def test_preload_lines_make_the_space_start_offline(hub, system, tmp_path):
@@ -180,6 +191,53 @@ def test_preload_lines_make_the_space_start_offline(hub, system, tmp_path):
     assert hub.log == []
 
 
+def test_preload_script_writes_exactly_the_exports_files(hub, system, tmp_path):
+    """`spaces_app/preload.py` (what regenerates the committed line) against an export: every listed file is one of
+    the export's files the demo tasks need, none is missing, and the rest of README.md is left alone."""
+    folder, files = system
+    readme = tmp_path / "README.md"
+    shutil.copy(SPACE_DIR / "README.md", readme)
+    before = readme.read_text()
+    cmd = [sys.executable, str(SPACE_DIR / "preload.py"), "--readme", str(readme), "--folder", str(folder),
+           "--repo", REPO]
+    env = dict(os.environ, PYTHONPATH=str(SPACE_DIR.parent))
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 0 and "updated" in out.stdout, out.stderr
+    repo, names, rev = space.parse_preload(readme)
+    assert (repo, rev) == (REPO, None) and names == sorted(files)
+    (entry,) = metadata_load(readme)["preload_from_hub"]
+    listed = entry.split()[1].split(",")
+    wanted = ["config.json"] + [f"tasks/{t}.json" for t in sorted(files)]
+    wanted += list(dict.fromkeys(component_filename(c.id) for t in sorted(files) for c in files[t].components))
+    assert listed == wanted and all((folder / f).is_file() for f in listed)
+    # only the list changed: other keys, the comments and the page are as committed
+    strip = lambda text: re.sub(r'preload_from_hub:\n(  - "[^"]*"\n)+', "", text)  # noqa: E731
+    assert strip(readme.read_text()) == strip(before)
+    assert {k: v for k, v in metadata_load(readme).items() if k != "preload_from_hub"} == \
+        {k: v for k, v in metadata_load(SPACE_DIR / "README.md").items() if k != "preload_from_hub"}
+    again = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
+    assert again.returncode == 0 and "already up to date" in again.stdout
+
+
+DEMO_EXPORT = SPACE_DIR.parent / "runs" / "quickstart" / "export"
+
+
+def test_committed_preload_line_names_the_demo_tasks():
+    """The committed line serves the quickstart's tasks; with a `make demo` export present, its exact files."""
+    sys.path.insert(0, str(SPACE_DIR.parent / "training"))
+    from evolve import load_config
+
+    repo, tasks, _ = space.parse_preload(SPACE_DIR / "README.md")
+    assert repo == "mu2hub/quickstart" and tasks == sorted(load_config(str(SPACE_DIR.parent / "training/configs/quickstart.py"))["tasks"])
+    (entry,) = metadata_load(SPACE_DIR / "README.md")["preload_from_hub"]
+    listed = entry.split()[1].split(",")
+    assert len(listed) == len(set(listed)) and all(re.fullmatch(r"components/([0-9a-f]{2})/\1[0-9a-f]{62}\.safetensors", f)
+                                                   for f in listed[1 + len(tasks):])
+    if (DEMO_EXPORT / "config.json").is_file():  # after `make demo`: the line must be this export's (the demo is deterministic)
+        (line,) = space.preload_lines(repo, tasks, folder=DEMO_EXPORT)
+        assert entry == line, "spaces_app/README.md is stale: run `python spaces_app/preload.py`"
+
+
 # ---------------------------------------------------------------------------------------------------
 # The launched app, through gradio_client
 # ---------------------------------------------------------------------------------------------------
@@ -196,6 +254,9 @@ def test_client_predictions_match_predict(app, images):
     _, _, client = app
     named = client.view_api(return_format="dict", print_info=False)["named_endpoints"]
     assert {"/classify", "/classify_all", "/task_info"} <= set(named)
+    outputs = {e: [r["label"] for r in named[e]["returns"]] for e in ("/classify", "/classify_all", "/task_info")}
+    assert outputs == {"/classify": ["Prediction (top 5 classes, probability)"], "/classify_all": ["All tasks"],
+                       "/task_info": ["Task card", "Path through the system"]}  # named, never value_N
     for task, key in (("task_0", "rgb"), ("task_1", "rgb2")):
         result = client.predict(handle_file(str(images[key])), task, api_name="/classify")
         _check(result, _reference(task, Image.open(images[key])))
@@ -208,8 +269,10 @@ def test_client_all_tasks_mode(app, images):
     assert sorted(rows) == ["task_0", "task_1", "task_2"]
     for task, row in rows.items():
         ref = _reference(task, Image.open(images["rgb"]))
-        assert row[1] == ref[0]["label"] and row[2] == pytest.approx(ref[0]["score"], abs=1e-4)
-        assert row[3].startswith(f"{ref[0]['label']} ")
+        # class names are quoted, so a class called "0.9" cannot be read as a probability
+        assert row[1] == space.quoted(ref[0]["label"]) and row[2] == pytest.approx(ref[0]["score"], abs=1e-4)
+        assert row[3].startswith(f"{space.quoted(ref[0]['label'])} {ref[0]['score']:.2f}")
+    assert table["headers"] == space.TABLE_HEADERS
 
 
 def test_client_task_info(app):
@@ -234,7 +297,7 @@ def test_bad_input_gives_a_message_and_the_app_keeps_serving(app, images, tmp_pa
     big = tmp_path / "big.png"
     Image.new("L", (10_000, 10_000), 90).save(big, compress_level=1)
     result = client.predict(handle_file(str(big)), "task_0", api_name="/classify")
-    _check(result, _reference("task_0", space.load_image(str(big))))
+    _check(result, _reference("task_0", load_image(str(big))))
     junk = tmp_path / "junk.png"
     junk.write_bytes(b"\x89PNG but not really")
     with pytest.raises(AppError):
@@ -287,7 +350,9 @@ def chromium() -> str:
     return path
 
 
-def test_browser_upload_classify_and_screenshot(app, images, chromium):
+def test_browser_answer_card_and_path_above_the_fold(app, images, chromium):
+    """A 1280x800 window: after Classify, the prediction, the task card and the path figure are all in view without
+    scrolling; the screenshot is kept as tests/artifacts/space.png (and the all-tasks view as space_all_tasks.png)."""
     try:
         from playwright.sync_api import expect, sync_playwright
     except ImportError as e:  # part of the `test` extra: a missing package is a broken set-up, not a skip
@@ -298,14 +363,26 @@ def test_browser_upload_classify_and_screenshot(app, images, chromium):
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
         try:
-            page = browser.new_page(viewport={"width": 1280, "height": 1100})
+            page = browser.new_page(viewport={"width": 1280, "height": 800})
             page.goto(url, wait_until="networkidle")
             page.locator("input[type=file]").first.set_input_files(str(images["rgb"]))
             page.get_by_role("button", name="Classify", exact=True).click()
-            expect(page.get_by_test_id("label-output-value")).to_have_text(expected, timeout=30_000)
+            answer = page.get_by_test_id("label-output-value")
+            expect(answer).to_have_text(expected, timeout=30_000)
+            card = page.locator("#mu2hub-task-card")
+            expect(card).to_contain_text("test accuracy")
+            figure = page.locator("#mu2hub-path-figure img").first
+            expect(figure).to_be_visible()
+            page.wait_for_timeout(300)  # let the layout settle before measuring
+            boxes = {"prediction": answer.bounding_box(), "task card": card.bounding_box(), "path figure": figure.bounding_box()}
+            page.screenshot(path=str(ARTIFACTS / "space.png"))  # the viewport only: what is above the fold
+            below = {k: b for k, b in boxes.items() if b is None or b["y"] < 0 or b["y"] + b["height"] > 800 or b["width"] < 50}
+            assert not below, f"not fully above the fold of a 1280x800 window: {below}"
+            assert page.evaluate("window.scrollY") == 0
+            assert boxes["path figure"]["height"] > 150  # drawn at a readable size, not a thumbnail
             page.get_by_role("button", name="All tasks", exact=True).click()
             expect(page.get_by_text("task_2", exact=True).first).to_be_visible(timeout=30_000)
-            page.screenshot(path=str(ARTIFACTS / "space.png"), full_page=True)
+            page.screenshot(path=str(ARTIFACTS / "space_all_tasks.png"), full_page=True)
         finally:
             browser.close()
     assert (ARTIFACTS / "space.png").stat().st_size > 10_000
@@ -314,8 +391,6 @@ def test_browser_upload_classify_and_screenshot(app, images, chromium):
 # ---------------------------------------------------------------------------------------------------
 # The Space folder: front matter and the thin app.py
 # ---------------------------------------------------------------------------------------------------
-
-SPACE_DIR = Path(__file__).resolve().parent.parent / "spaces_app"
 
 
 def test_space_front_matter():
@@ -349,3 +424,23 @@ def test_app_picks_what_to_serve(monkeypatch, system, tmp_path):
     monkeypatch.setenv("MU2HUB_DEMO_DIR", str(tmp_path / "no-export-here"))
     repo, options = app_module.target()  # on the Space: what preload_from_hub pinned
     assert repo == "mu2hub/quickstart" and options["tasks"] and options["local_files_only"] is False
+
+
+def test_preload_script_pins_the_pushed_commit_and_refuses_bad_readmes(hub, system, tmp_path):
+    readme = tmp_path / "README.md"
+    shutil.copy(SPACE_DIR / "README.md", readme)
+    env = dict(os.environ, PYTHONPATH=str(SPACE_DIR.parent))
+    cmd = [sys.executable, str(SPACE_DIR / "preload.py"), "--readme", str(readme), "--repo", REPO, "--repo-files",
+           "--revision", "main", "--task", "task_1"]
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert space.parse_preload(readme) == (REPO, ["task_1"], hub.head(REPO))
+    (tmp_path / "bare.md").write_text("# no front matter\n")
+    with pytest.raises(mu2hub.Mu2hubError, match="no YAML front matter"):
+        space.write_preload(tmp_path / "bare.md", ["x config.json"])
+    (tmp_path / "nokey.md").write_text("---\nsdk: gradio\n---\n")
+    with pytest.raises(mu2hub.Mu2hubError, match="no preload_from_hub: key"):
+        space.write_preload(tmp_path / "nokey.md", ["x config.json"])
+    bad = subprocess.run([sys.executable, str(SPACE_DIR / "preload.py"), "--readme", str(tmp_path / "nokey.md"),
+                          "--repo", REPO, "--folder", str(system[0])], capture_output=True, text=True, env=env, timeout=120)
+    assert bad.returncode == 2 and "no preload_from_hub: key" in bad.stderr

@@ -63,8 +63,26 @@ def main() -> int:
     print(f"from_pretrained({str(export_dir)!r}, task={a.task!r}): {len(model.components)} components, "
           f"{model.activated_params:,} activated parameters; test accuracy through TaskModel.predict: {api_acc:.3f} "
           f"on {len(test.labels)} images")
-    print(f"figures: {a.workdir / 'figures' / 'evolution.png'}, {a.workdir / 'figures' / 'params.png'}")
+    print(f"figures: {a.workdir / 'figures' / 'evolution.png'} (validation accuracy per generation), "
+          f"{a.workdir / 'figures' / 'params.png'}; published: {export_dir / 'figures'}")
+    print(space_preload_status(export_dir))
     return 0
+
+
+def space_preload_status(export_dir: Path) -> str:
+    """Whether the Space's committed `preload_from_hub` names exactly this export's files (the demo is deterministic)."""
+    from huggingface_hub import metadata_load
+
+    from mu2hub.space import parse_preload, preload_lines
+
+    readme = ROOT.parent / "spaces_app" / "README.md"
+    pinned = parse_preload(readme)
+    if pinned is None:
+        return f"{readme}: no preload_from_hub line; run `python spaces_app/preload.py`"
+    fresh = preload_lines(pinned[0], pinned[1], folder=export_dir)
+    ok = metadata_load(readme)["preload_from_hub"] == fresh
+    return f"{readme.relative_to(ROOT.parent)} preload_from_hub: " + (
+        "matches this export" if ok else "STALE for this export: run `python spaces_app/preload.py`")
 
 
 if __name__ == "__main__":

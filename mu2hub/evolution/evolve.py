@@ -14,7 +14,7 @@ from . import storage
 from .cluster import Cluster, connect
 from .loop import Agent
 from .placement import check_layout
-from .plots import plot_evolution, plot_params
+from .plots import plot_evolution
 from .run import RunDir
 
 
@@ -75,6 +75,13 @@ def evolve(config: dict[str, Any], workdir: str | os.PathLike, *, resume: bool =
 
 
 def write_figures(run: RunDir) -> list[Path]:
-    files = sorted(run.best_tasks().values(), key=lambda tf: tf.lineage.get("path_id", ""))
-    return [plot_evolution(run.history(), run.root / "figures" / "evolution.png"),
-            plot_params(files, run.root / "figures" / "params.png")]
+    """`figures/evolution.png` (accuracy and score per generation) and `figures/params.png` — the same plot, from
+    the same function, as the published `figures/params.png` of these tasks."""
+    from ..figures import params_png
+    from ..metadata import stream_order
+    from ..store import atomic_write
+
+    best = run.best_tasks()
+    params = run.root / "figures" / "params.png"
+    atomic_write(params, params_png({t: best[t] for t in stream_order(best)}))
+    return [plot_evolution(run.history(), run.root / "figures" / "evolution.png"), params]

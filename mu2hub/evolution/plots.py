@@ -1,68 +1,70 @@
-"""Pictures of a run: score per generation per task, and parameters per task over the task stream."""
+"""Pictures of a run: validation accuracy (and score) per generation per task.
+
+The run's parameters-per-task figure is the published one (`mu2hub.figures.params_png`), so one name is one plot.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from ..format import TaskFile  # noqa: E402
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
 
 def plot_evolution(history: list[dict[str, Any]], out: str | Path) -> Path:
-    """Every child's score (dots) and the best-so-far (line) per task, against the run's generation counter."""
-    fig, ax = plt.subplots(figsize=(8, 4.5))
+    """`evolution_figure(history)` written (atomically) to `out` as PNG."""
+    return _save(evolution_figure(history), out)
+
+
+def evolution_figure(history: list[dict[str, Any]]) -> Figure:
+    """Per task against the run's generation counter: validation accuracy (the number users compare with the
+    card's test accuracy) on top, the µ2Net score (what selection maximises) below as the secondary view.
+
+    Dots are children; the line follows the path kept as best (highest score), so in the top panel it shows that
+    path's accuracy, which can dip when a smaller path with a higher score wins.
+    """
+    fig = Figure(figsize=(8, 6.2))  # the object API: no pyplot state, safe in threads
+    acc_ax, score_ax = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [2.2, 1]})
     tasks = list(dict.fromkeys(r["task"] for r in history))
     gen_index: dict[tuple, int] = {}
     for r in history:
         gen_index.setdefault((r.get("agent"), r["loop"], r["generation"]), len(gen_index))
     for i, task in enumerate(tasks):
-        rows = [r for r in history if r["task"] == task and r["score"] is not None and r["score"] == r["score"]]
+        rows = [r for r in history if r["task"] == task and _finite(r.get("score")) and _finite(r.get("quality"))]
         xs = [gen_index[(r.get("agent"), r["loop"], r["generation"])] for r in rows]
         color = f"C{i % 10}"
-        ax.scatter(xs, [r["score"] for r in rows], s=12, color=color, alpha=0.5)
-        best, line = float("-inf"), []
-        for x, r in zip(xs, rows):
-            if r["kept"]:
-                best = max(best, r["score"])
-            line.append(best if best > float("-inf") else None)
-        ax.step([x for x, y in zip(xs, line) if y is not None], [y for y in line if y is not None], where="post",
-                color=color, label=task)
-    ax.set_xlabel("generation (across the task stream)")
-    ax.set_ylabel("score (dots: children; line: best kept)")
-    ax.set_title("µ2Net evolution: score per generation per task")
-    ax.legend(fontsize=8, loc="lower right")
-    ax.grid(alpha=0.3)
-    return _save(fig, out)
+        acc_ax.scatter(xs, [r["quality"] for r in rows], s=12, color=color, alpha=0.5)
+        score_ax.scatter(xs, [r["score"] for r in rows], s=8, color=color, alpha=0.4)
+        best, line = None, []
+        for r in rows:
+            if r["kept"] and (best is None or r["score"] > best["score"]):
+                best = r
+            line.append(best)
+        steps = [(x, b) for x, b in zip(xs, line) if b is not None]
+        acc_ax.step([x for x, _ in steps], [b["quality"] for _, b in steps], where="post", color=color, label=task)
+        score_ax.step([x for x, _ in steps], [b["score"] for _, b in steps], where="post", color=color)
+    acc_ax.set_ylabel("validation accuracy")
+    acc_ax.set_title("µ2Net evolution: validation accuracy per generation per task\n"
+                     "dots: children; line: the best path kept (by score)", fontsize=10)
+    acc_ax.legend(fontsize=8, loc="lower right")
+    score_ax.set_ylabel("score")
+    score_ax.set_xlabel("generation (across the task stream)")
+    for ax in (acc_ax, score_ax):
+        ax.grid(alpha=0.3)
+    return fig
 
 
-def plot_params(files: list[TaskFile], out: str | Path) -> Path:
-    """Activated vs new parameters of each task's best path, in task-stream order."""
-    fig, ax = plt.subplots(figsize=(8, 4))
-    names = [tf.task for tf in files]
-    activated = [tf.activated_params for tf in files]
-    new = [tf.sizes.get("new_params", 0) for tf in files]
-    xs = range(len(files))
-    ax.bar(xs, activated, color="#9ecae1", label="activated parameters")
-    ax.bar(xs, new, color="#08519c", label="parameters new to the task")
-    ax.set_xticks(list(xs), names, rotation=20, ha="right", fontsize=8)
-    ax.set_ylabel("parameters")
-    ax.set_title("parameters per task over the task stream")
-    ax.legend(fontsize=8)
-    ax.grid(axis="y", alpha=0.3)
-    return _save(fig, out)
+def _finite(v: Any) -> bool:
+    return isinstance(v, (int, float)) and v == v
 
 
 def _save(fig, out: str | Path) -> Path:
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp.png")
+    FigureCanvasAgg(fig)
     fig.tight_layout()
     fig.savefig(tmp, dpi=110)
-    plt.close(fig)
     tmp.replace(out)
     return out
