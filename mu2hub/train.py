@@ -33,7 +33,7 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from .data.pp import eval_batches, preprocess_eval, preprocess_train
+from .data.pp import Augment, eval_batches, preprocess_eval, preprocess_train
 from .data.registry import Split
 from .data.shard import Shard
 from .format import Structure
@@ -167,9 +167,10 @@ def momentum_traces(opt_state: optax.OptState) -> dict[str, dict[str, jax.Array]
 # ---------------------------------------------------------------------------------------------------
 
 
-def data_hparams(hparams: Mapping[str, Any]) -> StaticHparams:
-    """The `ds_*` hparams as a hashable tuple: a static argument of `train_step` (read at trace time)."""
-    return tuple(sorted((k, v) for k, v in hparams.items() if k.startswith("ds_")))
+def data_hparams(hparams: Mapping[str, Any]) -> Augment:
+    """The augmentation the `ds_*` hparams ask for, a static argument of `train_step`: normalised, so children
+    whose hparams differ only in settings that change nothing (a crop area with cropping off) share a step."""
+    return Augment.from_hparams(hparams)
 
 
 def _logits(structure: Structure, params: Tree, x: jax.Array, *, start: int | None, dtype: Any,
@@ -196,9 +197,8 @@ def _update(structure: Structure, frozen: Tree, trainable: Tree, opt_state: opta
     return trainable, opt_state, {"loss": loss, "grad_norm": optax.tree.norm(grads)}
 
 
-def _train_inputs(inputs: jax.Array, image_size: int, hparams_static: StaticHparams, key: jax.Array,
-                  start: int | None) -> jax.Array:
-    return preprocess_train(inputs, image_size, dict(hparams_static), key) if start is None else inputs
+def _train_inputs(inputs: jax.Array, image_size: int, augment: Augment, key: jax.Array, start: int | None) -> jax.Array:
+    return preprocess_train(inputs, image_size, augment, key) if start is None else inputs
 
 
 _STEP_STATIC = ("structure", "hparams_static", "tx", "dtype", "attention", "start")
@@ -206,7 +206,7 @@ _STEP_STATIC = ("structure", "hparams_static", "tx", "dtype", "attention", "star
 
 @functools.partial(jax.jit, static_argnames=_STEP_STATIC, donate_argnames=("trainable", "opt_state"))
 def train_step(structure: Structure, frozen: Tree, trainable: Tree, opt_state: optax.OptState, inputs: jax.Array,
-               labels: jax.Array, key: jax.Array, hparams_static: StaticHparams, *, tx: optax.GradientTransformation,
+               labels: jax.Array, key: jax.Array, hparams_static: Augment, *, tx: optax.GradientTransformation,
                dtype: Any = None, attention: str | None = None, start: int | None = None,
                lr: jax.Array | None = None) -> tuple[Tree, optax.OptState, dict]:
     """One SGD step: softmax cross-entropy, update `trainable` only.
@@ -226,7 +226,7 @@ def train_step(structure: Structure, frozen: Tree, trainable: Tree, opt_state: o
 @functools.partial(jax.jit, static_argnames=_STEP_STATIC, donate_argnames=("trainable", "opt_state"))
 def train_step_many(structure: Structure, frozen: Tree, frozen_each: Tree, trainable: Tree,
                     opt_state: optax.OptState, lr: jax.Array, inputs: jax.Array, labels: jax.Array, key: jax.Array,
-                    hparams_static: StaticHparams, *, tx: optax.GradientTransformation, dtype: Any = None,
+                    hparams_static: Augment, *, tx: optax.GradientTransformation, dtype: Any = None,
                     attention: str | None = None, start: int | None = None) -> tuple[Tree, optax.OptState, dict]:
     """`train_step` for C children at once, vmapped over a leading axis C of `frozen_each`, `trainable`,
     `opt_state` and `lr` (per-child learning rates; `tx` built for lr 1). `frozen` (shared by all) and the
@@ -245,25 +245,27 @@ def _eval_inputs(inputs: jax.Array, image_size: int, start: int | None) -> jax.A
     return preprocess_eval(inputs, image_size) if start is None else inputs
 
 
+# Frozen and trainable slots arrive as one tree: which slots a child trains does not change its evaluation, so
+# children with different partitions share one compiled evaluation.
 @functools.partial(jax.jit, static_argnames=("structure", "dtype", "attention", "start"))
-def _correct(structure: Structure, frozen: Tree, trainable: Tree, inputs: jax.Array, labels: jax.Array,
-             mask: jax.Array, dtype: Any = None, attention: str | None = None, start: int | None = None) -> jax.Array:
-    logits = _logits(structure, {**frozen, **trainable}, _eval_inputs(inputs, structure.image_size, start),
-                     start=start, dtype=dtype, attention=attention)
+def _correct(structure: Structure, params: Tree, inputs: jax.Array, labels: jax.Array, mask: jax.Array,
+             dtype: Any = None, attention: str | None = None, start: int | None = None) -> jax.Array:
+    logits = _logits(structure, params, _eval_inputs(inputs, structure.image_size, start), start=start, dtype=dtype,
+                     attention=attention)
     return jnp.sum((logits.argmax(-1) == labels) & mask)
 
 
 @functools.partial(jax.jit, static_argnames=("structure", "dtype", "attention", "start"))
-def _correct_many(structure: Structure, frozen: Tree, frozen_each: Tree, trainable: Tree, inputs: jax.Array,
-                  labels: jax.Array, mask: jax.Array, dtype: Any = None, attention: str | None = None,
+def _correct_many(structure: Structure, shared: Tree, each: Tree, inputs: jax.Array, labels: jax.Array,
+                  mask: jax.Array, dtype: Any = None, attention: str | None = None,
                   start: int | None = None) -> jax.Array:
     x = _eval_inputs(inputs, structure.image_size, start)
 
-    def one(fe: Tree, tr: Tree) -> jax.Array:
-        logits = _logits(structure, {**frozen, **fe, **tr}, x, start=start, dtype=dtype, attention=attention)
+    def one(own: Tree) -> jax.Array:
+        logits = _logits(structure, {**shared, **own}, x, start=start, dtype=dtype, attention=attention)
         return jnp.sum((logits.argmax(-1) == labels) & mask)
 
-    return jax.vmap(one)(frozen_each, trainable)
+    return jax.vmap(one)(each)
 
 
 def _evaluate(structure: Structure, frozen: Tree, trainable: Tree, split: Any, batch_size: int, *, dtype: Any,
@@ -271,8 +273,8 @@ def _evaluate(structure: Structure, frozen: Tree, trainable: Tree, split: Any, b
               frozen_each: Tree | None = None) -> Any:
     """Accuracy over every example once (an array over children with `frozen_each`); one fetch at the end."""
     kw = dict(dtype=dtype, attention=attention, start=start)
-    counts = [_correct(structure, frozen, trainable, *_put_batch(batch, mesh), **kw) if frozen_each is None else
-              _correct_many(structure, frozen, frozen_each, trainable, *_put_batch(batch, mesh), **kw)
+    counts = [_correct(structure, {**frozen, **trainable}, *_put_batch(batch, mesh), **kw) if frozen_each is None else
+              _correct_many(structure, frozen, {**frozen_each, **trainable}, *_put_batch(batch, mesh), **kw)
               for batch in process_shard(mesh).eval_batches(split, batch_size)]
     total = np.sum(np.asarray(jax.device_get(counts)), axis=0)
     return int(total) / len(split) if frozen_each is None else total / len(split)
