@@ -22,8 +22,10 @@ tool's file) is ignored with a `CompilationCacheWarning`, deleted and compiled a
 is bounded (`max_bytes`, least recently used entries first out).
 
 Every compilation is cached (`jax_persistent_cache_min_compile_time_secs = 0`): JAX's default (1 s) would skip
-most of a CPU run's programs. XLA's own GPU autotuning cache (`jax_persistent_cache_enable_xla_caches`) keeps its
-JAX default and lives in a subfolder. docs/PERFORMANCE.md ("Compilation") has the measurements.
+most of a CPU run's programs. On a GPU, XLA's autotuning cache (`jax_persistent_cache_enable_xla_caches`, JAX's
+default) lives in a subfolder; it passes its path to XLA as a compile option, which JAX hashes into every key, so
+there a moved folder starts cold. Elsewhere it is off: it holds nothing for a CPU and would only do the same.
+docs/PERFORMANCE.md ("Compilation") has the measurements.
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ _MAGIC = b"mu2hub-xla-cache-1\n"
 _DIGEST = hashlib.sha256().digest_size
 _SUFFIX = ".xla"
 DEFAULT_MAX_BYTES = 4 << 30
+_XLA_CACHES = "xla_gpu_per_fusion_autotune_cache_dir"  # JAX's default for jax_persistent_cache_enable_xla_caches
 _STALE_TMP_S = 3600.0  # a temp file this old belongs to a writer that was killed
 
 _state: dict[str, object] = {"folder": None}
@@ -254,6 +257,10 @@ def _install(cache: VerifiedFolderCache | None) -> None:
     jax.config.update("jax_compilation_cache_dir", None if cache is None else str(cache.folder))
     if cache is not None:
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+        if jax.default_backend() != "gpu" and jax.config.jax_persistent_cache_enable_xla_caches == _XLA_CACHES:
+            # XLA's own caches are GPU autotuning results; elsewhere they only put the folder's path into every
+            # key (as a compile option), so a copied or moved folder would miss
+            jax.config.update("jax_persistent_cache_enable_xla_caches", "none")
         with jax_cache._cache_initialized_mutex:
             jax_cache._cache = cache
             jax_cache._cache_initialized = True
