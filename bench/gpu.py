@@ -29,6 +29,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
+import optax  # noqa: E402
 from _common import VARIANTS, interleaved_rates, load_average, machine, median_rate, vit_forward_flops
 
 from mu2hub import model as vit
@@ -53,6 +54,7 @@ class Setting:
     batch: int
     calls: int
     gpu: bool
+    torch_backend: str = "inductor"  # torch.compile's backend; bench/gpu_session.py --smoke uses "aot_eager"
 
     @property
     def dims(self) -> Dims:
@@ -97,11 +99,18 @@ def ours_inference(s: Setting, **options) -> Timed:
     return (lambda: vit.apply_path_jit(structure, params, x, dtype=dtype, **options)), s.batch, jax.block_until_ready
 
 
-def ours_training(s: Setting, **options) -> Timed:
-    """Every component trainable (the heaviest child), donated buffers, uint8 batches preprocessed in the step."""
+def ours_training(s: Setting, *, momentum_dtype=None, **options) -> Timed:
+    """Every component trainable (the heaviest child), donated buffers, uint8 batches preprocessed in the step.
+
+    `momentum_dtype=jnp.float32` swaps µ2Net's bf16 momentum trace for a float32 one (an ablation: the same
+    optimizer otherwise, built as `train.make_optimizer` builds it)."""
     structure = Structure(s.dims, s.image_size, s.layers, 1000)
     state = {"params": jax.device_put(vit.init_path(structure, jax.random.key(0)))}
     tx = train.make_optimizer({**HP, "opt_lr": 1.0}, 10_000)
+    if momentum_dtype is not None:
+        tx = optax.chain(optax.clip_by_global_norm(1.0), optax.sgd(train.make_schedule({**HP, "opt_lr": 1.0}, 10_000),
+                                                                   momentum=HP["opt_momentum"],
+                                                                   accumulator_dtype=momentum_dtype))
     state["opt"] = train.init_opt_state(tx, state["params"])
     rng = np.random.default_rng(0)
     images = jnp.asarray(rng.integers(0, 256, (s.batch, s.image_size, s.image_size, 3), dtype=np.uint8))
@@ -150,7 +159,7 @@ def peer_inference(s: Setting, compiled: bool) -> Timed:
     if s.gpu:
         model = model.to(torch.bfloat16)
     x = torch.randn(s.batch, 3, s.image_size, s.image_size, device=device, dtype=next(model.parameters()).dtype)
-    fwd = torch.compile(model) if compiled else model
+    fwd = torch.compile(model, backend=s.torch_backend) if compiled else model
 
     def call():
         with torch.inference_mode():
@@ -177,14 +186,16 @@ def peer_training(s: Setting, compiled: bool) -> Timed:
         opt.zero_grad(set_to_none=True)
         return loss
 
-    return (torch.compile(step) if compiled else step), s.batch, _torch_sync(device)
+    return (torch.compile(step, backend=s.torch_backend) if compiled else step), s.batch, _torch_sync(device)
 
 
-def measure(s: Setting, ours: dict[str, Timed], peer_fn) -> tuple[dict[str, float], float, str]:
-    """Rates of our variants and of the peer (eager; on a GPU also torch.compile), repeats interleaved.
-    Returns (ours by name, the faster peer, how the peer ran)."""
-    peers = {"eager": peer_fn(s, False)} | ({"torch.compile": peer_fn(s, True)} if s.gpu else {})
-    rates = interleaved_rates({**ours, **{f"peer {k}": v for k, v in peers.items()}}, calls=s.calls)
+def measure(s: Setting, ours: dict[str, Timed], peer_fn, modes: tuple[str, ...] | None = None,
+            repeats: int = 5) -> tuple[dict[str, float], float, str]:
+    """Rates of our variants and of the peer in `modes` ("eager", "torch.compile"; default: eager, and on a GPU
+    also torch.compile), repeats interleaved. Returns (ours by name, the fastest peer, how that peer ran)."""
+    modes = modes or (("eager", "torch.compile") if s.gpu else ("eager",))
+    peers = {mode: peer_fn(s, mode == "torch.compile") for mode in modes}
+    rates = interleaved_rates({**ours, **{f"peer {k}": v for k, v in peers.items()}}, calls=s.calls, repeats=repeats)
     how = max(peers, key=lambda k: rates[f"peer {k}"])
     return {k: rates[k] for k in ours}, rates[f"peer {how}"], how
 
@@ -194,10 +205,11 @@ def measure(s: Setting, ours: dict[str, Timed], peer_fn) -> tuple[dict[str, floa
 # ---------------------------------------------------------------------------------------------------
 
 
-def prefix_child(variant: str, image_size: int, batch: int, steps: int, n_train: int, dtype) -> dict[str, float]:
-    """Train the same child (root frozen below block 3L/4) twice on digits, same data order: plain, cached."""
+def prefix_child(variant: str, image_size: int, batch: int, steps: int, n_train: int, dtype,
+                 task: str = "digits") -> dict[str, float]:
+    """Train the same child (root frozen below block 3L/4) twice on `task`, same data order: plain, cached."""
     hidden, heads, mlp, patch, layers, _ = VARIANTS[variant]
-    task = get_task("digits")
+    task = get_task(task) if task == "digits" else get_task(task, n_train=n_train, n_validation=max(batch, n_train // 8))
     task = dataclasses.replace(task, train=Split(task.train.images[:n_train], task.train.labels[:n_train]))
     structure = Structure(Dims(hidden, heads, mlp, patch), image_size, layers, task.num_classes)
     root = vit.init_path(structure, jax.random.key(0))
@@ -228,6 +240,17 @@ def prefix_child(variant: str, image_size: int, batch: int, steps: int, n_train:
 # ---------------------------------------------------------------------------------------------------
 
 
+def _name(value) -> str:
+    """An option's value for a row label: dtypes by name (float32), the rest as Python writes them."""
+    if isinstance(value, (bool, str)):
+        return repr(value)
+    try:
+        return jnp.dtype(value).name
+    except TypeError:
+        return repr(value)
+
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--variants", default="B/16,L/16")
@@ -249,12 +272,13 @@ def main() -> None:
             options = {"": {}}
             if variant == "B/16":
                 options |= {"fuse_qkv": dict(fuse_qkv=not gpu)} if kind == "inference" else {}
+                options |= {"momentum": dict(momentum_dtype=jnp.float32)} if kind != "inference" else {}
                 options |= {"attention": dict(attention="xla")} if gpu else {}
             ours, peer, how = measure(s, {name: ours_fn(s, **o) for name, o in options.items()}, peer_fn)
             print(f"  {variant} {kind}: ours {ours}, peer ({how}) {peer:,.1f} img/s", flush=True)
             for name, option in options.items():
                 label = f"ViT-{variant} {kind}, {size} px, batch {batch}" if not name else \
-                    "  same, ours with " + ", ".join(f"{k}={v!r}" for k, v in option.items())
+                    "  same, ours with " + ", ".join(f"{k}={_name(v)}" for k, v in option.items())
                 rows.append([label, device, f"{ours[name]:,.1f}", f"{peer:,.1f} ({how})" if not name else "",
                              f"{ours[name] / peer:.2f}x", f"{ours[name] * factor * s.flops / rate:.1%}"])
     if not a.skip_prefix:
