@@ -35,7 +35,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
-os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # JAX and the PyTorch peer share the GPU
+os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # JAX and the PyTorch peer share the GPU:
+os.environ.setdefault("XLA_PYTHON_CLIENT_MEM_FRACTION", "0.45")  # JAX's pool never gives memory back, so cap it
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import jax  # noqa: E402
@@ -263,7 +264,8 @@ def main() -> int:
     print("\nsections: " + "; ".join(f"{k} {v}" for k, v in status.items()))
     redo = [k for k, v in status.items() if not v.startswith("ok")]
     if redo:
-        print(f"to run what did not finish: bash bench/gpu_session.sh --only {','.join(redo)}")
+        smoke = "--smoke " if a.smoke else ""
+        print(f"to run what did not finish: bash bench/gpu_session.sh {smoke}--only {','.join(redo)}")
     a.out.mkdir(parents=True, exist_ok=True)
     (a.out / "gpu_session.json").write_text(json.dumps({"status": status, "results": session.results,
                                                         "smoke": a.smoke, "seconds": time.time() - start},
