@@ -376,7 +376,7 @@ def check_config(data: Any, where: str = "config.json") -> dict[str, Any]:
 #: metrics: accuracies in [0, 1] (or null where not measured), counters as integers; others bounded JSON.
 _FRACTIONS = ("test_accuracy", "validation_accuracy", "chance", "quality", "from_scratch_test_accuracy",
               "source_test_accuracy")
-_COUNTS = ("accounted_params", "train_steps", "children", "generation", "examples")
+_COUNTS = ("train_steps", "children", "generation", "num_test_examples")
 _SIZES = ("activated_params", "bytes", "new_params")
 
 
@@ -430,6 +430,8 @@ def _metrics(c: Obj) -> dict[str, Any]:
             m.int(k, 0, 2**53)
     if m.data.get("score") is not None:
         m.num("score")
+    if m.data.get("accounted_params") is not None:
+        m.num("accounted_params", 0.0)
     check_free(m.data, m.prefix, c.where)
     return m.data
 
@@ -561,8 +563,10 @@ def _component_header(raw: bytes, file_size: int, where: str, kinds: tuple[str, 
             raise FormatError(f"tensor {name!r}: data_offsets [{start}, {end}] do not pack {list(shape)} float32 "
                               f"values from offset {offset} (not a canonical component)", path=where)
         shapes[name], offset = shape, end
-    if 8 + n + offset != file_size:
-        raise FormatError(f"its tensors need {8 + n + offset:,} bytes, the file has {file_size:,}", path=where)
+    if 8 + n + offset > file_size:
+        raise FormatError(f"truncated: its tensors need {8 + n + offset:,} bytes, the file has {file_size:,}", path=where)
+    if 8 + n + offset < file_size:
+        raise FormatError(f"{file_size - 8 - n - offset:,} bytes after the last tensor (not canonical)", path=where)
     return {"kind": kind, "shapes": shapes, "metadata": dict(meta.data)}
 
 
