@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Sequence
 
@@ -56,15 +57,11 @@ def cmd_download(a: argparse.Namespace) -> int:
 
 
 def cmd_predict(a: argparse.Namespace) -> int:
-    from PIL import Image
-
     from .api import from_pretrained
+    from .data.registry import open_image
 
     m = from_pretrained(a.repo, task=a.task, **_hub_kwargs(a))
-    images = []
-    for f in a.images:
-        with Image.open(f) as im:
-            images.append(im.copy())
+    images = [open_image(f) for f in a.images]  # a file that cannot be decoded names itself
     for f, preds in zip(a.images, m.predict(images, top_k=a.top_k)):
         print(f"{f}: " + ", ".join(f"{p['label']} ({p['score']:.3f})" for p in preds))
     return 0
@@ -119,7 +116,8 @@ def _parse_bytes(text: str) -> int:
 
 
 def _data_kwargs(a: argparse.Namespace) -> dict:
-    return {k: v for k, v in (("image_size", a.image_size), ("max_examples", a.max_examples)) if v is not None}
+    kwargs = {k: v for k, v in (("image_size", a.image_size), ("max_examples", a.max_examples)) if v is not None}
+    return {**kwargs, "skip_corrupt": True} if a.skip_corrupt_images else kwargs
 
 
 def cmd_finetune(a: argparse.Namespace) -> int:
@@ -186,6 +184,8 @@ def _contribution_args(p: argparse.ArgumentParser, *, batch_size: int | None) ->
     p.add_argument("--data", required=True, help="an imagefolder path, a Hugging Face dataset id, hf:<id>, imagefolder:<path>")
     p.add_argument("--image-size", type=int, default=None, help="resize every image to this size when loading")
     p.add_argument("--max-examples", type=int, default=None, help="keep at most this many examples per split")
+    p.add_argument("--skip-corrupt-images", action="store_true",
+                   help="leave out (with a warning) image files that cannot be decoded, instead of stopping")
     p.add_argument("--batch-size", type=int, default=batch_size)
     p.add_argument("--revision", default=None)
     p.add_argument("--cache-dir", default=None)
@@ -259,13 +259,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line(e: BaseException) -> str:
+    return " ".join(line.strip() for line in str(e).splitlines() if line.strip()) or type(e).__name__
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command. Every failure is one line on stderr and a non-zero exit, never a traceback: 2 for a named
+    error (bad input, the Hub, files), 130 when interrupted, 3 for an unexpected one (a bug: `MU2HUB_TRACEBACK=1`
+    shows where)."""
     args = build_parser().parse_args(argv)
     try:
         return args.fn(args)
-    except (Mu2hubError, OSError, ValueError) as e:
-        print(f"mu2hub {args.command}: error: {e}", file=sys.stderr)
-        return 2
+    except KeyboardInterrupt:
+        print(f"mu2hub {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:
+        if os.environ.get("MU2HUB_TRACEBACK"):
+            raise
+        if isinstance(e, (Mu2hubError, OSError, ValueError)):
+            print(f"mu2hub {args.command}: error: {_one_line(e)}", file=sys.stderr)
+            return 2
+        print(f"mu2hub {args.command}: internal error: {type(e).__name__}: {_one_line(e)} (a bug in mu2hub: rerun "
+              "with MU2HUB_TRACEBACK=1 to see where, and please report it)", file=sys.stderr)
+        return 3
 
 
 if __name__ == "__main__":

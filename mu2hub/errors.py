@@ -205,7 +205,7 @@ class CorruptImageError(ImageInputError, OSError):
     """
 
     def __init__(self, filename: str, reason: str, hint: str = ""):
-        self.filename = filename
+        self.filename, self.reason = filename, reason
         super().__init__(f"{filename}: cannot decode the image ({reason}){hint}")
 
     def __str__(self) -> str:
@@ -243,3 +243,11 @@ class ComponentMissingError(Mu2hubError, FileNotFoundError):
 
 class ArgumentError(Mu2hubError, ValueError):
     """Arguments that contradict each other or name nothing usable; raised before any I/O."""
+
+
+class DataError(Mu2hubError, ValueError):
+    """Training or evaluation data that cannot make a task: fewer than 2 classes, no label column, an empty split.
+
+    Message: `imagefolder:shapes/: found no ClassLabel columns; columns are {'image': Image, 'caption': Value}; pass
+    label_column=...`.
+    """

@@ -31,6 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mu2hub.data.registry import Split, to_rgb_uint8
+from mu2hub.errors import FormatError
 
 _CROP, _FLIP, _BRIGHTNESS, _CONTRAST, _SATURATION, _HUE = range(6)
 
@@ -218,11 +219,12 @@ def apply_pp_spec_numpy(images: Any, spec: Mapping[str, Any]) -> np.ndarray:
         float32 [S, S, 3] for one image, [N, S, S, 3] for a batch or list.
 
     Raises:
-        ValueError: a spec this version cannot reproduce (the message shows what it supports).
+        FormatError (a ValueError): a spec this version cannot reproduce (the message shows what it supports).
+        ImageInputError (a ValueError): an image `to_rgb_uint8` refuses (empty, huge, non-finite, out of range).
     """
     size = spec.get("resize")
     if not isinstance(size, int) or size < 1 or dict(spec) != pp_spec(size):
-        raise ValueError(
+        raise FormatError(
             f"unsupported preprocessing spec {dict(spec)}; this version supports {pp_spec(224)} "
             "with any positive integer 'resize'"
         )
