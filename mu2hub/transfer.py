@@ -80,10 +80,14 @@ class _DeadlineStream(httpx.SyncByteStream):
         self._inner, self._end = inner, end
 
     def __iter__(self) -> Iterator[bytes]:
-        for chunk in self._inner:
-            if time.monotonic() > self._end:
-                raise _DeadlinePassed()
-            yield chunk
+        try:
+            for chunk in self._inner:
+                if time.monotonic() > self._end:
+                    raise _DeadlinePassed()
+                yield chunk
+        except httpx.HTTPError as e:  # a cut mid-body: remembered for the deadline's message
+            _local.last = _first_line(e)
+            raise
 
     def close(self) -> None:
         self._inner.close()
@@ -104,6 +108,8 @@ def _on_request(request: Any) -> None:
 def _on_response(response: Any) -> None:
     end = getattr(_local, "end", None)
     if end is not None:
+        if response.status_code >= 400:
+            _local.last = f"HTTP {response.status_code}"
         response.stream = _DeadlineStream(response.stream, end)
 
 
@@ -147,12 +153,15 @@ def hub_call(repo_id: str, what: str, *, nbytes: int | None = None, local_files_
     seconds = deadline_for(nbytes)
     outer = getattr(_local, "end", None)
     _local.end = time.monotonic() + seconds if outer is None else min(outer, time.monotonic() + seconds)
+    _local.last = None
     try:
         yield
     except _DeadlinePassed:
+        last = getattr(_local, "last", None)
         raise DownloadTimeoutError(
-            repo_id, what, f"no complete answer within the {seconds:.3g} s deadline (a stalled or very slow server); "
-            f"{_RETRY_HINT}, or raise MU2HUB_DOWNLOAD_DEADLINE / MU2HUB_MIN_DOWNLOAD_RATE") from None
+            repo_id, what, f"no complete answer within the {seconds:.3g} s deadline ("
+            + (f"last failure: {last}" if last else "the server stalled, was very slow, or refused the connection")
+            + f"); {_RETRY_HINT}, or raise MU2HUB_DOWNLOAD_DEADLINE / MU2HUB_MIN_DOWNLOAD_RATE") from None
     except Mu2hubError:
         raise
     except Exception as e:
@@ -182,9 +191,8 @@ def map_error(e: BaseException, repo_id: str, what: str, *, local_files_only: bo
         if local_files_only or isinstance(e, hf.OfflineModeIsEnabled):
             return LocalFilesMissingError(repo_id, [what])
         cause = e.__cause__ or e.__context__
-        if isinstance(cause, httpx.TimeoutException):
-            return DownloadTimeoutError(repo_id, what, f"the Hub did not answer in time ({_first_line(cause)}); "
-                                        f"{_RETRY_HINT}")
+        if isinstance(cause, (hf.HfHubHTTPError, httpx.HTTPError)):  # the Hub answered, or the network failed
+            return map_error(cause, repo_id, what)
         return HubUnavailableError(repo_id, what, "the Hub could not be reached and the file is not in the cache"
                                    + (f" ({_first_line(cause)})" if cause else "") + f"; {_RETRY_HINT}")
     if isinstance(e, hf.RepositoryNotFoundError):  # also GatedRepoError
