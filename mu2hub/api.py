@@ -349,6 +349,7 @@ def system_info(repo_id_or_path: str | os.PathLike, *, revision: str | None = No
     Reads task files only (small JSON); no component is downloaded.
     """
     store = open_store(repo_id_or_path, revision=revision, cache_dir=cache_dir, token=token, local_files_only=local_files_only)
+    store.read_config()  # one small file: a repo that is not a (valid) mu2hub system says so
     names = list(tasks) if tasks is not None else store.list_tasks()
     files = {t: store.read_task(t) for t in names}
     return summarize(files)

@@ -212,7 +212,8 @@ def map_error(e: BaseException, repo_id: str, what: str, *, local_files_only: bo
             return HubUnavailableError(repo_id, what, f"{reason}; {_RETRY_HINT}", status=status)
         return HubRequestError(repo_id, what, reason, status=status)
     if isinstance(e, httpx.TimeoutException):
-        return DownloadTimeoutError(repo_id, what, f"the Hub did not answer in time ({_first_line(e)}); {_RETRY_HINT}")
+        return DownloadTimeoutError(repo_id, what, f"the Hub did not answer in time ({_first_line(e)}); {_RETRY_HINT}, "
+                                    "or raise HF_HUB_DOWNLOAD_TIMEOUT / MU2HUB_DOWNLOAD_DEADLINE")
     if isinstance(e, (httpx.TransportError, httpx.HTTPError, hf.XetDownloadError)):
         return HubUnavailableError(repo_id, what, f"the connection failed ({_first_line(e)}); {_RETRY_HINT}")
     if isinstance(e, hf.FileMetadataError):

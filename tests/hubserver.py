@@ -161,6 +161,7 @@ class Fault:
     method: str | None = None
     path_contains: str | None = None
     times: int | None = 1
+    skip: int = 0  # let this many matching requests through first
     status: int = 500
     message: str = "Injected failure"
     seconds: float = 30.0
@@ -388,7 +389,8 @@ class HubServer:
         ``seconds`` or until ``stop()``, then close), ``trickle`` (the real response, its body one byte every
         ``interval`` seconds), ``cut`` (close the connection after ``after_bytes`` bytes of the real body; 0: before
         any response), ``corrupt`` (the real headers with a damaged body, or ``data`` instead), ``hook`` (call
-        ``action()`` first, then answer normally: a concurrent change at an exact moment). FIFO among matches.
+        ``action()`` first, then answer normally: a concurrent change at an exact moment). ``skip=k`` lets the first
+        ``k`` matching requests through untouched. FIFO among matches.
         """
         if kind not in FAULT_KINDS:
             raise ValueError(f"unknown fault kind {kind!r}; kinds: {FAULT_KINDS}")
@@ -405,6 +407,9 @@ class HubServer:
         with self._lock:
             for i, fault in enumerate(self._faults):
                 if fault.matches(method, path):
+                    if fault.skip > 0:
+                        fault.skip -= 1
+                        return None
                     if fault.times is not None:
                         fault.times -= 1
                         if fault.times <= 0:
