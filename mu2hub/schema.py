@@ -80,6 +80,13 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number (every number must be finite)")
 
 
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text} overflows a float (every number must be finite)")
+    return value
+
+
 def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     out = dict(pairs)
     if len(out) != len(pairs):
@@ -95,7 +102,7 @@ def load_json(data: bytes | str, where: str, *, max_bytes: int = MAX_JSON_BYTES)
         raise FormatError(f"{len(data):,} bytes, over the {max_bytes:,}-byte limit for a JSON file", path=where)
     try:
         text = data.decode("utf-8") if isinstance(data, (bytes, bytearray)) else data
-        value = json.loads(text, parse_constant=_no_constant, object_pairs_hook=_unique_keys)
+        value = json.loads(text, parse_constant=_no_constant, parse_float=_finite_float, object_pairs_hook=_unique_keys)
     except RecursionError:
         raise FormatError(f"malformed JSON: nested deeper than {MAX_JSON_DEPTH} levels", path=where) from None
     except (ValueError, UnicodeDecodeError) as e:

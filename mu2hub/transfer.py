@@ -29,6 +29,7 @@ except ImportError:  # pragma: no cover - depends on the installed huggingface_h
 
 from .errors import (
     DownloadTimeoutError,
+    FormatError,
     HubRequestError,
     HubUnavailableError,
     InvalidRepoIdError,
@@ -216,6 +217,8 @@ def map_error(e: BaseException, repo_id: str, what: str, *, local_files_only: bo
                                     "or raise HF_HUB_DOWNLOAD_TIMEOUT / MU2HUB_DOWNLOAD_DEADLINE")
     if isinstance(e, (httpx.TransportError, httpx.HTTPError, hf.XetDownloadError)):
         return HubUnavailableError(repo_id, what, f"the connection failed ({_first_line(e)}); {_RETRY_HINT}")
+    if isinstance(e, (hf.SafetensorsParsingError, hf.NotASafetensorsRepoError)):
+        return FormatError(f"not a valid safetensors file: {_first_line(e)}", path=f"{repo_id}/{what}")
     if isinstance(e, hf.FileMetadataError):
         return HubUnavailableError(repo_id, what, f"not a Hub answer ({_first_line(e)}); check HF_ENDPOINT and proxies")
     if isinstance(e, OSError) and "Consistency check failed" in str(e):

@@ -489,6 +489,8 @@ BAD_TASK_TEXT = {
     "top_level_list": lambda t: "[1, 2, 3]",
     "nan_token": lambda t: t.replace('"test_accuracy": 0.5', '"test_accuracy": NaN'),
     "infinity_token": lambda t: t.replace('"test_accuracy": 0.5', '"test_accuracy": -Infinity'),
+    "float_overflow": lambda t: t.replace('"test_accuracy": 0.5', '"test_accuracy": 1e400'),
+    "huge_integer": lambda t: t.replace('"num_layers": 2', '"num_layers": 1' + "0" * 5000),
     "duplicate_keys": lambda t: t.replace('"task": "task_0"', '"task": "task_0", "task": "task_1"'),
     "deep_nesting": lambda t: t[:-2] + ', "x": ' + "[" * 50_000 + "]" * 50_000 + "}\n",
     "invalid_utf8": lambda t: t.replace('"c0"', '"c\udcff"'),
@@ -534,7 +536,9 @@ def _readers_refuse(folder: Path, capsys) -> None:
 def test_tampered_task_file_every_reader_refuses(folder, case, capsys):
     path = folder / "tasks/task_0.json"
     if case in BAD_TASK_TEXT:
-        text = BAD_TASK_TEXT[case](path.read_text())
+        original = path.read_text()
+        text = BAD_TASK_TEXT[case](original)
+        assert text != original  # the tampering happened
         path.write_bytes(text.encode("utf-8", "surrogateescape"))
     else:
         data = json.loads(path.read_text())
