@@ -27,7 +27,7 @@ import time
 from dataclasses import replace
 
 import numpy as np
-from _common import loopback_hub, machine
+from _common import loopback_hub, machine, median_seconds
 
 import mu2hub
 from mu2hub.api import TaskModel
@@ -69,16 +69,6 @@ def contribution(folder, name: str, own: list[str], seed: int = 1) -> dict[str, 
     new.probe = make_probe(TaskModel(config, new, params))
     files[task_filename(name)] = json.dumps(new.to_json()).encode()
     return files
-
-
-def timed(fn, repeats: int, reset) -> float:
-    times = []
-    for _ in range(repeats):
-        reset()
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def main() -> None:
@@ -134,17 +124,17 @@ def main() -> None:
 
     texts = {p: repo_files[p] for p in task_paths}
     rows = [
-        ["validate (all 8 checks, probe included)", timed(check, a.repeats, fresh_validate)],
-        ["  peer: hf_hub_download of the files validate reads", timed(fetch_what_validate_reads, a.repeats, fresh_validate)],
-        ["validate(probe=False)", timed(check_no_probe, a.repeats, fresh_validate)],
-        ["system_info (mu2hub info), fresh cache", timed(lambda: mu2hub.system_info(repo), a.repeats, fresh)],
-        ["  peer: download the same task files + json.loads", timed(peer_info, a.repeats, fresh)],
-        ["system_info, warm cache", timed(lambda: mu2hub.system_info(repo), a.repeats, lambda: None)],
-        ["SpaceSystem start-up, fresh cache", timed(lambda: SpaceSystem(repo), a.repeats, fresh)],
-        ["SpaceSystem start-up, warm cache", timed(lambda: SpaceSystem(repo), a.repeats, lambda: None)],
-        [f"schema only: TaskFile.from_json x {len(texts)}", timed(
+        ["validate (all 8 checks, probe included)", median_seconds(check, a.repeats, fresh_validate)],
+        ["  peer: hf_hub_download of the files validate reads", median_seconds(fetch_what_validate_reads, a.repeats, fresh_validate)],
+        ["validate(probe=False)", median_seconds(check_no_probe, a.repeats, fresh_validate)],
+        ["system_info (mu2hub info), fresh cache", median_seconds(lambda: mu2hub.system_info(repo), a.repeats, fresh)],
+        ["  peer: download the same task files + json.loads", median_seconds(peer_info, a.repeats, fresh)],
+        ["system_info, warm cache", median_seconds(lambda: mu2hub.system_info(repo), a.repeats, lambda: None)],
+        ["SpaceSystem start-up, fresh cache", median_seconds(lambda: SpaceSystem(repo), a.repeats, fresh)],
+        ["SpaceSystem start-up, warm cache", median_seconds(lambda: SpaceSystem(repo), a.repeats, lambda: None)],
+        [f"schema only: TaskFile.from_json x {len(texts)}", median_seconds(
             lambda: [TaskFile.from_json(mu2hub.format.load_json(t, p), p) for p, t in texts.items()], a.repeats, lambda: None)],
-        [f"  peer: json.loads x {len(texts)}", timed(lambda: [json.loads(t) for t in texts.values()], a.repeats,
+        [f"  peer: json.loads x {len(texts)}", median_seconds(lambda: [json.loads(t) for t in texts.values()], a.repeats,
                                                      lambda: None)],
     ]
     load = os.getloadavg()[0]

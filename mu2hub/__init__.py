@@ -8,8 +8,12 @@
 from .api import TaskModel, from_pretrained, from_transformers, list_tasks, system_info
 from .errors import (
     ComponentIntegrityError,
+    DownloadTimeoutError,
     FormatError,
     FormatVersionError,
+    HubRequestError,
+    HubUnavailableError,
+    ImageInputError,
     LocalFilesMissingError,
     Mu2hubError,
     ShapeMismatchError,
@@ -35,4 +39,5 @@ __all__ = [
     "add_task", "push_task", "validate",
     "Mu2hubError", "FormatError", "FormatVersionError", "UnsafePathError", "TaskNotFoundError",
     "ComponentIntegrityError", "LocalFilesMissingError", "ShapeMismatchError",
+    "HubRequestError", "HubUnavailableError", "DownloadTimeoutError", "ImageInputError",
 ]

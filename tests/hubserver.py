@@ -34,6 +34,11 @@ than ``LFS_THRESHOLD`` are reported as LFS (ETag = sha256); uploads are always a
 PR merges are squash commits titled ``"<PR title> (#N)"``; a path changed differently on both sides is a conflict.
 State lives in memory; with ``persist=True`` it is mirrored to ``<root>/state.json`` after every change and
 reloaded by the next ``HubServer(..., persist=True)`` on the same root.
+
+Fault injection (``fault(kind, ...)``, ``clear_faults()``; ``fail_next(status)`` is the one-shot ``status`` kind): a
+matching request can be answered with an error status, stalled (nothing sent), trickled (one byte per interval), cut
+(the connection closed before or during the body), corrupted, or preceded by a callback (``hook``) that changes the
+repo at an exact moment, e.g. a push to a pull request while it is being validated.
 """
 
 from __future__ import annotations

@@ -9,7 +9,6 @@ with a bounded budget.
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import shutil
@@ -729,6 +728,20 @@ def test_cli_bad_arguments_give_one_line(hub, repo, tmp_path, capsys, case, args
     assert cli.main(args) == 2
     err = capsys.readouterr().err
     assert needle in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+@pytest.mark.parametrize("case,call,error", [
+    ("no_such_repo", lambda repo, c: mu2hub.list_tasks("adv/does-not-exist", cache_dir=c), RepoNotFoundError),
+    ("no_such_revision", lambda repo, c: mu2hub.from_pretrained(repo, task="task_0", revision="f" * 40, cache_dir=c),
+     RepoNotFoundError),
+    ("not_a_repo_id_nor_a_folder", lambda repo, c: mu2hub.from_pretrained("no/such/folder", task="t", cache_dir=c),
+     InvalidRepoIdError),
+    ("contradictory_arguments", lambda repo, c: mu2hub.from_pretrained(repo, task="task_0", force_download=True,
+                                                                       local_files_only=True), ArgumentError),
+])
+def test_library_bad_arguments_are_named(hub, repo, tmp_path, case, call, error):
+    with pytest.raises(error):
+        call(repo, tmp_path)
 
 
 def test_validate_against_a_stalled_hub_is_a_named_error(hub, repo, base, short_deadline, capsys):
