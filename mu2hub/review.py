@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
 
 from .constants import COMPONENTS_DIR, CONFIG_NAME, TASKS_DIR, task_filename
-from .errors import ContributionError, HubRequestError, Mu2hubError, ValidationError
+from .errors import ArgumentError, ContributionError, HubRequestError, Mu2hubError, ValidationError
 from .format import SystemConfig, TaskFile, dump_json, load_json, sha256_hex
 from .report import table
 from .review_checks import (
@@ -212,7 +212,8 @@ def validate(repo_id: str, pr: int, *, merge: bool = False, token: str | bool | 
             (`ValidationError`, nothing merged) if the target branch or the pull request moved meanwhile.
         token (`str`, *optional*): as in huggingface_hub (merging needs write access).
         cache_dir (`str`, *optional*): where to download; defaults to a fresh temporary cache, deleted after.
-        probe (`bool`, defaults to `True`): also run each added task's probe (downloads its components).
+        probe (`bool`, defaults to `True`): also run each added task's probe (downloads its components). A merge
+            always runs it: `merge=True, probe=False` is refused.
         progress (`bool`, defaults to `False`): a progress bar over the checks.
         max_file_bytes (`int`, defaults to 2 GiB): added files larger than this are rejected without downloading.
         max_files (`int`, defaults to 1,000): pull requests adding more files are rejected.
@@ -229,6 +230,8 @@ def validate(repo_id: str, pr: int, *, merge: bool = False, token: str | bool | 
     """
     from huggingface_hub import HfApi
 
+    if merge and not probe:
+        raise ArgumentError("merge=True needs the probe (probe=True): a merge never trusts a task's recorded answers")
     api = HfApi(token=token)
     report = ValidationReport(repo_id, pr)
     if progress:

@@ -146,10 +146,10 @@ def verdicts(report) -> dict[str, tuple[bool, str]]:
     return {c.name: (c.ok, " ".join(c.details)) for c in report.checks}
 
 
-def assert_rejected(hub, repo: str, num: int, check: str, reason: str, *, probe: bool = False) -> None:
+def assert_rejected(hub, repo: str, num: int, check: str, reason: str) -> None:
     """validate --merge refuses with `reason` under `check`, and main does not move."""
     head = hub.head(repo)
-    report = mu2hub.validate(repo, num, merge=True, probe=probe)
+    report = mu2hub.validate(repo, num, merge=True)
     ok, details = verdicts(report).get(check, (True, ""))
     assert not report.ok and not report.merged and not ok, report.format()
     assert reason in details, report.format()
@@ -288,7 +288,7 @@ def test_pr_hundreds_of_junk_files_are_rejected_by_the_file_cap(hub, repo, base)
     files.update({f"junk/{i}.txt": b"x" for i in range(300)})
     num = open_pr(repo, files)
     head = hub.head(repo)
-    report = mu2hub.validate(repo, num, merge=True, probe=False, max_files=100)
+    report = mu2hub.validate(repo, num, merge=True, max_files=100)
     assert not report.merged and "over the 100-file limit" in verdicts(report)["file names"][1]
     assert "unexpected file" in verdicts(report)["file names"][1] and hub.head(repo) == head
 
@@ -399,7 +399,7 @@ def test_pr_probe_with_a_huge_file_tolerance_is_still_checked_with_the_librarys(
         raw["probe"]["logits"] = [[v + 5.0 for v in row] for row in raw["probe"]["logits"]]
     files, _ = contribution(base, edit=lie)
     num = open_pr(repo, files)
-    assert_rejected(hub, repo, num, "probe", "logits differ", probe=True)
+    assert_rejected(hub, repo, num, "probe", "logits differ")
 
 
 def test_pr_overflowing_weights_making_nan_logits_fail_the_probe(hub, repo, base):
@@ -411,7 +411,7 @@ def test_pr_overflowing_weights_making_nan_logits_fail_the_probe(hub, repo, base
     raw["probe"] = json.loads(next(d for p, d in honest.items() if p.startswith("tasks/")))["probe"]
     files[task_filename(tf.task)] = json.dumps(raw).encode()
     num = open_pr(repo, files)
-    assert_rejected(hub, repo, num, "probe", "NaN or Inf", probe=True)
+    assert_rejected(hub, repo, num, "probe", "NaN or Inf")
 
 
 def test_pr_source_pointing_at_other_content_is_rejected(hub, repo, base):
@@ -448,7 +448,9 @@ def test_pr_rejection_leaves_every_reader_working(hub, repo, base, tmp_path):
     """After a rejected PR with a string metric, the Space, the card refresh and verify still read the repo."""
     files, _ = contribution(base, edit=_edit("metrics.test_accuracy", "high"))
     num = open_pr(repo, files)
-    assert not mu2hub.validate(repo, num, merge=True, probe=False).merged
+    assert not mu2hub.validate(repo, num, merge=True).merged
+    with pytest.raises(ArgumentError, match="needs the probe"):
+        mu2hub.validate(repo, num, merge=True, probe=False)
     space = SpaceSystem(repo, cache_dir=tmp_path / "c")
     assert "test accuracy" in space.task_markdown("task_0")
     assert verify(repo, cache_dir=tmp_path / "v").ok
@@ -870,6 +872,56 @@ def test_imagefolder_with_a_corrupt_file_names_it_and_can_skip_it(tmp_path):
         data = load_imagefolder(str(root), skip_corrupt=True)
     assert sum(int(str(w.message).split("left out ")[1].split()[0]) for w in caught if "left out" in str(w.message)) == 2
     assert len(data.train) + len(data.validation) == 24 - 2 and len(data.test) == 24
+
+
+def test_cli_skip_corrupt_images_flag_reaches_the_loader(tmp_path):
+    from mu2hub.finetune import resolve_data
+
+    root = _imagefolder(tmp_path / "folder", corrupt=1)
+    a = cli.build_parser().parse_args(["finetune", "org/x", "--task", "t", "--data", str(root), "--steps", "1",
+                                       "--lr", "0.1", "--skip-corrupt-images"])
+    with pytest.warns(UserWarning, match="left out 1"):
+        data = resolve_data(a.data, **cli._data_kwargs(a))
+    assert len(data.train) + len(data.validation) == 23
+    with pytest.raises(mu2hub.errors.DataError, match="skip_corrupt"):
+        resolve_data("digits", **cli._data_kwargs(a))  # generated data has no files to skip: named, not a TypeError
+
+
+def test_download_settings_are_validated(monkeypatch):
+    from mu2hub.transfer import deadline_for
+
+    monkeypatch.setenv("MU2HUB_DOWNLOAD_DEADLINE", "10")
+    monkeypatch.setenv("MU2HUB_MIN_DOWNLOAD_RATE", "1000")
+    assert deadline_for(None) == 10 and deadline_for(5000) == 15
+    for bad in ("0", "-3", "soon", "nan"):
+        monkeypatch.setenv("MU2HUB_DOWNLOAD_DEADLINE", bad)
+        with pytest.raises(mu2hub.errors.InvalidSettingError, match="MU2HUB_DOWNLOAD_DEADLINE"):
+            deadline_for(1)
+
+
+def test_cli_interrupt_and_traceback_setting(hub, repo, tmp_path):
+    """Ctrl-C during a stalled download: one line and exit 130; MU2HUB_TRACEBACK=1 shows the traceback instead."""
+    import signal
+    import subprocess
+    import sys
+
+    import threading
+
+    asked = threading.Event()
+    hub.fault("hook", path_contains="config.json", action=asked.set)  # the client is there ...
+    hub.fault("stall", path_contains="config.json", times=None)  # ... and then waits on a stalled answer
+    env = {**os.environ, "MU2HUB_DOWNLOAD_DEADLINE": "30"}
+    proc = subprocess.Popen([sys.executable, "-m", "mu2hub.cli", "download", repo, "--task", "task_0", "--cache-dir",
+                             str(tmp_path / "c")], env=env, stderr=subprocess.PIPE, text=True)
+    assert asked.wait(60)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130 and err.strip().endswith("interrupted") and "Traceback" not in err
+    hub.clear_faults()
+    out = subprocess.run([sys.executable, "-m", "mu2hub.cli", "info", "adv/does-not-exist"], capture_output=True,
+                         text=True, env={**os.environ, "MU2HUB_TRACEBACK": "1"}, timeout=120)
+    assert out.returncode == 1 and "Traceback" in out.stderr and "RepoNotFoundError" in out.stderr
 
 
 # ---------------------------------------------------------------------------------------------------

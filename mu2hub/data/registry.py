@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
+import inspect
 import os
 import warnings
 from collections.abc import Callable, Iterator
@@ -283,6 +284,10 @@ def get_task(name: str, **kwargs: Any) -> TaskData:
     tasks = _registered()
     if name not in tasks:
         raise TaskNotFoundError(name, list(tasks))
+    try:
+        inspect.signature(tasks[name]).bind(**kwargs)
+    except TypeError as e:  # an option this task does not take (e.g. skip_corrupt for generated data)
+        raise DataError(f"task {name!r}: {e}") from None
     task = tasks[name](**kwargs)
     if not isinstance(task, TaskData):
         raise TypeError(f"task function for {name!r} returned {type(task).__name__}, expected TaskData")
