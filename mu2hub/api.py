@@ -338,8 +338,10 @@ def from_transformers(
 
 def list_tasks(repo_id_or_path: str | os.PathLike, *, revision: str | None = None, cache_dir=None, token=None,
                local_files_only: bool = False) -> list[str]:
-    """Names of the tasks a system holds (listing `tasks/`; nothing else is downloaded)."""
-    return open_store(repo_id_or_path, revision=revision, cache_dir=cache_dir, token=token, local_files_only=local_files_only).list_tasks()
+    """Names of the tasks a system holds (listing `tasks/`; besides it only `config.json`, checked, is read)."""
+    store = open_store(repo_id_or_path, revision=revision, cache_dir=cache_dir, token=token, local_files_only=local_files_only)
+    store.read_config()  # a repo that is not a (valid) mu2hub system says so instead of listing nothing
+    return store.list_tasks()
 
 
 def system_info(repo_id_or_path: str | os.PathLike, *, revision: str | None = None, cache_dir=None, token=None,

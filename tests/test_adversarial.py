@@ -555,6 +555,8 @@ def test_tampered_config_every_reader_refuses(folder, case, capsys):
     BAD_CONFIG_EDITS[case](data)
     path.write_text(json.dumps(data))
     _readers_refuse(folder, capsys)
+    with pytest.raises(Mu2hubError):
+        mu2hub.list_tasks(folder)  # `mu2hub tasks` too: not a silent empty list
 
 
 def test_unknown_keys_are_ignored_where_the_format_says(folder):
