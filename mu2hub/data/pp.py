@@ -34,6 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mu2hub.data.registry import Split, to_rgb_uint8
+from mu2hub.errors import FormatError
 
 _CROP, _FLIP, _BRIGHTNESS, _CONTRAST, _SATURATION, _HUE = range(6)
 
@@ -230,14 +231,14 @@ def spec_options(spec: Mapping[str, Any]) -> tuple[int, bool, float]:
     """(resize, antialias, pixel_scale) of a stored spec; `antialias` absent means True (specs written before it).
 
     Raises:
-        ValueError: a spec this version cannot reproduce (the message shows what it supports).
+        FormatError (a ValueError): a spec this version cannot reproduce (the message shows what it supports).
     """
     size, antialias, scale = spec.get("resize"), spec.get("antialias", True), spec.get("pixel_scale", 1)
     valid = (isinstance(size, int) and not isinstance(size, bool) and size >= 1 and isinstance(antialias, bool)
              and isinstance(scale, (int, float)) and not isinstance(scale, bool) and 0 < scale < float("inf"))
     given = {"antialias": True, **{k: v for k, v in spec.items() if (k, v) != ("pixel_scale", 1)}}
     if not valid or given != pp_spec(size, antialias=antialias, pixel_scale=scale):
-        raise ValueError(
+        raise FormatError(
             f"unsupported preprocessing spec {dict(spec)}; this version supports {pp_spec(224)} with any positive "
             "integer 'resize', 'antialias' true or false, and an optional positive 'pixel_scale'"
         )
@@ -256,7 +257,8 @@ def apply_pp_spec_numpy(images: Any, spec: Mapping[str, Any]) -> np.ndarray:
         float32 [S, S, 3] for one image, [N, S, S, 3] for a batch or list.
 
     Raises:
-        ValueError: a spec this version cannot reproduce (the message shows what it supports).
+        FormatError (a ValueError): a spec this version cannot reproduce (the message shows what it supports).
+        ImageInputError (a ValueError): an image `to_rgb_uint8` refuses (empty, huge, non-finite, out of range).
     """
     size, antialias, scale = spec_options(spec)
     if isinstance(images, (list, tuple)):
