@@ -167,22 +167,6 @@ class TaskRequiredError(Mu2hubError, TypeError):
                          f"(one task) or tasks=[...] / tasks=\"all\" (a MultiTaskModel). Tasks: {shown}")
 
 
-class LocalFolderNotFoundError(Mu2hubError, FileNotFoundError):
-    """A path that can only be a local folder (`./x`, `/abs`, `a/b/c`) does not exist.
-
-    Message: `./no/such/dir: no such folder. Pass an existing folder in the mu2hub layout, or a Hub repo id such
-    as org/name`.
-    """
-
-    def __init__(self, path: str):
-        self.path = path
-        super().__init__(f"{path}: no such folder. Pass an existing folder in the mu2hub layout, or a Hub repo id "
-                         "such as org/name")
-
-    def __str__(self) -> str:  # FileNotFoundError would format from errno/filename instead
-        return self.args[0]
-
-
 class BaselineNotBeatenError(Mu2hubError, ValueError):
     """An evolved task scored below the same ViT trained from scratch; `push_task` refuses unless `force=True`.
 
@@ -321,6 +305,22 @@ class DownloadTimeoutError(HubUnavailableError, TimeoutError):
 
 class InvalidRepoIdError(Mu2hubError, ValueError):
     """Neither an existing local folder nor a valid Hub repo id (`org/name`)."""
+
+
+class LocalFolderNotFoundError(InvalidRepoIdError, FileNotFoundError):
+    """A path that can only be a local folder (`./x`, `/abs`, `a/b/c`) does not exist.
+
+    Message: `./no/such/dir: neither a local folder nor a valid Hub repo id: no such folder. Pass an existing folder
+    in the mu2hub layout, or a Hub repo id such as org/name`.
+    """
+
+    def __init__(self, path: str):
+        self.path = path
+        super().__init__(f"{path}: neither a local folder nor a valid Hub repo id: no such folder. Pass an existing "
+                         "folder in the mu2hub layout, or a Hub repo id such as org/name")
+
+    def __str__(self) -> str:  # FileNotFoundError would format from errno/filename instead
+        return self.args[0]
 
 
 class ImageInputError(Mu2hubError, ValueError):

@@ -244,7 +244,8 @@ def _sizes(c: Obj) -> dict[str, Any]:
     s = c.sub("sizes", {})
     assert s is not None
     for k in _SIZES:
-        s.int(k, 0, 2**53, None)
+        if s.data.get(k) is not None:  # null: unknown (files exported before every writer knew it)
+            s.int(k, 0, 2**53, None)
     shared = s.sub("shared_with", None)
     if shared is not None:
         for cid, tasks in shared.data.items():
