@@ -169,13 +169,22 @@ class TaskModel:
         `images` are always images (see `preprocess`), never an already preprocessed batch (use `logits` for those):
         one image -> `[{"label", "score"}, ...]`; a list or batch -> one such list per image.
         """
+        single = not isinstance(images, (list, tuple)) and not (isinstance(images, np.ndarray) and images.ndim == 4)
+        self._check_top_k(top_k)
+        out = self.predictions(self.logits(self.preprocess(images)), top_k=top_k)
+        return out[0] if single else out
+
+    def predictions(self, logits: Any, *, top_k: int = DEFAULT_TOP_K) -> list[list[dict[str, Any]]]:
+        """Top-k `{"label", "score"}` per row of `logits` (what `predict` returns for a batch)."""
+        self._check_top_k(top_k)
+        probs = np.asarray(jax.nn.softmax(jnp.asarray(logits), axis=-1))
+        return [[{"label": self.labels[i], "score": float(row[i])} for i in np.argsort(-row, kind="stable")[:top_k]]
+                for row in probs]
+
+    @staticmethod
+    def _check_top_k(top_k: Any) -> None:
         if not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1:
             raise ArgumentError(f"top_k must be a positive integer, got {top_k!r}")
-        single = not isinstance(images, (list, tuple)) and not (isinstance(images, np.ndarray) and images.ndim == 4)
-        probs = np.asarray(jax.nn.softmax(self.logits(self.preprocess(images)), axis=-1))
-        out = [[{"label": self.labels[i], "score": float(row[i])} for i in np.argsort(-row, kind="stable")[:top_k]]
-               for row in probs]
-        return out[0] if single else out
 
     def evaluate(self, data: Any, *, split: str = "test", batch_size: int = 64, data_kwargs: dict | None = None,
                  progress: bool = False) -> Any:

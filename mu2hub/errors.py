@@ -310,13 +310,13 @@ class InvalidRepoIdError(Mu2hubError, ValueError):
 class LocalFolderNotFoundError(InvalidRepoIdError, FileNotFoundError):
     """A path that can only be a local folder (`./x`, `/abs`, `a/b/c`) does not exist.
 
-    Message: `./no/such/dir: neither a local folder nor a valid Hub repo id: no such folder. Pass an existing folder
+    Message: `./no/such/dir: no such folder (neither a local folder nor a valid Hub repo id). Pass an existing folder
     in the mu2hub layout, or a Hub repo id such as org/name`.
     """
 
     def __init__(self, path: str):
         self.path = path
-        super().__init__(f"{path}: neither a local folder nor a valid Hub repo id: no such folder. Pass an existing "
+        super().__init__(f"{path}: no such folder (neither a local folder nor a valid Hub repo id). Pass an existing "
                          "folder in the mu2hub layout, or a Hub repo id such as org/name")
 
     def __str__(self) -> str:  # FileNotFoundError would format from errno/filename instead
