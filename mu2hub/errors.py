@@ -277,3 +277,10 @@ class SharedStorageError(Mu2hubError, OSError):
 
     def __str__(self) -> str:  # OSError would format from errno/filename instead
         return self.args[0]
+
+
+class StreamReadError(Mu2hubError, ValueError):
+    """An example of a streamed split (`mu2hub.data.stream`) could not be read or decoded while training ran.
+
+    Message: `cifar10 train: example 4817 cannot be read: UnidentifiedImageError: cannot identify image file …`.
+    """

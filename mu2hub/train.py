@@ -13,6 +13,10 @@ mesh, a 1-device mesh on the default device (`jax.default_device` is honoured; e
 process) is used: one code path. A mesh may span processes (multi-host): each process then feeds and reads
 only its rows of every batch (`data.shard.Shard`), in the order one process would draw.
 
+Data: a split is in memory (`Split`) or streamed from its files (`data.stream.StreamedSplit`, decoded in background
+threads a few batches ahead); both are read in one order (`pp.index_batches` from the seed), so a child trains on
+the same batches either way.
+
 Speed (docs/PERFORMANCE.md): the learning rate is data, so children differing only in it share one compiled
 step; a small train split is uploaded once and batches are gathered on the device; `prefix_cache=` serves a
 child's frozen lowest blocks from activations computed once per dataset (mu2hub/prefix.py); and
@@ -36,6 +40,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from .data.pp import eval_batches, preprocess_eval, preprocess_train
 from .data.registry import Split
 from .data.shard import Shard
+from .data.stream import AnySplit, Stream, StreamedSplit, eval_stream, materialise
 from .format import Structure
 from .model import classify, embed, encode, resolve_attention
 from .prefix import PrefixCache, cache_key, cacheable_depth, prefix_slots, split_fingerprint, tensors_fingerprint
@@ -273,14 +278,17 @@ def _evaluate(structure: Structure, frozen: Tree, trainable: Tree, split: Any, b
     kw = dict(dtype=dtype, attention=attention, start=start)
     counts = [_correct(structure, frozen, trainable, *_put_batch(batch, mesh), **kw) if frozen_each is None else
               _correct_many(structure, frozen, frozen_each, trainable, *_put_batch(batch, mesh), **kw)
-              for batch in process_shard(mesh).eval_batches(split, batch_size)]
+              for batch in eval_stream(split, batch_size, shard=process_shard(mesh))]
     total = np.sum(np.asarray(jax.device_get(counts)), axis=0)
     return int(total) / len(split) if frozen_each is None else total / len(split)
 
 
 def evaluate(structure: Structure, params: Tree, split: Any, batch_size: int, *, dtype: Any = None,
              mesh: Mesh | None = None, attention: str | None = None) -> float:
-    """Validation/test accuracy of a path on `split` (every example exactly once; the last batch is masked)."""
+    """Validation/test accuracy of a path on `split` (every example exactly once; the last batch is masked).
+
+    `split` is in memory (`Split`) or streamed (`StreamedSplit`: read batch by batch, decoded in background threads).
+    """
     mesh = _default_mesh() if mesh is None else mesh
     return _evaluate(structure, _put_params(params, mesh), {}, split, batch_size, dtype=dtype, mesh=mesh,
                      attention=attention)
@@ -375,8 +383,7 @@ def _gather(sharding: NamedSharding) -> Callable[[jax.Array, jax.Array], jax.Arr
 class _Inputs:
     """What the steps eat: uint8 images (`start` None) or the cached activations entering block `start`."""
 
-    train: Any
-    train_labels: np.ndarray
+    train: AnySplit  # in memory (images or activations) or streamed from its files
     validation: Split
     start: int | None = None
     resident_bytes: int = 0  # train inputs up to this size are uploaded once and batches gathered on device
@@ -384,26 +391,35 @@ class _Inputs:
     prefix_time: float = 0.0
 
     def stream(self, batch_size: int, seed: int, mesh: Mesh) -> Iterator[tuple[jax.Array, jax.Array]]:
-        """(inputs, labels) batches on the mesh, in the order of `batches(train split, batch_size, seed=seed)`."""
-        shard = process_shard(mesh)
-        if shard.count > 1:  # each process reads only its rows of every batch
-            return (_put_batch(b, mesh) for b in shard.batches(Split(self.train, self.train_labels), batch_size,
-                                                                seed=seed))
-        order = shard.order(Split(self.train, self.train_labels), batch_size, seed=seed)
-        if self.train.nbytes > self.resident_bytes:  # gather on the host; async dispatch overlaps it with steps
-            return (_put_batch((self.train[idx], labels), mesh) for idx, labels in order)
-        resident = jax.device_put(np.asarray(self.train), NamedSharding(mesh, P()))
+        """(inputs, labels) batches on the mesh, in the order of `pp.index_batches(len(train), batch_size, seed=seed)`.
+
+        One order, two ways to feed it: a small in-memory split on one process is uploaded once and each batch
+        gathered on the device; anything else is read batch by batch (`data.stream.Stream`: this process's rows
+        only; a streamed split decoded in background threads, a few batches ahead), and JAX's async dispatch
+        overlaps the transfer with the running step.
+        """
+        shard, train = process_shard(mesh), self.train
+        if isinstance(train, StreamedSplit) or shard.count > 1 or train.images.nbytes > self.resident_bytes:
+            return (_put_batch(b, mesh) for b in Stream(train, batch_size, seed=seed, shard=shard))
+        resident = jax.device_put(np.asarray(train.images), NamedSharding(mesh, P()))
         take = _gather(NamedSharding(mesh, P("data")))
-        return ((take(resident, i), y) for i, y in (_put_batch((idx.astype(np.int32), labels), mesh) for idx, labels in order))
+        batches = (_put_batch((idx.astype(np.int32), train.labels[idx]), mesh)
+                   for idx in shard.order(len(train), batch_size, seed=seed))
+        return ((take(resident, i), y) for i, y in batches)
 
 
 def _inputs(structure: Structure, frozen: Tree, data: Any, hparams: Mapping[str, Any], *, cache: PrefixCache | None,
             component_ids: Mapping[str, str] | None, batch_size: int, dtype: Any, attention: str | None, mesh: Mesh,
             resident_bytes: int) -> _Inputs:
-    """Cached prefix activations when the cache can serve this child (see mu2hub/prefix.py), else the images."""
-    plain = _Inputs(data.train.images, data.train.labels, data.validation, resident_bytes=resident_bytes)
-    # The cache holds a whole split's activations on the host; a mesh spanning processes reads only shards.
-    local = process_shard(mesh).count == 1
+    """Cached prefix activations when the cache can serve this child (see mu2hub/prefix.py), else the images.
+
+    A streamed validation split is decoded once here (the loop hands over its fixed subset already decoded).
+    """
+    validation = materialise(data.validation)
+    plain = _Inputs(data.train, validation, resident_bytes=resident_bytes)
+    # The cache holds a whole split's activations on the host: not for a mesh spanning processes (each reads only
+    # its shard), nor for a streamed train split (which is streamed because it is too big to hold).
+    local = process_shard(mesh).count == 1 and isinstance(data.train, Split)
     depth = cacheable_depth(structure, list(frozen), hparams) if cache is not None and local else 0
     if depth == 0:
         return plain
@@ -411,7 +427,7 @@ def _inputs(structure: Structure, frozen: Tree, data: Any, hparams: Mapping[str,
     ids = {s: (component_ids or {}).get(s) or tensors_fingerprint(frozen[s]) for s in slots}
     impl = resolve_attention(attention, dtype, structure.dims.hidden_size // structure.dims.num_heads)
     per_example = structure.seq_len * structure.dims.hidden_size * np.dtype(dtype or np.float32).itemsize
-    splits = {"train": data.train, "validation": data.validation}
+    splits = {"train": data.train, "validation": validation}
     if not all(cache.admits(len(s) * per_example) for s in splits.values()):
         return plain
     t0 = time.perf_counter()
@@ -420,7 +436,7 @@ def _inputs(structure: Structure, frozen: Tree, data: Any, hparams: Mapping[str,
         lambda split=split: prefix_activations(structure, frozen, split, depth, batch_size=batch_size, dtype=dtype,
                                                attention=attention, mesh=mesh))
         for name, split in splits.items()}
-    return _Inputs(acts["train"], data.train.labels, Split(acts["validation"], data.validation.labels), depth,
+    return _Inputs(Split(acts["train"], data.train.labels), Split(acts["validation"], validation.labels), depth,
                    cache.device_max_bytes, tuple(slots), time.perf_counter() - t0)
 
 
@@ -484,23 +500,29 @@ class _Validations:
 
 def _drive(total: int, steps_per_validation: int, stream: Iterator, step: Callable[[int, Any, Any], Any],
            validate: Callable[[int], None]) -> tuple[float, float]:
-    """`total` steps with a validation every `steps_per_validation`; returns (elapsed, compile seconds)."""
+    """`total` steps with a validation every `steps_per_validation`; returns (elapsed, compile seconds).
+
+    The stream is closed at the end (a streamed split's decoding threads stop then, not at garbage collection).
+    """
     start = time.perf_counter()
     compile_time = 0.0
-    for i in range(total):
-        out = step(i, *next(stream))
-        if i == 0:
-            jax.block_until_ready(out)
-            compile_time += time.perf_counter() - start
-        if (i + 1) % steps_per_validation:
-            continue
-        first_eval = i + 1 == steps_per_validation
-        if first_eval:  # time the first validation alone (mostly its compilation), not the queued steps
-            jax.block_until_ready(out)
-            t0 = time.perf_counter()
-        validate(i + 1)
-        if first_eval:
-            compile_time += time.perf_counter() - t0
+    try:
+        for i in range(total):
+            out = step(i, *next(stream))
+            if i == 0:
+                jax.block_until_ready(out)
+                compile_time += time.perf_counter() - start
+            if (i + 1) % steps_per_validation:
+                continue
+            first_eval = i + 1 == steps_per_validation
+            if first_eval:  # time the first validation alone (mostly its compilation), not the queued steps
+                jax.block_until_ready(out)
+                t0 = time.perf_counter()
+            validate(i + 1)
+            if first_eval:
+                compile_time += time.perf_counter() - t0
+    finally:
+        stream.close()
     return time.perf_counter() - start, compile_time
 
 
@@ -525,7 +547,8 @@ def train_child(structure: Structure, frozen: Tree, trainable: Tree, data: Any, 
         structure (`Structure`): the child's static shape.
         frozen, trainable (`{slot: {tensor: array}}`): a partition of `structure.slots()`; only `trainable`
             is updated. The caller's arrays are never modified (training works on device copies).
-        data (`TaskData`): `train` and `validation` splits of uint8 images.
+        data (`TaskData` or `data.stream.StreamedTask`): `train` and `validation` splits of uint8 images, in
+            memory or streamed from their files (the same batches either way, `data.stream`).
         hparams (`Mapping`): the child's `opt_*` and `ds_*` hparams.
         seed (`int`): data order and augmentation; children of one generation share it (common random numbers).
         inherited_traces (*optional*): momentum traces per trainable slot, from the cloned components.

@@ -299,7 +299,19 @@ def batches(
     `dataset.repeat().batch()` does, so no example is skipped at epoch ends and the stream never ends.
     Without it, one pass; a short last batch is dropped when `drop_remainder`.
     """
-    n = len(split)
+    for idx in index_batches(len(split), batch_size, seed=seed, shuffle=shuffle, repeat=repeat,
+                             drop_remainder=drop_remainder):
+        yield split.images[idx], split.labels[idx]
+
+
+def index_batches(
+    n: int, batch_size: int, *, seed: int, shuffle: bool = True, repeat: bool = True, drop_remainder: bool = True
+) -> Iterator[np.ndarray]:
+    """The example indices of `batches`' batches over a split of `n` examples: the order, without the data.
+
+    Why apart: a streamed split (`mu2hub.data.stream`) reads the examples of each batch from its files, in
+    exactly the order an in-memory split of the same examples would be batched.
+    """
     if n == 0 or batch_size < 1:
         raise ValueError(f"need a non-empty split and batch_size >= 1; got {n} examples, batch_size {batch_size}")
     rng = np.random.default_rng(seed)
@@ -312,7 +324,7 @@ def batches(
         if len(pending) == 0 or (len(pending) < batch_size and drop_remainder):
             return
         idx, pending = pending[:batch_size], pending[batch_size:]
-        yield split.images[idx], split.labels[idx]
+        yield idx
 
 
 def eval_batches(split: Split, batch_size: int) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
