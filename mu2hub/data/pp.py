@@ -53,7 +53,8 @@ def preprocess_eval(images: jax.Array | np.ndarray, image_size: int, *, antialia
 
 
 def preprocess_train(
-    images: jax.Array | np.ndarray, image_size: int, hparams: Mapping[str, Any], key: jax.Array
+    images: jax.Array | np.ndarray, image_size: int, hparams: Mapping[str, Any], key: jax.Array, *,
+    antialias: bool = True, pixel_scale: float = 1.0
 ) -> jax.Array:
     """uint8 [B, H, W, 3] -> float32 [B, S, S, 3] in [-1, 1] with the augmentations `hparams` turn on.
 
@@ -66,8 +67,10 @@ def preprocess_train(
             False); `ds_brightness_delta`, `ds_contrast_delta`, `ds_saturation_delta`, `ds_hue_delta`
             (default 0.0 = off). Other keys are ignored.
         key: a PRNG key; split per example.
+        antialias, pixel_scale: the task's stored resize (`spec_options`), as `preprocess_eval`; the crop's
+            resampling follows `antialias` too.
 
-    With every augmentation off this computes exactly `preprocess_eval`. Works inside a jitted step too.
+    With every augmentation off this computes exactly `preprocess_eval` (with the same options). Works inside a jitted step too.
 
     Raises:
         ValueError: `ds_quality_delta` > 0 (µ3Net's JPEG-quality jitter is not implemented); an area or
@@ -91,7 +94,7 @@ def preprocess_train(
         saturation=float(hparams.get("ds_saturation_delta", 0.0)),
         hue=float(hparams.get("ds_hue_delta", 0.0)),
     )
-    return _preprocess_train(images, key, image_size, augment)
+    return _preprocess_train(images, key, image_size, augment, bool(antialias), float(pixel_scale))
 
 
 class _Augment(NamedTuple):
@@ -106,16 +109,16 @@ class _Augment(NamedTuple):
     hue: float
 
 
-@functools.partial(jax.jit, static_argnames=("image_size", "augment"))
-def _preprocess_train(images: jax.Array, key: jax.Array, image_size: int, augment: _Augment) -> jax.Array:
-    x = _to_unit(images)
+@functools.partial(jax.jit, static_argnames=("image_size", "augment", "antialias", "pixel_scale"))
+def _preprocess_train(images: jax.Array, key: jax.Array, image_size: int, augment: _Augment, antialias: bool = True,
+                      pixel_scale: float = 1.0) -> jax.Array:
+    x = _to_unit(images, pixel_scale)
     keys = jax.random.split(key, x.shape[0])
     if augment.area_min < 1.0:
-        x = jax.vmap(lambda im, k: _random_crop_resize(im, k, image_size, augment.area_min, augment.aspect_min))(
-            x, keys
-        )
+        x = jax.vmap(lambda im, k: _random_crop_resize(im, k, image_size, augment.area_min, augment.aspect_min,
+                                                       antialias))(x, keys)
     else:
-        x = _resize(x, image_size)
+        x = _resize(x, image_size, antialias)
     if augment.flip:
         flip = jax.vmap(lambda k: jax.random.bernoulli(jax.random.fold_in(k, _FLIP)))(keys)
         x = jnp.where(flip[:, None, None, None], x[:, :, ::-1], x)
@@ -138,7 +141,7 @@ def _resize(x: jax.Array, image_size: int, antialias: bool = True) -> jax.Array:
 
 
 def _random_crop_resize(
-    image: jax.Array, key: jax.Array, image_size: int, area_min: float, aspect_min: float
+    image: jax.Array, key: jax.Array, image_size: int, area_min: float, aspect_min: float, antialias: bool = True
 ) -> jax.Array:
     """Sample a box (area fraction in [area_min, 1], aspect w/h in [r, 1/r]) and resample it to S×S."""
     height, width = image.shape[:2]
@@ -157,7 +160,7 @@ def _random_crop_resize(
         scale,
         -jnp.stack([top, left]) * scale,
         "bilinear",
-        antialias=True,
+        antialias=antialias,
     )
 
 
