@@ -70,6 +70,10 @@ class DatasetSource:
 def decode(image: Any, shape: tuple[int, int]) -> np.ndarray:
     """Any image -> uint8 RGB [H, W, 3] of `shape` (PIL bilinear, antialiased when shrinking, the in-memory loaders'
     resize); an image of that size passes through untouched."""
+    if isinstance(image, Image.Image) and image.mode in ("RGB", "L"):  # resized by PIL as it is: no array round trip
+        if image.size != (shape[1], shape[0]):
+            image = image.resize((shape[1], shape[0]), Image.Resampling.BILINEAR)
+        return to_rgb_uint8(image)
     rgb = to_rgb_uint8(image)
     if rgb.shape[:2] == tuple(shape):
         return rgb
