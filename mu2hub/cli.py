@@ -90,10 +90,12 @@ def cmd_predict(a: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
     from .api import from_pretrained
-    from .images import expand_inputs, predict_in_batches
+    from .images import DATASET_PREFIXES, expand_inputs, predict_in_batches
 
-    inputs = expand_inputs(a.inputs, split=a.split, data_kwargs=_data_kwargs(a))  # bad input fails before loading
+    expand_inputs([s for s in a.inputs if not s.startswith(DATASET_PREFIXES)])  # a missing file fails before loading
     model = from_pretrained(a.repo, task=a.task, **_hub_kwargs(a))
+    # datasets decode images of varying sizes at the task's image size
+    inputs = expand_inputs(a.inputs, split=a.split, data_kwargs=_data_kwargs(a), decode_size=model.task_file.image_size)
     failed = 0
     with tqdm(total=len(inputs), desc=f"predict {model.task}", unit="img", disable=None, file=sys.stderr) as bar:
         for item, preds, error in predict_in_batches(lambda ims: model.predict(ims, top_k=a.top_k), inputs,

@@ -384,3 +384,10 @@ class DataError(Mu2hubError, ValueError):
     Message: `imagefolder:shapes/: found no ClassLabel columns; columns are {'image': Image, 'caption': Value}; pass
     label_column=...`.
     """
+
+
+class StreamReadError(Mu2hubError, ValueError):
+    """An example of a streamed split (`mu2hub.data.stream`) could not be read or decoded while training ran.
+
+    Message: `cifar10 train: example 4817 cannot be read: UnidentifiedImageError: cannot identify image file …`.
+    """

@@ -93,14 +93,16 @@ class InputImage:
     load: Callable[[], Image.Image | np.ndarray]
 
 
-def expand_inputs(specs: list[str], *, split: str = "test", data_kwargs: dict | None = None) -> list[InputImage]:
+def expand_inputs(specs: list[str], *, split: str = "test", data_kwargs: dict | None = None,
+                  decode_size: int | None = None) -> list[InputImage]:
     """Files, folders (every image below them, sorted) and datasets (`hf:<id>`, `imagefolder:<folder>`: every image
     of `split`) -> the images to classify, in order. A missing file or folder fails here, before any prediction.
+    A dataset's images of varying sizes are decoded at `decode_size` (the task's image size), as fine-tuning does.
     """
     out: list[InputImage] = []
     for spec in specs:
         if spec.startswith(DATASET_PREFIXES):
-            out.extend(_dataset_images(spec, split, data_kwargs or {}))
+            out.extend(_dataset_images(spec, split, {"decode_size": decode_size, **(data_kwargs or {})}))
         elif os.path.isdir(spec):
             files = sorted(p for p in Path(spec).rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
             if not files:
