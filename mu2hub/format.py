@@ -14,16 +14,15 @@ import re
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping
-
-import numpy as np
-from safetensors import safe_open
-from safetensors.numpy import load as _st_load
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 from . import schema
 from .constants import FORMAT_VERSION, LIBRARY_NAME, component_filename, task_filename
 from .errors import ComponentIntegrityError, FormatError, UnsafePathError
 from .schema import check_component_id, check_task_name, load_json  # noqa: F401  (the format's public checks)
+
+if TYPE_CHECKING:  # numpy and safetensors are imported where tensors are touched: listing tasks needs neither
+    import numpy as np
 
 # ---------------------------------------------------------------------------------------------------
 # Safe names
@@ -63,6 +62,8 @@ def component_chunks(tensors: Mapping[str, np.ndarray], kind: str) -> list[bytes
     library's layout choices. Kept in pieces so a store can hash and write a large component without holding a
     second copy of it.
     """
+    import numpy as np
+
     header: dict[str, Any] = {"__metadata__": {"format": schema.COMPONENT_FORMAT, "kind": kind}}
     chunks, offset = [], 0
     for name in sorted(tensors):
@@ -113,6 +114,7 @@ def parse_component(data: bytes, *, expected_id: str | None = None, filename: st
         if actual != expected_id:
             raise ComponentIntegrityError(filename, expected_id, actual, f" ({len(data):,} bytes)")
     kind = component_header(data, filename)["kind"]
+    from safetensors.numpy import load as _st_load
     try:
         tensors = _st_load(data)
     except Exception as e:  # safetensors raises its own SafetensorError
@@ -148,6 +150,7 @@ def read_component_file(path: str | os.PathLike, *, expected_id: str, expected_b
         prefix = f.read(8)
         n = schema.header_length(prefix, st.st_size, filename)
         kind = schema.check_component_header(prefix + f.read(n), st.st_size, filename)["kind"]
+    from safetensors import safe_open
     try:
         with safe_open(str(real), framework="numpy") as f:
             tensors = {k: f.get_tensor(k) for k in f.keys()}
@@ -164,11 +167,14 @@ def read_component_file(path: str | os.PathLike, *, expected_id: str, expected_b
 
 
 def num_params(tensors: Mapping[str, np.ndarray]) -> int:
+    import numpy as np
     return int(sum(int(np.prod(np.shape(t))) for t in tensors.values()))
 
 
 def component_refs(params: Mapping[str, Mapping[str, np.ndarray]], slots: Iterable[str]) -> list[ComponentRef]:
     """Content-addressed references for a path's parameters, in slot order (serialises each component once)."""
+    import numpy as np
+
     refs = []
     for slot in slots:
         tensors = {k: np.asarray(v) for k, v in params[slot].items()}

@@ -15,9 +15,7 @@ import uuid
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Protocol
-
-import numpy as np
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Protocol, TypeAlias
 
 from .cache import cached_listing, save_listing, stamp_dir
 from .constants import CONFIG_NAME, ROOT_NAME, TASKS_DIR, component_filename, task_filename
@@ -51,7 +49,10 @@ from .format import (
 )
 from .transfer import hub_call
 
-Tensors = dict[str, np.ndarray]
+if TYPE_CHECKING:  # numpy only where tensors are touched: listing tasks needs none
+    import numpy as np
+
+Tensors: TypeAlias = "dict[str, np.ndarray]"
 
 
 def atomic_write(path: str | os.PathLike, data: bytes | Iterable[bytes | memoryview]) -> None:
@@ -191,6 +192,8 @@ class LocalStore:
     def write_path(self, task: str, structure: Structure, params: Mapping[str, Mapping[str, np.ndarray]],
                    labels: list[str], **fields: Any) -> TaskFile:
         """Write a path's components and its task file; `fields` fill the other TaskFile fields."""
+        import numpy as np
+
         refs = [self.write_component({k: np.asarray(v) for k, v in params[s].items()}, s.split(".")[0], s) for s in structure.slots()]
         tf = TaskFile(task=task, image_size=structure.image_size, num_layers=structure.num_layers, components=refs,
                       labels=list(labels), adapter_layers=structure.adapter_layers, adapter_dim=structure.adapter_dim, **fields)
