@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 import platform
+import statistics
 import sys
 import tempfile
+import time
 from datetime import date
 from pathlib import Path
 
@@ -35,6 +37,17 @@ def machine() -> str:
     except OSError:
         pass
     return f"{cpu}, {os.cpu_count()} cores, {platform.system()} (Python {platform.python_version()}), {date.today()}"
+
+
+def median_seconds(fn, repeats: int, before=lambda: None) -> float:
+    """Median wall time of `fn()` over `repeats` runs, `before()` (e.g. emptying a cache) untimed before each."""
+    times = []
+    for _ in range(repeats):
+        before()
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
 
 
 def loopback_hub() -> tuple[HubServer, Path]:

@@ -8,27 +8,16 @@ ours also reads the JSON files, verifies every sha256 and checks shapes. Run:
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 from pathlib import Path
 
 import jax
-from _common import VARIANTS, loopback_hub, machine
+from _common import VARIANTS, loopback_hub, machine, median_seconds
 from safetensors.numpy import load_file
 
 import mu2hub
 from mu2hub.format import Dims
 from mu2hub.report import table
 from mu2hub.synthetic import random_system
-
-
-def _median_time(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
 
 
 def main() -> None:
@@ -56,9 +45,9 @@ def main() -> None:
 
     del model
     mu2hub.api._LOADED.clear()
-    base = _median_time(baseline, a.repeats)
-    offline = _median_time(lambda: ours(local_files_only=True), a.repeats)
-    online = _median_time(ours, a.repeats)
+    base = median_seconds(baseline, a.repeats)
+    offline = median_seconds(lambda: ours(local_files_only=True), a.repeats)
+    online = median_seconds(ours, a.repeats)
     mb = sum(Path(f).stat().st_size for f in files) / 1e6
     print(f"\nbench/load.py — {a.variant}, one task = {len(files)} files, {mb:.1f} MB, median of {a.repeats} — {machine()}")
     print(table([

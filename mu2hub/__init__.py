@@ -10,8 +10,12 @@ never loads JAX; `mu2hub.from_pretrained` does, when called for.
 
 from .errors import (
     ComponentIntegrityError,
+    DownloadTimeoutError,
     FormatError,
     FormatVersionError,
+    HubRequestError,
+    HubUnavailableError,
+    ImageInputError,
     LocalFilesMissingError,
     LocalFolderNotFoundError,
     Mu2hubError,
@@ -54,4 +58,5 @@ __all__ = [
     "export", "verify", "add_task", "push_task", "validate",
     "Mu2hubError", "FormatError", "FormatVersionError", "UnsafePathError", "TaskNotFoundError", "TaskRequiredError",
     "ComponentIntegrityError", "LocalFilesMissingError", "LocalFolderNotFoundError", "ShapeMismatchError",
+    "HubRequestError", "HubUnavailableError", "DownloadTimeoutError", "ImageInputError",
 ]

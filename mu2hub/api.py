@@ -18,7 +18,7 @@ import numpy as np
 
 from . import model as vit
 from .constants import DEFAULT_TOP_K
-from .errors import ShapeMismatchError, TaskRequiredError
+from .errors import ArgumentError, ImageInputError, ShapeMismatchError, TaskRequiredError
 from .format import ComponentRef, Structure, SystemConfig, TaskFile, component_refs
 from .metadata import list_tasks, summarize, system_info  # noqa: F401  (re-exported)
 from .store import LocalStore, Store, open_store, task_components
@@ -55,7 +55,7 @@ def resolve_dtype(dtype: Any) -> Any:
         return jnp.bfloat16
     if dtype in ("float16", jnp.float16):
         return jnp.float16
-    raise ValueError(f"dtype {dtype!r} not supported: use None/'float32', 'bfloat16' or 'float16'")
+    raise ArgumentError(f"dtype {dtype!r} not supported: use None/'float32', 'bfloat16' or 'float16'")
 
 
 class TaskModel:
@@ -122,34 +122,69 @@ class TaskModel:
 
     # -- running ----------------------------------------------------------------------------------
     def preprocess(self, images: Any) -> np.ndarray:
-        """PIL images, uint8 HWC arrays (any size; grayscale and RGBA converted) or a uint8 batch -> float batch."""
+        """Images -> the float batch the path was trained on ([-1, 1], the task's size).
+
+        Accepts PIL images, arrays [H, W], [H, W, C] or batches [N, H, W, C] (C in 1, 3, 4) of any size: uint8 as is,
+        uint16 scaled, floats only in [0, 1] (a 0-255 float array is refused, not guessed at).
+
+        Raises:
+            ImageInputError (a ValueError, naming the image's index): no images, an empty or oversized image, NaN /
+                Inf, values out of range, another dtype or rank.
+        """
         from .data.pp import apply_pp_spec_numpy, pp_spec
+        from .data.registry import to_rgb_uint8
 
         batch = _as_image_list(images)
         if not batch:
-            raise ValueError("no images given")
-        return apply_pp_spec_numpy(batch, self.task_file.preprocessing or pp_spec(self.task_file.image_size))
+            raise ImageInputError("no images given")
+        rgb = []
+        for i, image in enumerate(batch):
+            try:
+                rgb.append(to_rgb_uint8(image))
+            except ImageInputError as e:
+                raise ImageInputError(f"image {i}: {e}" if len(batch) > 1 else str(e)) from None
+        return apply_pp_spec_numpy(rgb, self.task_file.preprocessing or pp_spec(self.task_file.image_size))
 
     def logits(self, x: Any) -> np.ndarray:
-        """Logits (B, classes). `x` is a float batch already preprocessed to [-1, 1], or images (see `preprocess`)."""
+        """Logits (B, classes). `x` is a float batch already preprocessed (finite, in [-1, 1], the task's size and
+        channels), or images (see `preprocess`), which are preprocessed first."""
         if not (isinstance(x, (np.ndarray, jax.Array)) and x.ndim == 4 and np.issubdtype(x.dtype, np.floating)):
             x = self.preprocess(x)
         s = self.structure
-        if x.shape[1:3] != (s.image_size, s.image_size):
-            raise ValueError(f"expected images of {s.image_size}x{s.image_size}, got {x.shape[1]}x{x.shape[2]}; "
-                             "pass raw images to have them resized")
-        return np.asarray(vit.apply_path_jit(s, self.params, jnp.asarray(x, jnp.float32), dtype=self.dtype))
+        want = (s.image_size, s.image_size, s.dims.num_channels)
+        if x.shape[0] == 0 or tuple(x.shape[1:]) != want:
+            raise ImageInputError(f"expected a preprocessed batch [N>0, {', '.join(map(str, want))}], got "
+                                  f"{list(x.shape)}; pass images to predict() or preprocess() to have them resized")
+        x = np.asarray(x, np.float32)
+        finite = bool(np.isfinite(x).all())
+        if not finite or x.min() < -1.0 or x.max() > 1.0:
+            found = "NaN/Inf values" if not finite else f"values in [{x.min():.4g}, {x.max():.4g}]"
+            raise ImageInputError(f"a preprocessed batch must be finite and lie in [-1, 1]; got {found}; pass images "
+                                  "to predict() or preprocess() instead")
+        return np.asarray(vit.apply_path_jit(s, self.params, jnp.asarray(x), dtype=self.dtype))
 
     def predict(self, images: Any, *, top_k: int = DEFAULT_TOP_K) -> list[dict[str, Any]] | list[list[dict[str, Any]]]:
         """Top-k labels with probabilities, like transformers' image-classification pipeline.
 
-        One image -> `[{"label", "score"}, ...]`; a list or batch -> one such list per image.
+        `images` are always images (see `preprocess`), never an already preprocessed batch (use `logits` for those):
+        one image -> `[{"label", "score"}, ...]`; a list or batch -> one such list per image.
         """
         single = not isinstance(images, (list, tuple)) and not (isinstance(images, np.ndarray) and images.ndim == 4)
-        probs = np.asarray(jax.nn.softmax(self.logits(images), axis=-1))
-        out = [[{"label": self.labels[i], "score": float(row[i])} for i in np.argsort(-row, kind="stable")[:top_k]]
-               for row in probs]
+        self._check_top_k(top_k)
+        out = self.predictions(self.logits(self.preprocess(images)), top_k=top_k)
         return out[0] if single else out
+
+    def predictions(self, logits: Any, *, top_k: int = DEFAULT_TOP_K) -> list[list[dict[str, Any]]]:
+        """Top-k `{"label", "score"}` per row of `logits` (what `predict` returns for a batch)."""
+        self._check_top_k(top_k)
+        probs = np.asarray(jax.nn.softmax(jnp.asarray(logits), axis=-1))
+        return [[{"label": self.labels[i], "score": float(row[i])} for i in np.argsort(-row, kind="stable")[:top_k]]
+                for row in probs]
+
+    @staticmethod
+    def _check_top_k(top_k: Any) -> None:
+        if not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1:
+            raise ArgumentError(f"top_k must be a positive integer, got {top_k!r}")
 
     def evaluate(self, data: Any, *, split: str = "test", batch_size: int = 64, data_kwargs: dict | None = None,
                  progress: bool = False) -> Any:

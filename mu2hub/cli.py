@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Sequence
 
 from . import __version__
 from .constants import DEFAULT_TOP_K
-from .errors import Mu2hubError
+from .errors import ArgumentError, Mu2hubError
 from .report import human_bytes, table
 
 
@@ -89,10 +90,12 @@ def cmd_predict(a: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
     from .api import from_pretrained
-    from .images import expand_inputs, predict_in_batches
+    from .images import DATASET_PREFIXES, expand_inputs, predict_in_batches
 
-    inputs = expand_inputs(a.inputs, split=a.split, data_kwargs=_data_kwargs(a))  # bad input fails before loading
+    expand_inputs([s for s in a.inputs if not s.startswith(DATASET_PREFIXES)])  # a missing file fails before loading
     model = from_pretrained(a.repo, task=a.task, **_hub_kwargs(a))
+    # datasets decode images of varying sizes at the task's image size
+    inputs = expand_inputs(a.inputs, split=a.split, data_kwargs=_data_kwargs(a), decode_size=model.task_file.image_size)
     failed = 0
     with tqdm(total=len(inputs), desc=f"predict {model.task}", unit="img", disable=None, file=sys.stderr) as bar:
         for item, preds, error in predict_in_batches(lambda ims: model.predict(ims, top_k=a.top_k), inputs,
@@ -187,12 +190,14 @@ def _data_kwargs(a: argparse.Namespace) -> dict:
         try:
             kwargs = json.loads(raw)
         except ValueError as e:
-            raise ValueError(f"--data-kwargs: not JSON ({e}); e.g. '{{\"n_test\": 64}}'") from None
+            raise ArgumentError(f"--data-kwargs: not JSON ({e}); e.g. '{{\"n_test\": 64}}'") from None
         if not isinstance(kwargs, dict):
-            raise ValueError(f"--data-kwargs: expected a JSON object, got {raw!r}")
+            raise ArgumentError(f"--data-kwargs: expected a JSON object, got {raw!r}")
     for key in ("image_size", "max_examples"):
         if getattr(a, key, None) is not None:
             kwargs[key] = getattr(a, key)
+    if getattr(a, "skip_corrupt_images", False):
+        kwargs["skip_corrupt"] = True
     return kwargs
 
 
@@ -200,6 +205,8 @@ def _data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--image-size", type=int, default=None, help="resize every image to this size when loading")
     p.add_argument("--max-examples", type=int, default=None, help="keep at most this many examples per split")
     p.add_argument("--data-kwargs", default=None, help='more loader options as JSON, e.g. \'{"n_test": 64, "seed": 0}\'')
+    p.add_argument("--skip-corrupt-images", action="store_true",
+                   help="leave out (with a warning) image files that cannot be decoded, instead of stopping")
 
 
 def cmd_finetune(a: argparse.Namespace) -> int:
@@ -387,13 +394,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line(e: BaseException) -> str:
+    return " ".join(line.strip() for line in str(e).splitlines() if line.strip()) or type(e).__name__
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command. Every failure is one line on stderr and a non-zero exit, never a traceback: 2 for a named
+    error (bad input, the Hub, files), 130 when interrupted, 3 for an unexpected one (a bug: `MU2HUB_TRACEBACK=1`
+    shows where)."""
     args = build_parser().parse_args(argv)
     try:
         return args.fn(args)
-    except (Mu2hubError, OSError, ValueError) as e:
-        print(f"mu2hub {args.command}: error: {e}", file=sys.stderr)
-        return 2
+    except KeyboardInterrupt:
+        print(f"mu2hub {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:
+        if os.environ.get("MU2HUB_TRACEBACK"):
+            raise
+        if isinstance(e, (Mu2hubError, OSError, ValueError)):
+            print(f"mu2hub {args.command}: error: {_one_line(e)}", file=sys.stderr)
+            return 2
+        print(f"mu2hub {args.command}: internal error: {type(e).__name__}: {_one_line(e)} (a bug in mu2hub: rerun "
+              "with MU2HUB_TRACEBACK=1 to see where, and please report it)", file=sys.stderr)
+        return 3
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ class FormatError(Mu2hubError, ValueError):
     """
 
     def __init__(self, message: str, *, path: str | None = None):
-        self.path = path
+        self.path, self.message = path, message
         super().__init__(f"{path}: {message}" if path else message)
 
 
@@ -167,22 +167,6 @@ class TaskRequiredError(Mu2hubError, TypeError):
                          f"(one task) or tasks=[...] / tasks=\"all\" (a MultiTaskModel). Tasks: {shown}")
 
 
-class LocalFolderNotFoundError(Mu2hubError, FileNotFoundError):
-    """A path that can only be a local folder (`./x`, `/abs`, `a/b/c`) does not exist.
-
-    Message: `./no/such/dir: no such folder. Pass an existing folder in the mu2hub layout, or a Hub repo id such
-    as org/name`.
-    """
-
-    def __init__(self, path: str):
-        self.path = path
-        super().__init__(f"{path}: no such folder. Pass an existing folder in the mu2hub layout, or a Hub repo id "
-                         "such as org/name")
-
-    def __str__(self) -> str:  # FileNotFoundError would format from errno/filename instead
-        return self.args[0]
-
-
 class BaselineNotBeatenError(Mu2hubError, ValueError):
     """An evolved task scored below the same ViT trained from scratch; `push_task` refuses unless `force=True`.
 
@@ -277,6 +261,136 @@ class SharedStorageError(Mu2hubError, OSError):
 
     def __str__(self) -> str:  # OSError would format from errno/filename instead
         return self.args[0]
+
+
+class HubRequestError(Mu2hubError, OSError):
+    """A Hub request failed; carries the repo, the file (or API call) and the HTTP status when there was one.
+
+    Message: `org/system: tasks/digits.json: HTTP 403 from the Hub: Forbidden`.
+    """
+
+    def __init__(self, repo_id: str, what: str, reason: str, *, status: int | None = None):
+        self.repo_id, self.filename, self.status = repo_id, what, status
+        super().__init__(f"{repo_id}: {what}: {reason}")
+
+    def __str__(self) -> str:  # OSError would format from errno/filename instead
+        return self.args[0]
+
+
+class RepoNotFoundError(HubRequestError):
+    """No such repo or revision on the Hub (or it is private / gated and the token does not grant access).
+
+    Message: `org/missing: config.json: repository not found (check the repo id; if it is private, pass token=...
+    or run `hf auth login`)`.
+    """
+
+
+class RemoteFileNotFoundError(HubRequestError, FileNotFoundError):
+    """The repo exists at that revision but does not have the file."""
+
+
+class HubUnavailableError(HubRequestError, ConnectionError):
+    """The Hub did not answer usably: connection refused or cut, a 5xx / 429 after retries, an incomplete body.
+
+    Message: `org/system: components/ab/ab12….safetensors: the connection was cut (RemoteProtocolError: ...);
+    check your connection and retry (files already downloaded are kept)`.
+    """
+
+
+class DownloadTimeoutError(HubUnavailableError, TimeoutError):
+    """A request stalled past its timeout, or one file's download ran past its deadline (a stalled or trickling
+    server). Message names the file and the limit, and the setting that changes it (`MU2HUB_DOWNLOAD_DEADLINE`).
+    """
+
+
+class InvalidRepoIdError(Mu2hubError, ValueError):
+    """Neither an existing local folder nor a valid Hub repo id (`org/name`)."""
+
+
+class LocalFolderNotFoundError(InvalidRepoIdError, FileNotFoundError):
+    """A path that can only be a local folder (`./x`, `/abs`, `a/b/c`) does not exist.
+
+    Message: `./no/such/dir: no such folder (neither a local folder nor a valid Hub repo id). Pass an existing folder
+    in the mu2hub layout, or a Hub repo id such as org/name`.
+    """
+
+    def __init__(self, path: str):
+        self.path = path
+        super().__init__(f"{path}: no such folder (neither a local folder nor a valid Hub repo id). Pass an existing "
+                         "folder in the mu2hub layout, or a Hub repo id such as org/name")
+
+    def __str__(self) -> str:  # FileNotFoundError would format from errno/filename instead
+        return self.args[0]
+
+
+class ImageInputError(Mu2hubError, ValueError):
+    """An input image cannot be classified as given: empty, too large, non-finite, wrong dtype, range or rank.
+
+    Message: `image 2: float images must lie in [0, 1]; got float32 in [0.0, 255.0] (cast 0-255 data to uint8 first)`.
+    """
+
+
+class CorruptImageError(ImageInputError, OSError):
+    """An image file cannot be decoded (truncated, not an image, a decompression bomb); names the file.
+
+    Message: `shapes/train/small/12.png: cannot decode the image (Truncated File Read); pass skip_corrupt=True
+    (--skip-corrupt-images) to leave such files out`.
+    """
+
+    def __init__(self, filename: str, reason: str, hint: str = ""):
+        self.filename, self.reason = filename, reason
+        super().__init__(f"{filename}: cannot decode the image ({reason}){hint}")
+
+    def __str__(self) -> str:
+        return self.args[0]
+
+
+class ValidationError(Mu2hubError, RuntimeError):
+    """`validate` could not finish, or the merge it was asked for could not land exactly what it checked
+    (e.g. main or the pull request moved during validation). Nothing was merged.
+    """
+
+
+class InvalidSettingError(Mu2hubError, ValueError):
+    """An environment setting mu2hub reads (e.g. `MU2HUB_DOWNLOAD_DEADLINE`) has an unusable value."""
+
+    def __init__(self, name: str, value: object):
+        self.name = name
+        super().__init__(f"{name}={value!r} is not a positive number")
+
+
+class ComponentMissingError(Mu2hubError, FileNotFoundError):
+    """A task file names component files the folder does not have.
+
+    Message: `runs/q/system: 2 component file(s) named by its task files are missing: components/ab/ab12….safetensors, …`.
+    """
+
+    def __init__(self, repo: str, missing: list[str]):
+        self.repo_id, self.missing = repo, list(missing)
+        super().__init__(f"{repo}: {len(self.missing)} component file(s) named by its task files are missing: "
+                         + ", ".join(self.missing))
+
+    def __str__(self) -> str:
+        return self.args[0]
+
+
+class ArgumentError(Mu2hubError, ValueError):
+    """Arguments that contradict each other or name nothing usable; raised before any I/O."""
+
+
+class DataError(Mu2hubError, ValueError):
+    """Training or evaluation data that cannot make a task: fewer than 2 classes, no label column, an empty split.
+
+    Message: `imagefolder:shapes/: found no ClassLabel columns; columns are {'image': Image, 'caption': Value}; pass
+    label_column=...`.
+    """
+
+
+class StreamReadError(Mu2hubError, ValueError):
+    """An example of a streamed split (`mu2hub.data.stream`) could not be read or decoded while training ran.
+
+    Message: `cifar10 train: example 4817 cannot be read: UnidentifiedImageError: cannot identify image file …`.
+    """
 
 
 class CompilationCacheError(Mu2hubError, PermissionError):

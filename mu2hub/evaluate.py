@@ -65,7 +65,8 @@ def evaluate(model: "TaskModel", data: Any, *, split: str = "test", batch_size: 
         raise ValueError(f"split={split!r}: expected one of {SPLITS}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    task_data = resolve_data(data, **dict(data_kwargs or {}))
+    # images of varying sizes are decoded at the task's image size, as fine-tuning decodes them
+    task_data = resolve_data(data, **{"decode_size": model.task_file.image_size, **dict(data_kwargs or {})})
     part = getattr(task_data, split)
     to_model = label_map(model.labels, list(task_data.labels), task_data.name)
     bar = None

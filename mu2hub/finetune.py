@@ -223,15 +223,17 @@ def finetune(
     try:
         result = train_child(structure, frozen, trainable, data, hparams, num_validations=num_validations,
                              steps_per_validation=steps // num_validations, batch_size=batch_size, seed=seed,
-                             progress=progress or None)
+                             progress=progress or None, preprocessing=tf.preprocessing)
     finally:
         if bar is not None:
             bar.close()
     trained = result.params
     new_refs = {r.slot: r for r in component_refs(trained, slots)}
     params = {**frozen, **{s: _device_component(new_refs[s].id, trained[s]) for s in slots}}
-    test = evaluate(structure, params, data.test, batch_size)
-    base_test = None if new_head else evaluate(structure, model.params, data.test, batch_size)
+    # as the variant is served: its stored preprocessing (e.g. a reference task's non-antialiased resize)
+    test = evaluate(structure, params, data.test, batch_size, preprocessing=tf.preprocessing)
+    base_test = None if new_head else evaluate(structure, model.params, data.test, batch_size,
+                                               preprocessing=tf.preprocessing)
     # 3. the variant's task file: new components by id, untouched ones referenced in the source repo
     source = _source_of(model)
     old = tf.component_map()

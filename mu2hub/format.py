@@ -14,19 +14,15 @@ import re
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
-import numpy as np
-from safetensors import safe_open
-from safetensors.numpy import load as _st_load
-
+from . import schema
 from .constants import FORMAT_VERSION, LIBRARY_NAME, component_filename, task_filename
-from .errors import ComponentIntegrityError, FormatError, FormatVersionError, UnsafePathError
+from .errors import ComponentIntegrityError, FormatError, UnsafePathError
+from .schema import check_component_id, check_task_name, load_json  # noqa: F401  (the format's public checks)
 
-_HEX64 = re.compile(r"^[0-9a-f]{64}$")
-_TASK_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*(/[A-Za-z0-9][A-Za-z0-9_.\-]*)*$")
-_REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*(/[A-Za-z0-9][A-Za-z0-9_.\-]*)?$")
-_SLOT = re.compile(r"^(patch_embed|cls|pos_embed|norm|head|block\.\d+|adapter\.\d+)$")
+if TYPE_CHECKING:  # numpy and safetensors are imported where tensors are touched: listing tasks needs neither
+    import numpy as np
 
 # ---------------------------------------------------------------------------------------------------
 # Safe names
@@ -40,7 +36,8 @@ def check_relpath(name: str, *, where: str | None = None) -> str:
         or not name
         or name.startswith(("/", "~"))
         or "\\" in name
-        or "\x00" in name
+        or len(name) > 1024
+        or schema.has_bad_chars(name)
         or re.match(r"^[A-Za-z]:", name) is not None
         or any(part in ("", ".", "..") for part in name.split("/"))
     )
@@ -49,45 +46,30 @@ def check_relpath(name: str, *, where: str | None = None) -> str:
     return name
 
 
-def check_task_name(task: str, *, where: str | None = None) -> str:
-    """Task names become file names (`tasks/<task>.json`), so they are checked like paths."""
-    if not isinstance(task, str) or ".." in task or not _TASK_NAME.match(task):
-        raise UnsafePathError(
-            f"invalid task name {task!r}: letters, digits, '_', '-', '.' in '/'-separated parts", path=where
-        )
-    return task
-
-
-def check_component_id(cid: Any, *, where: str | None = None) -> str:
-    if not isinstance(cid, str) or not _HEX64.match(cid):
-        raise FormatError(f"component id must be 64 lowercase hex characters, got {cid!r}", path=where)
-    return cid
-
-
 # ---------------------------------------------------------------------------------------------------
 # Components: canonical safetensors bytes, id = sha256 of those bytes
 # ---------------------------------------------------------------------------------------------------
 
-_DTYPES = {np.dtype("float32"): "F32", np.dtype("float16"): "F16", np.dtype("int32"): "I32"}
 _ALIGN = 8
 
 
 def component_chunks(tensors: Mapping[str, np.ndarray], kind: str) -> list[bytes | memoryview]:
     """A component's canonical file as its pieces: the header, then each tensor's bytes (views, not copies).
 
-    A valid safetensors file: tensors sorted by name, packed C-order little-endian with no gaps, header JSON
-    with sorted keys and no spaces, padded with spaces to 8 bytes; `__metadata__` = {format, kind}. Written
-    by hand (not `safetensors.numpy.save`) so the id never changes with the library's layout choices. Kept in
-    pieces so a store can hash and write a large component without holding a second copy of it.
+    A valid safetensors file: float32 tensors (docs/FORMAT.md; anything else is cast) sorted by name, packed
+    C-order little-endian with no gaps, header JSON with sorted keys and no spaces, padded with spaces to 8 bytes;
+    `__metadata__` = {format, kind}. Written by hand (not `safetensors.numpy.save`) so the id never changes with the
+    library's layout choices. Kept in pieces so a store can hash and write a large component without holding a
+    second copy of it.
     """
-    header: dict[str, Any] = {"__metadata__": {"format": f"{LIBRARY_NAME}/{FORMAT_VERSION}", "kind": kind}}
+    import numpy as np
+
+    header: dict[str, Any] = {"__metadata__": {"format": schema.COMPONENT_FORMAT, "kind": kind}}
     chunks, offset = [], 0
     for name in sorted(tensors):
         arr = np.asarray(tensors[name], order="C")
-        if arr.dtype not in _DTYPES:
-            arr = arr.astype(np.float32)
-        data = np.ascontiguousarray(arr.astype(arr.dtype.newbyteorder("<"), copy=False)).reshape(-1).view(np.uint8).data
-        header[name] = {"dtype": _DTYPES[arr.dtype], "shape": list(arr.shape), "data_offsets": [offset, offset + len(data)]}
+        data = np.ascontiguousarray(arr.astype("<f4", copy=False)).reshape(-1).view(np.uint8).data
+        header[name] = {"dtype": "F32", "shape": list(arr.shape), "data_offsets": [offset, offset + len(data)]}
         chunks.append(data)
         offset += len(data)
     raw = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
@@ -115,31 +97,40 @@ def component_id(data: bytes | Iterable[bytes | memoryview]) -> str:
     return h.hexdigest()
 
 
+def component_header(data: bytes, filename: str) -> dict[str, Any]:
+    """The checked header of component bytes: {kind, shapes, metadata} (`schema.check_component_header`)."""
+    n = schema.header_length(data[:8], len(data), filename)
+    return schema.check_component_header(data[: 8 + n], len(data), filename)
+
+
 def parse_component(data: bytes, *, expected_id: str | None = None, filename: str | None = None) -> tuple[str, dict[str, np.ndarray]]:
-    """Verify (when `expected_id` is given) and parse component bytes -> (kind, {tensor name: array})."""
+    """Verify (when `expected_id` is given) and parse component bytes -> (kind, {tensor name: array}).
+
+    The header is checked by the one schema before safetensors reads it; every weight must be finite.
+    """
     filename = filename or (component_filename(expected_id) if expected_id else "<component>")
     if expected_id is not None:
         actual = sha256_hex(data)
         if actual != expected_id:
             raise ComponentIntegrityError(filename, expected_id, actual, f" ({len(data):,} bytes)")
+    kind = component_header(data, filename)["kind"]
+    from safetensors.numpy import load as _st_load
     try:
-        if len(data) < 8:
-            raise ValueError("shorter than the 8-byte header length")
-        (n,) = struct.unpack("<Q", data[:8])
-        meta = json.loads(data[8 : 8 + n]).get("__metadata__") or {}
         tensors = _st_load(data)
-    except Exception as e:  # safetensors raises its own SafetensorError, json ValueError
+    except Exception as e:  # safetensors raises its own SafetensorError
         raise FormatError(f"not a valid safetensors file: {e}", path=filename) from e
-    return _kind(meta, filename), tensors
+    schema.check_finite(tensors, filename)
+    return kind, tensors
 
 
 def read_component_file(path: str | os.PathLike, *, expected_id: str, expected_bytes: int | None = None,
                         filename: str | None = None, stamp_dir: str | os.PathLike | None = None) -> tuple[str, dict[str, np.ndarray]]:
     """Verify a component file against its id, then read it with safetensors (memory-mapped, one copy).
 
-    Hashing hundreds of MB costs more than loading them, so a file verified once may leave a *stamp* in
-    `stamp_dir` recording its size, inode, mtime and ctime; while all four are unchanged the hash is skipped.
-    Any rewrite of the file (even one restoring the mtime) changes its ctime and forces a new hash.
+    Hashing hundreds of MB costs more than loading them, so a file verified once (hash, header and finite weights)
+    may leave a *stamp* in `stamp_dir` recording its size, inode, mtime and ctime; while all four are unchanged the
+    hash and the finiteness pass are skipped. Any rewrite of the file (even one restoring the mtime) changes its
+    ctime and forces a new check. The header is checked on every read.
     """
     filename = filename or component_filename(expected_id)
     real = Path(path).resolve()
@@ -149,38 +140,41 @@ def read_component_file(path: str | os.PathLike, *, expected_id: str, expected_b
                                       f" ({st.st_size:,} bytes where the task file records {expected_bytes:,})")
     key = f"{st.st_size} {st.st_ino} {st.st_mtime_ns} {st.st_ctime_ns}"
     stamp = Path(stamp_dir) / expected_id if stamp_dir is not None else None
-    if stamp is None or not stamp.is_file() or stamp.read_text() != key:
-        with open(real, "rb") as f:
+    verified = stamp is not None and stamp.is_file() and stamp.read_text() == key
+    with open(real, "rb") as f:
+        if not verified:
             actual = hashlib.file_digest(f, "sha256").hexdigest()
-        if actual != expected_id:
-            raise ComponentIntegrityError(filename, expected_id, actual, f" ({st.st_size:,} bytes)")
+            if actual != expected_id:
+                raise ComponentIntegrityError(filename, expected_id, actual, f" ({st.st_size:,} bytes)")
+            f.seek(0)
+        prefix = f.read(8)
+        n = schema.header_length(prefix, st.st_size, filename)
+        kind = schema.check_component_header(prefix + f.read(n), st.st_size, filename)["kind"]
+    from safetensors import safe_open
+    try:
+        with safe_open(str(real), framework="numpy") as f:
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as e:
+        raise FormatError(f"not a valid safetensors file: {e}", path=filename) from e
+    if not verified:
+        schema.check_finite(tensors, filename)
         if stamp is not None:
             stamp.parent.mkdir(parents=True, exist_ok=True)
             tmp = stamp.with_name(f".{stamp.name}.{os.getpid()}.tmp")
             tmp.write_text(key)
             os.replace(tmp, stamp)
-    try:
-        with safe_open(str(real), framework="numpy") as f:
-            meta = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except Exception as e:
-        raise FormatError(f"not a valid safetensors file: {e}", path=filename) from e
-    return _kind(meta, filename), tensors
-
-
-def _kind(meta: Mapping[str, str], filename: str) -> str:
-    """A component file names its kind in `__metadata__`; without it the file cannot fill a slot."""
-    if "kind" not in meta:
-        raise FormatError("safetensors __metadata__ has no 'kind'", path=filename)
-    return meta["kind"]
+    return kind, tensors
 
 
 def num_params(tensors: Mapping[str, np.ndarray]) -> int:
+    import numpy as np
     return int(sum(int(np.prod(np.shape(t))) for t in tensors.values()))
 
 
 def component_refs(params: Mapping[str, Mapping[str, np.ndarray]], slots: Iterable[str]) -> list[ComponentRef]:
     """Content-addressed references for a path's parameters, in slot order (serialises each component once)."""
+    import numpy as np
+
     refs = []
     for slot in slots:
         tensors = {k: np.asarray(v) for k, v in params[slot].items()}
@@ -194,57 +188,13 @@ def component_refs(params: Mapping[str, Mapping[str, np.ndarray]], slots: Iterab
 # ---------------------------------------------------------------------------------------------------
 
 
-class _Checker:
-    """Tiny typed accessor that names the offending key in errors (`path.components[3].id`)."""
-
-    def __init__(self, data: Any, where: str, prefix: str = ""):
-        if not isinstance(data, dict):
-            raise FormatError(f"{prefix or 'top level'} must be a JSON object, got {type(data).__name__}", path=where)
-        self.data, self.where, self.prefix = data, where, prefix
-
-    def _key(self, key: str) -> str:
-        return f"{self.prefix}.{key}" if self.prefix else key
-
-    def get(self, key: str, types: type | tuple[type, ...], default: Any = dataclasses.MISSING) -> Any:
-        if key not in self.data:
-            if default is dataclasses.MISSING:
-                raise FormatError(f"missing required key {self._key(key)!r}", path=self.where)
-            return default
-        value = self.data[key]
-        ok = isinstance(value, types) and not (isinstance(value, bool) and bool not in _as_tuple(types))
-        if not ok:
-            names = "/".join(t.__name__ for t in _as_tuple(types))
-            raise FormatError(f"{self._key(key)!r} must be {names}, got {type(value).__name__} {value!r}", path=self.where)
-        return value
-
-    def sub(self, key: str, default: Any = dataclasses.MISSING) -> "_Checker":
-        return _Checker(self.get(key, dict, default), self.where, self._key(key))
-
-
-def _as_tuple(t: type | tuple[type, ...]) -> tuple[type, ...]:
-    return t if isinstance(t, tuple) else (t,)
-
-
-def _check_version(c: _Checker) -> None:
-    version = c.get("format_version", int)
-    if version != FORMAT_VERSION:
-        raise FormatVersionError(
-            f"format_version {version} is not supported by this mu2hub (reads version {FORMAT_VERSION}); "
-            "upgrade mu2hub" if version > FORMAT_VERSION else f"format_version {version} is unknown",
-            path=c.where,
-        )
-
-
-def load_json(data: bytes | str, where: str) -> Any:
-    try:
-        return json.loads(data)
-    except (ValueError, UnicodeDecodeError) as e:
-        raise FormatError(f"malformed JSON: {e}", path=where) from e
-
-
 def dump_json(obj: Any) -> bytes:
-    """Stable, human-readable JSON (sorted keys keep diffs and content hashes stable)."""
-    return (json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode()
+    """Stable, human-readable JSON (sorted keys keep diffs and content hashes stable); NaN/Infinity are refused
+    because no strict reader (ours included) accepts them."""
+    try:
+        return (json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False, allow_nan=False) + "\n").encode()
+    except ValueError as e:
+        raise FormatError(f"cannot write as JSON: {e} (every number in a mu2hub file must be finite)") from e
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -252,7 +202,7 @@ def dump_json(obj: Any) -> bytes:
 # ---------------------------------------------------------------------------------------------------
 
 
-ACTIVATIONS = ("gelu", "gelu_tanh")
+ACTIVATIONS = schema.ACTIVATIONS
 
 
 @dataclass(frozen=True)
@@ -268,8 +218,13 @@ class Dims:
     activation: str = "gelu"  # "gelu" (exact erf: transformers, timm) or "gelu_tanh" (Flax nn.gelu: big_vision, vit_jax)
 
     def __post_init__(self) -> None:
-        if self.hidden_size % self.num_heads:
-            raise FormatError(f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}")
+        for name in ("hidden_size", "num_heads", "mlp_dim", "patch_size", "num_channels"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise FormatError(f"{name} must be a positive integer, got {value!r}")
+        if not (isinstance(self.layer_norm_eps, (int, float)) and 0 < self.layer_norm_eps <= 1):
+            raise FormatError(f"layer_norm_eps must lie in (0, 1], got {self.layer_norm_eps!r}")
+        schema.check_dims(self.hidden_size, self.num_heads)
         if self.activation not in ACTIVATIONS:
             raise FormatError(f"activation {self.activation!r} is not one of {list(ACTIVATIONS)}")
 
@@ -297,23 +252,10 @@ class SystemConfig:
 
     @classmethod
     def from_json(cls, data: Any, where: str = "config.json") -> "SystemConfig":
-        c = _Checker(data, where)
-        if c.get("library_name", str) != LIBRARY_NAME:
-            raise FormatError(f"not a {LIBRARY_NAME} repo (library_name={data.get('library_name')!r})", path=where)
-        _check_version(c)
-        if c.get("architecture", str) != "vit":
-            raise FormatError(f"unknown architecture {data['architecture']!r} (supported: 'vit')", path=where)
-        dims = Dims(
-            hidden_size=c.get("hidden_size", int),
-            num_heads=c.get("num_heads", int),
-            mlp_dim=c.get("mlp_dim", int),
-            patch_size=c.get("patch_size", int),
-            num_channels=c.get("num_channels", int, 3),
-            layer_norm_eps=float(c.get("layer_norm_eps", (int, float), 1e-6)),
-            activation=c.get("activation", str, "gelu"),
-        )
-        root = c.sub("root")
-        return cls(dims, root.get("image_size", int), root.get("num_layers", int), c.get("name", str, ""), c.get("description", str, ""))
+        """Checked by `schema.check_config` (every field typed and bounded) before anything is built."""
+        c = schema.check_config(data, where)
+        dims = Dims(**{f.name: c[f.name] for f in dataclasses.fields(Dims) if f.name in c})
+        return cls(dims, c["root_image_size"], c["root_num_layers"], c["name"], c["description"])
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -378,8 +320,12 @@ class Structure:
     adapter_dim: int = 16
 
     def __post_init__(self) -> None:
-        if self.image_size % self.dims.patch_size:
-            raise FormatError(f"image_size {self.image_size} is not a multiple of patch_size {self.dims.patch_size}")
+        for name in ("image_size", "num_classes", "adapter_dim"):
+            if getattr(self, name) < 1:
+                raise FormatError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
+        if self.num_layers < 0:
+            raise FormatError(f"num_layers must be >= 0, got {self.num_layers}")
+        schema.check_grid(self.image_size, self.dims.patch_size)
         bad = [i for i in self.adapter_layers if not 0 <= i < self.num_layers]
         if bad:
             raise FormatError(f"adapter_layers {bad} outside 0..{self.num_layers - 1}")
@@ -423,7 +369,11 @@ class TaskFile:
         return task_filename(self.task)
 
     def structure(self, dims: Dims) -> Structure:
-        return Structure(dims, self.image_size, self.num_layers, self.num_classes, tuple(self.adapter_layers), self.adapter_dim)
+        try:
+            return Structure(dims, self.image_size, self.num_layers, self.num_classes, tuple(self.adapter_layers),
+                             self.adapter_dim)
+        except FormatError as e:
+            raise FormatError(str(e), path=self.filename) from None
 
     def component_map(self) -> dict[str, ComponentRef]:
         return {c.slot: c for c in self.components}
@@ -461,51 +411,11 @@ class TaskFile:
 
     @classmethod
     def from_json(cls, data: Any, where: str) -> "TaskFile":
-        c = _Checker(data, where)
-        _check_version(c)
-        task = check_task_name(c.get("task", str), where=where)
-        p = c.sub("path")
-        labels = c.get("labels", list)
-        if len(labels) < 1 or not all(isinstance(x, str) for x in labels):
-            raise FormatError("'labels' must be a non-empty list of strings", path=where)
-        comps = []
-        for i, raw in enumerate(p.get("components", list)):
-            cc = _Checker(raw, where, f"path.components[{i}]")
-            slot = cc.get("slot", str)
-            if not _SLOT.match(slot):
-                raise FormatError(f"path.components[{i}].slot {slot!r} is not a known slot", path=where)
-            src = None
-            if "source" in raw:
-                s = cc.sub("source")
-                repo = s.get("repo_id", str)
-                if ".." in repo or not _REPO_ID.match(repo):
-                    raise UnsafePathError(f"path.components[{i}].source.repo_id {repo!r} is not a repo id", path=where)
-                rev = s.get("revision", str)
-                if not re.match(r"^[0-9a-f]{40}$", rev):
-                    raise FormatError(f"path.components[{i}].source.revision must be a 40-hex commit sha, got {rev!r}", path=where)
-                src = Source(repo, rev)
-            comps.append(
-                ComponentRef(slot, check_component_id(cc.get("id", str), where=where), cc.get("params", int), cc.get("bytes", int), src)
-            )
-        adapter_layers = p.get("adapter_layers", list, [])
-        if not all(isinstance(i, int) and not isinstance(i, bool) for i in adapter_layers):
-            raise FormatError("'path.adapter_layers' must be a list of integers", path=where)
-        probe = c.get("probe", dict, None)
-        tf = cls(
-            task=task,
-            image_size=p.get("image_size", int),
-            num_layers=p.get("num_layers", int),
-            components=comps,
-            labels=list(labels),
-            adapter_layers=tuple(adapter_layers),
-            adapter_dim=p.get("adapter_dim", int, 16),
-            preprocessing=c.get("preprocessing", dict, {}),
-            hparams=c.get("hparams", dict, {}),
-            metrics=c.get("metrics", dict, {}),
-            lineage=c.get("lineage", dict, {}),
-            sizes=c.get("sizes", dict, {}),
-            probe=probe,
-        )
+        """Checked by `schema.check_task` (every known field typed and bounded, probe consistent) first."""
+        c = schema.check_task(data, where)
+        comps = [ComponentRef(r["slot"], r["id"], r["params"], r["bytes"],
+                              Source(**r["source"]) if r["source"] is not None else None) for r in c.pop("components")]
+        tf = cls(components=comps, **c)
         tf._check_slots(where)
         return tf
 

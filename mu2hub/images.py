@@ -15,14 +15,12 @@ from typing import Any, Callable, Iterator
 import numpy as np
 from PIL import Image
 
-from .data.registry import to_rgb_uint8
-from .errors import InputNotFoundError
+from .data.registry import MAX_PIXELS, to_rgb_uint8
+from .errors import ImageInputError, InputNotFoundError
 
 #: Longest side an uploaded image is reduced to before preprocessing: far above any path's image size, so
 #: predictions barely change, while a 10,000-pixel photo never becomes a multi-gigabyte float array.
 MAX_SIDE = 1024
-#: Refuse larger images outright (PIL's own decompression-bomb limit is 2x its 89M-pixel warning level).
-MAX_PIXELS = 2 * Image.MAX_IMAGE_PIXELS if Image.MAX_IMAGE_PIXELS else 180_000_000
 #: What a folder given to `predict` is searched for (lower-case suffixes).
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 DATASET_PREFIXES = ("hf:", "imagefolder:")
@@ -35,10 +33,10 @@ def load_image(image: Any, *, max_side: int = MAX_SIDE) -> Image.Image:
     reduced scale (`draft`) and anything large is thumbnailed before the float pipeline sees it.
 
     Raises:
-        ValueError: no image, an unreadable file, or one too large to decode safely (readable messages).
+        ImageInputError (a ValueError): no image, an unreadable file, or one too large to decode safely (readable messages).
     """
     if image is None or (isinstance(image, str) and not image):
-        raise ValueError("No image: upload an image (or pick an example) first.")
+        raise ImageInputError("No image: upload an image (or pick an example) first.")
     opened = isinstance(image, (str, os.PathLike))
     if opened:
         try:
@@ -46,20 +44,20 @@ def load_image(image: Any, *, max_side: int = MAX_SIDE) -> Image.Image:
                 warnings.simplefilter("ignore", Image.DecompressionBombWarning)
                 im = Image.open(image)
         except Image.DecompressionBombError as e:
-            raise ValueError(f"The image is too large to decode safely ({e}).") from e
+            raise ImageInputError(f"The image is too large to decode safely ({e}).") from e
         except (OSError, ValueError) as e:
-            raise ValueError(f"Could not read the upload as an image: {e}") from e
+            raise ImageInputError(f"Could not read the upload as an image: {e}") from e
     elif isinstance(image, Image.Image):
         im = image
     else:
         try:
             im = Image.fromarray(to_rgb_uint8(np.asarray(image)))
         except (TypeError, ValueError) as e:
-            raise ValueError(f"Not an image: {e}") from e
+            raise ImageInputError(f"Not an image: {e}") from e
     try:
         return _fit(im, max_side, copy=not opened)
     except (OSError, ValueError) as e:
-        raise ValueError(f"Could not decode the image: {e}") from e
+        raise ImageInputError(f"Could not decode the image: {e}") from e
     finally:
         if opened:
             im.close()
@@ -68,9 +66,9 @@ def load_image(image: Any, *, max_side: int = MAX_SIDE) -> Image.Image:
 def _fit(im: Image.Image, max_side: int, *, copy: bool) -> Image.Image:
     w, h = im.size
     if w < 1 or h < 1:
-        raise ValueError(f"The image is empty ({w}x{h} pixels).")
+        raise ImageInputError(f"The image is empty ({w}x{h} pixels).")
     if w * h > MAX_PIXELS:
-        raise ValueError(f"The image is {w}x{h} pixels; the limit is {MAX_PIXELS:,} pixels.")
+        raise ImageInputError(f"The image is {w}x{h} pixels; the limit is {MAX_PIXELS:,} pixels.")
     if max(w, h) > max_side:
         if im.format == "JPEG":
             im.draft("RGB", (max_side, max_side))  # decode at 1/2, 1/4 or 1/8 scale: no full-size buffer
@@ -95,14 +93,16 @@ class InputImage:
     load: Callable[[], Image.Image | np.ndarray]
 
 
-def expand_inputs(specs: list[str], *, split: str = "test", data_kwargs: dict | None = None) -> list[InputImage]:
+def expand_inputs(specs: list[str], *, split: str = "test", data_kwargs: dict | None = None,
+                  decode_size: int | None = None) -> list[InputImage]:
     """Files, folders (every image below them, sorted) and datasets (`hf:<id>`, `imagefolder:<folder>`: every image
     of `split`) -> the images to classify, in order. A missing file or folder fails here, before any prediction.
+    A dataset's images of varying sizes are decoded at `decode_size` (the task's image size), as fine-tuning does.
     """
     out: list[InputImage] = []
     for spec in specs:
         if spec.startswith(DATASET_PREFIXES):
-            out.extend(_dataset_images(spec, split, data_kwargs or {}))
+            out.extend(_dataset_images(spec, split, {"decode_size": decode_size, **(data_kwargs or {})}))
         elif os.path.isdir(spec):
             files = sorted(p for p in Path(spec).rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
             if not files:

@@ -24,8 +24,10 @@ def list_tasks(repo_id_or_path: str | os.PathLike, *, revision: str | None = Non
     Raises:
         `LocalFolderNotFoundError`: a path such as `./x` or `a/b/c` that is no folder (and no repo id).
     """
-    return open_store(repo_id_or_path, revision=revision, cache_dir=cache_dir, token=token,
-                      local_files_only=local_files_only).list_tasks()
+    store = open_store(repo_id_or_path, revision=revision, cache_dir=cache_dir, token=token,
+                       local_files_only=local_files_only)
+    store.read_config()  # a repo that is not a (valid) mu2hub system says so instead of listing nothing
+    return store.list_tasks()
 
 
 def system_info(repo_id_or_path: str | os.PathLike, *, revision: str | None = None, cache_dir=None, token=None,
@@ -40,6 +42,7 @@ def system_info(repo_id_or_path: str | os.PathLike, *, revision: str | None = No
         `users` ({component id: [tasks]}), `complete` (False when an offline listing could name only cached tasks).
     """
     store = open_store(repo_id_or_path, revision=revision, cache_dir=cache_dir, token=token, local_files_only=local_files_only)
+    store.read_config()  # one small file: a repo that is not a (valid) mu2hub system says so
     names = store.list_tasks()
     wanted = list(tasks) if tasks is not None else names
     files = {t: store.read_task(t) for t in distinct([*names, *wanted])}  # an unknown wanted task raises, listing the rest

@@ -127,7 +127,7 @@ class MultiTaskModel:
             if key not in prepared:
                 prepared[key] = model.preprocess(images)
             batch = prepared[key]
-            preds = model.predict(batch if batch.ndim == 4 else batch[None], top_k=top_k)
+            preds = model.predictions(model.logits(batch if batch.ndim == 4 else batch[None]), top_k=top_k)
             out[t] = preds[0] if single else preds
         return out
 

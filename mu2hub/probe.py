@@ -5,6 +5,10 @@ model answered: top-1 per image and the logits (rounded). Floats differ slightly
 backends (CPU/GPU/TPU, XLA versions), so a probe is checked with a tolerance, never by a digest alone:
 logits within `atol` elementwise, top-1 equal wherever the recorded top-1/top-2 margin exceeds 2·atol (a
 near-tie may legitimately flip). `logits_sha256` (float32 little-endian bytes) only reports a bit-exact match.
+
+The tolerance is the library's (`probe_atol`, from the recorded logits), never the file's: a task file that
+records `atol: 1e9` would otherwise pass any model. Every recorded and recomputed logit must be finite (NaN
+compares false with everything, so `nan > atol` would pass).
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from .errors import Mu2hubError
+from .errors import FormatError, Mu2hubError
 
 PROBE_SEED = 0
 PROBE_IMAGES = 4
@@ -53,10 +57,17 @@ def logits_digest(logits: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(logits, dtype="<f4").tobytes()).hexdigest()
 
 
+def probe_atol(logits: np.ndarray) -> float:
+    """The tolerance a probe is checked with: `PROBE_RTOL * max(1, largest absolute recorded logit)`."""
+    return PROBE_RTOL * max(1.0, float(np.abs(logits).max()))
+
+
 def make_probe(model: Any, *, seed: int = PROBE_SEED, num_images: int = PROBE_IMAGES) -> dict[str, Any]:
     """Record what `model` answers on the probe images, as the `probe` entry of its task file."""
     logits = probe_logits(model, seed, num_images)
-    atol = PROBE_RTOL * max(1.0, float(np.abs(logits).max()))
+    if not np.isfinite(logits).all():
+        raise FormatError("the model answers NaN or Inf on the probe images: nothing to record")
+    atol = probe_atol(logits)
     return {
         "seed": int(seed),
         "num_images": int(num_images),
@@ -79,24 +90,31 @@ class ProbeCheck:
 
 
 def check_probe(model: Any, probe: dict[str, Any] | None) -> ProbeCheck:
-    """Run the probe on `model` and compare with the recorded answers (tolerance rules in the module docstring)."""
+    """Recompute the probe from `model`'s components and compare with the recorded answers (module docstring)."""
     if not probe:
         return ProbeCheck(False, ["no probe recorded in the task file"])
     try:
         seed, n, size = int(probe["seed"]), int(probe["num_images"]), int(probe["image_size"])
         expected = np.asarray(probe["logits"], dtype=np.float64)
         top1 = [int(i) for i in probe["top1"]]
-        atol = float(probe.get("atol", PROBE_RTOL * max(1.0, float(np.abs(expected).max()))))
     except (KeyError, TypeError, ValueError) as e:
         return ProbeCheck(False, [f"malformed probe: {e!r}"])
     if size != model.task_file.image_size:
         return ProbeCheck(False, [f"probe image_size {size} != the task's image size {model.task_file.image_size}"])
-    got = probe_logits(model, seed, n)
-    if got.shape != expected.shape or len(top1) != n:
+    if expected.ndim != 2 or expected.shape[0] != n or len(top1) != n or not np.isfinite(expected).all():
+        return ProbeCheck(False, [f"malformed probe: logits must be {n} rows of finite numbers, one per label"])
+    try:
+        got = probe_logits(model, seed, n)
+    except Mu2hubError as e:
+        return ProbeCheck(False, [f"the model cannot run the probe: {e}"])
+    if got.shape != expected.shape:
         return ProbeCheck(False, [f"probe records logits of shape {list(expected.shape)}, the model gives {list(got.shape)}"])
+    if not np.isfinite(got).all():
+        return ProbeCheck(False, ["the model answers NaN or Inf on the probe images"])
+    atol = probe_atol(expected)
     diff = float(np.abs(got - expected).max())
     problems = []
-    if diff > atol:
+    if not diff <= atol:
         problems.append(f"logits differ by up to {diff:.3g} (tolerance {atol:.3g})")
     ordered = np.sort(expected, axis=1)
     margins = ordered[:, -1] - ordered[:, -2] if expected.shape[1] > 1 else np.full(n, np.inf)
@@ -196,8 +214,6 @@ def verify(repo_id_or_path: str | os.PathLike, *, tasks: Iterable[str] | None = 
 
 
 def _verify_task(store: Any, task: str) -> TaskVerification:
-    from huggingface_hub.errors import EntryNotFoundError
-
     from .api import load_task
 
     out = TaskVerification(task, False)
@@ -209,8 +225,8 @@ def _verify_task(store: Any, task: str) -> TaskVerification:
             if recorded is not None and recorded != actual:
                 out.problems.append(f"sizes.{key} records {recorded:,} but the path adds up to {actual:,}")
         model = load_task(store, task)  # hashes every component file against its id
-    except (Mu2hubError, EntryNotFoundError, FileNotFoundError) as e:
-        out.problems.append(str(e).splitlines()[0] if isinstance(e, EntryNotFoundError) else str(e))
+    except Mu2hubError as e:
+        out.problems.append(str(e))
         return out
     out.probe = check_probe(model, tf.probe)
     out.problems.extend(f"probe: {p}" for p in out.probe.problems)
@@ -221,15 +237,17 @@ def _verify_task(store: Any, task: str) -> TaskVerification:
 def _listed_component_problems(store: Any, token: str | bool | None) -> list[str]:
     """Component files whose LFS sha256 (from the repo listing, no download) is not the id in their name."""
     from huggingface_hub import HfApi
-    from huggingface_hub.errors import EntryNotFoundError
 
     from .constants import COMPONENTS_DIR
+    from .errors import RemoteFileNotFoundError
+    from .transfer import hub_call
 
     try:
-        entries = HfApi(token=token).list_repo_tree(store.repo_id, path_in_repo=COMPONENTS_DIR, recursive=True,
-                                                    revision=store.commit)
+        with hub_call(store.repo_id, f"listing {COMPONENTS_DIR}/"):
+            entries = list(HfApi(token=token).list_repo_tree(store.repo_id, path_in_repo=COMPONENTS_DIR,
+                                                             recursive=True, revision=store.commit))
         files = [e for e in entries if getattr(e, "lfs", None) is not None]
-    except EntryNotFoundError:
+    except RemoteFileNotFoundError:
         return []
     problems = []
     for e in files:

@@ -109,6 +109,8 @@ def release(tf: TaskFile, *, earlier: Mapping[str, Iterable[str]], probe: dict[s
     shared = {cid: sorted(set(earlier[cid])) for cid in distinct_refs if earlier.get(cid)}
     sizes = {**tf.sizes, "activated_params": tf.activated_params, "bytes": tf.download_bytes, "new_params": new_params,
              "shared_with": shared}
+    if new_params is None:  # not known (no lineage.created): say nothing rather than null
+        del sizes["new_params"]
     return replace(tf, sizes=sizes, probe=probe)
 
 

@@ -11,23 +11,24 @@ import contextlib
 import inspect
 import os
 import re
-import tempfile
+import uuid
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Protocol
-
-import numpy as np
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Protocol, TypeAlias
 
 from .cache import cached_listing, save_listing, stamp_dir
 from .constants import CONFIG_NAME, ROOT_NAME, TASKS_DIR, component_filename, task_filename
 from .errors import (
+    ArgumentError,
     ComponentIntegrityError,
+    ComponentMissingError,
     FormatError,
     LocalFilesMissingError,
     LocalFolderNotFoundError,
     Mu2hubError,
     PartialListingWarning,
+    RemoteFileNotFoundError,
     TaskNotFoundError,
 )
 from .format import (
@@ -46,18 +47,25 @@ from .format import (
     parse_component,
     read_component_file,
 )
+from .transfer import hub_call
 
-Tensors = dict[str, np.ndarray]
+if TYPE_CHECKING:  # numpy only where tensors are touched: listing tasks needs none
+    import numpy as np
+
+Tensors: TypeAlias = "dict[str, np.ndarray]"
 
 
 def atomic_write(path: str | os.PathLike, data: bytes | Iterable[bytes | memoryview]) -> None:
     """Write via a temp file in the same folder + fsync + rename: readers see the old or the new file, never half.
 
-    `data` may be given in pieces (`format.component_chunks`), written one after the other, never joined.
+    `data` may be given in pieces (`format.component_chunks`), written one after the other, never joined. The temp
+    file is created with mode 0o666 minus the umask (as `open()` would), not `mkstemp`'s 0600, so a shared folder, a
+    Space built from an export, or another user of a run directory can read what was written.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
     try:
         with os.fdopen(fd, "wb") as f:
             for chunk in [data] if isinstance(data, (bytes, bytearray, memoryview)) else data:
@@ -132,7 +140,7 @@ class LocalStore:
     def read_root(self) -> TaskFile | None:
         """The root path (`root.json`), if the system publishes one."""
         f = self.root / ROOT_NAME
-        return TaskFile.from_json(load_json(f.read_bytes(), ROOT_NAME), ROOT_NAME) if f.is_file() else None
+        return TaskFile.from_json(load_json(self._read(ROOT_NAME), ROOT_NAME), ROOT_NAME) if f.is_file() else None
 
     def has_component(self, cid: str) -> bool:
         return (self.root / component_filename(cid)).is_file()
@@ -152,7 +160,7 @@ class LocalStore:
             except FileNotFoundError:
                 missing.append(ref.filename)
         if missing:
-            raise FileNotFoundError(f"{self.root}: missing component files: {', '.join(missing)}")
+            raise ComponentMissingError(self.name, missing)
         out = _parse_all(blobs)
         if sourced:
             out.update(read_sourced(sourced.values(), desc=desc))
@@ -184,6 +192,8 @@ class LocalStore:
     def write_path(self, task: str, structure: Structure, params: Mapping[str, Mapping[str, np.ndarray]],
                    labels: list[str], **fields: Any) -> TaskFile:
         """Write a path's components and its task file; `fields` fill the other TaskFile fields."""
+        import numpy as np
+
         refs = [self.write_component({k: np.asarray(v) for k, v in params[s].items()}, s.split(".")[0], s) for s in structure.slots()]
         tf = TaskFile(task=task, image_size=structure.image_size, num_layers=structure.num_layers, components=refs,
                       labels=list(labels), adapter_layers=structure.adapter_layers, adapter_dim=structure.adapter_dim, **fields)
@@ -236,15 +246,20 @@ class HubStore:
         from huggingface_hub import constants
 
         local_files_only = local_files_only or constants.HF_HUB_OFFLINE
-        path = _download(repo_id, CONFIG_NAME, revision=revision, cache_dir=cache_dir, token=token,
-                         force_download=force_download, local_files_only=local_files_only)
+        try:
+            path = _download(repo_id, CONFIG_NAME, revision=revision, cache_dir=cache_dir, token=token,
+                             force_download=force_download, local_files_only=local_files_only)
+        except RemoteFileNotFoundError:
+            at = f" at {revision}" if revision else ""
+            raise FormatError(f"{repo_id}{at} is not a mu2hub repo: it has no {CONFIG_NAME}", path=CONFIG_NAME) from None
         return cls(repo_id, Path(path).parent.name, path, cache_dir=cache_dir, token=token,
                    force_download=force_download, local_files_only=local_files_only)
 
-    def _get(self, filename: str, *, repo_id: str | None = None, revision: str | None = None, force: bool = False, tqdm_class=None) -> str:
+    def _get(self, filename: str, *, repo_id: str | None = None, revision: str | None = None, force: bool = False,
+             tqdm_class=None, nbytes: int | None = None) -> str:
         return _download(
             repo_id or self.repo_id, filename, revision=revision or self.commit, force_download=force or self.force_download,
-            local_files_only=self.local_files_only, tqdm_class=tqdm_class, **self._kw,
+            local_files_only=self.local_files_only, tqdm_class=tqdm_class, nbytes=nbytes, **self._kw,
         )
 
     def read_config(self) -> SystemConfig:
@@ -267,12 +282,12 @@ class HubStore:
 
         api = HfApi(token=self._kw["token"])
         try:
-            entries = api.list_repo_tree(self.repo_id, path_in_repo=TASKS_DIR, recursive=True, revision=self.commit)
-            names = sorted(e.path[len(TASKS_DIR) + 1 : -5] for e in entries if e.path.endswith(".json") and hasattr(e, "size"))
-        except Exception as e:  # a repo without tasks/ answers 404
-            if getattr(getattr(e, "response", None), "status_code", None) == 404:
-                return []
-            raise
+            with hub_call(self.repo_id, f"listing {TASKS_DIR}/"):
+                entries = list(api.list_repo_tree(self.repo_id, path_in_repo=TASKS_DIR, recursive=True,
+                                                  revision=self.commit))
+        except RemoteFileNotFoundError:  # a repo without tasks/ answers 404
+            return []
+        names = sorted(e.path[len(TASKS_DIR) + 1 : -5] for e in entries if e.path.endswith(".json") and hasattr(e, "size"))
         with contextlib.suppress(OSError):  # a read-only assets cache only costs the offline listing
             save_listing(self.repo_id, self.commit, names)
         return names
@@ -295,21 +310,17 @@ class HubStore:
 
     def read_root(self) -> TaskFile | None:
         """The root path (`root.json`) at the pinned commit, if the system publishes one."""
-        from huggingface_hub.errors import EntryNotFoundError
-
         try:
             path = self._get(ROOT_NAME)
-        except (EntryNotFoundError, LocalFilesMissingError):
+        except (RemoteFileNotFoundError, LocalFilesMissingError):
             return None
         return TaskFile.from_json(load_json(Path(path).read_bytes(), ROOT_NAME), ROOT_NAME)
 
     def read_task(self, task: str) -> TaskFile:
-        from huggingface_hub.errors import EntryNotFoundError
-
         rel = task_filename(check_task_name(task))
         try:
             path = self._get(rel)
-        except EntryNotFoundError:
+        except RemoteFileNotFoundError:
             raise TaskNotFoundError(task, self.list_tasks(), self.repo_id) from None
         except LocalFilesMissingError as e:
             cached = self.list_tasks()
@@ -348,7 +359,8 @@ class HubStore:
         stamps = stamp_dir(self._kw["cache_dir"])  # outside HF_HUB_CACHE: that folder is huggingface_hub's
 
         def read(force: bool) -> tuple[str, Tensors]:
-            path = self._get(ref.filename, repo_id=src.repo_id, revision=src.revision, force=force, tqdm_class=tqdm_class)
+            path = self._get(ref.filename, repo_id=src.repo_id, revision=src.revision, force=force, tqdm_class=tqdm_class,
+                             nbytes=ref.bytes)
             return read_component_file(path, expected_id=ref.id, expected_bytes=ref.bytes, filename=label, stamp_dir=stamps)
 
         try:
@@ -376,22 +388,19 @@ def _cached_tree(repo_id: str, commit: str, cache_dir) -> list[str] | None:
 _HAS_TQDM_CLASS: bool | None = None
 
 
-def _download(repo_id: str, filename: str, *, revision, cache_dir, token, force_download, local_files_only, tqdm_class=None) -> str:
-    """`hf_hub_download` with offline misses turned into `LocalFilesMissingError` naming the file."""
+def _download(repo_id: str, filename: str, *, revision, cache_dir, token, force_download, local_files_only,
+              tqdm_class=None, nbytes: int | None = None) -> str:
+    """`hf_hub_download` under a deadline (`transfer.hub_call`): every failure is a named `Mu2hubError`; an offline
+    miss is `LocalFilesMissingError` naming the file."""
     global _HAS_TQDM_CLASS
     from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import LocalEntryNotFoundError
 
     if _HAS_TQDM_CLASS is None:
         _HAS_TQDM_CLASS = "tqdm_class" in inspect.signature(hf_hub_download).parameters
     extra = {"tqdm_class": tqdm_class} if tqdm_class is not None and _HAS_TQDM_CLASS else {}
-    try:
+    with hub_call(repo_id, filename, nbytes=nbytes, local_files_only=local_files_only):
         return hf_hub_download(repo_id, filename, revision=revision, cache_dir=cache_dir, token=token,
                                force_download=force_download, local_files_only=local_files_only, **extra)
-    except LocalEntryNotFoundError as e:
-        if local_files_only:
-            raise LocalFilesMissingError(repo_id, [filename]) from e
-        raise
 
 
 def read_sourced(refs: Iterable[ComponentRef], *, desc: str = "") -> dict[str, tuple[str, Tensors]]:
@@ -414,10 +423,10 @@ def open_store(repo_or_dir: str | os.PathLike, *, revision: str | None = None, c
                force_download: bool = False, local_files_only: bool = False) -> LocalStore | HubStore:
     """A local folder if `repo_or_dir` is one, otherwise a Hub repo id (huggingface_hub's rule, as ModelHubMixin)."""
     if force_download and local_files_only:
-        raise ValueError("force_download=True and local_files_only=True contradict each other: pick one")
+        raise ArgumentError("force_download=True and local_files_only=True contradict each other: pick one")
     if os.path.isdir(repo_or_dir):
         if revision is not None:
-            raise ValueError(f"revision={revision!r} given for the local folder {repo_or_dir}: folders have no revisions")
+            raise ArgumentError(f"revision={revision!r} given for the local folder {repo_or_dir}: folders have no revisions")
         return LocalStore(repo_or_dir)
     if not looks_like_repo_id(str(repo_or_dir)):
         raise LocalFolderNotFoundError(str(repo_or_dir))

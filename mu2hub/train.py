@@ -13,6 +13,10 @@ mesh, a 1-device mesh on the default device (`jax.default_device` is honoured; e
 process) is used: one code path. A mesh may span processes (multi-host): each process then feeds and reads
 only its rows of every batch (`data.shard.Shard`), in the order one process would draw.
 
+Data: a split is in memory (`Split`) or streamed from its files (`data.stream.StreamedSplit`, decoded in background
+threads a few batches ahead); both are read in one order (`pp.index_batches` from the seed), so a child trains on
+the same batches either way.
+
 Speed (docs/PERFORMANCE.md): the learning rate is data, so children differing only in it share one compiled
 step; a small train split is uploaded once and batches are gathered on the device; `prefix_cache=` serves a
 child's frozen lowest blocks from activations computed once per dataset (mu2hub/prefix.py); and
@@ -33,15 +37,30 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from .data.pp import Augment, eval_batches, preprocess_eval, preprocess_train
+from .data.pp import Augment, eval_batches, preprocess_eval, preprocess_train, spec_options
 from .data.registry import Split
 from .data.shard import Shard
+from .data.stream import AnySplit, Stream, StreamedSplit, eval_stream, materialise
 from .format import Structure
 from .model import classify, embed, encode, resolve_attention
 from .prefix import PrefixCache, cache_key, cacheable_depth, prefix_slots, split_fingerprint, tensors_fingerprint
 
 Tree = Mapping[str, Mapping[str, Any]]
 StaticHparams = tuple[tuple[str, Any], ...]
+Pixels = tuple[bool, float]  # (antialias, pixel_scale) of the resize: a task's stored preprocessing
+DEFAULT_PIXELS: Pixels = (True, 1.0)
+
+
+def pixels_of(preprocessing: Mapping[str, Any] | None) -> Pixels:
+    """(antialias, pixel_scale) of a task's stored preprocessing spec (`pp.spec_options`); defaults without one.
+
+    Fine-tuning a republished reference task trains and evaluates as the task file says it is served (the
+    reference's non-antialiased `tf.image.resize`, dSprites' 0/1 pixels × 255), not with mu2hub's defaults.
+    """
+    if not preprocessing:
+        return DEFAULT_PIXELS
+    _, antialias, scale = spec_options(preprocessing)
+    return bool(antialias), float(scale)
 
 # ---------------------------------------------------------------------------------------------------
 # Schedules and optimizer (exactly the reference's: clip 1.0, SGD + bf16 momentum, no weight decay)
@@ -197,18 +216,21 @@ def _update(structure: Structure, frozen: Tree, trainable: Tree, opt_state: opta
     return trainable, opt_state, {"loss": loss, "grad_norm": optax.tree.norm(grads)}
 
 
-def _train_inputs(inputs: jax.Array, image_size: int, augment: Augment, key: jax.Array, start: int | None) -> jax.Array:
-    return preprocess_train(inputs, image_size, augment, key) if start is None else inputs
+def _train_inputs(inputs: jax.Array, image_size: int, augment: Augment, key: jax.Array, start: int | None,
+                  pixels: Pixels) -> jax.Array:
+    if start is not None:
+        return inputs
+    return preprocess_train(inputs, image_size, augment, key, antialias=pixels[0], pixel_scale=pixels[1])
 
 
-_STEP_STATIC = ("structure", "hparams_static", "tx", "dtype", "attention", "start")
+_STEP_STATIC = ("structure", "hparams_static", "tx", "dtype", "attention", "start", "pixels")
 
 
 @functools.partial(jax.jit, static_argnames=_STEP_STATIC, donate_argnames=("trainable", "opt_state"))
 def train_step(structure: Structure, frozen: Tree, trainable: Tree, opt_state: optax.OptState, inputs: jax.Array,
                labels: jax.Array, key: jax.Array, hparams_static: Augment, *, tx: optax.GradientTransformation,
                dtype: Any = None, attention: str | None = None, start: int | None = None,
-               lr: jax.Array | None = None) -> tuple[Tree, optax.OptState, dict]:
+               lr: jax.Array | None = None, pixels: Pixels = DEFAULT_PIXELS) -> tuple[Tree, optax.OptState, dict]:
     """One SGD step: softmax cross-entropy, update `trainable` only.
 
     `inputs` are uint8 images, augmented on device (`start=None`), or, with `start=k`, the cached activations
@@ -216,9 +238,9 @@ def train_step(structure: Structure, frozen: Tree, trainable: Tree, opt_state: o
     `lr`, when given, multiplies the updates of a `tx` built for lr 1 (`train_child` does so: one compiled
     step serves every learning rate). `trainable` and `opt_state` are donated (updated in place on the
     device); `frozen` is read-only. Returns (trainable, opt_state, {"loss", "grad_norm"}), the norm taken
-    before clipping.
+    before clipping. `pixels`: (antialias, pixel_scale) of the resize (`pixels_of` a task's stored preprocessing).
     """
-    x = _train_inputs(inputs, structure.image_size, hparams_static, key, start)
+    x = _train_inputs(inputs, structure.image_size, hparams_static, key, start, pixels)
     return _update(structure, frozen, trainable, opt_state, x, labels, lr, tx=tx, dtype=dtype,
                    attention=attention, start=start)
 
@@ -227,12 +249,13 @@ def train_step(structure: Structure, frozen: Tree, trainable: Tree, opt_state: o
 def train_step_many(structure: Structure, frozen: Tree, frozen_each: Tree, trainable: Tree,
                     opt_state: optax.OptState, lr: jax.Array, inputs: jax.Array, labels: jax.Array, key: jax.Array,
                     hparams_static: Augment, *, tx: optax.GradientTransformation, dtype: Any = None,
-                    attention: str | None = None, start: int | None = None) -> tuple[Tree, optax.OptState, dict]:
+                    attention: str | None = None, start: int | None = None,
+                    pixels: Pixels = DEFAULT_PIXELS) -> tuple[Tree, optax.OptState, dict]:
     """`train_step` for C children at once, vmapped over a leading axis C of `frozen_each`, `trainable`,
     `opt_state` and `lr` (per-child learning rates; `tx` built for lr 1). `frozen` (shared by all) and the
     batch are not batched, so the shared frozen computation and the augmentation run once for all.
     """
-    x = _train_inputs(inputs, structure.image_size, hparams_static, key, start)
+    x = _train_inputs(inputs, structure.image_size, hparams_static, key, start, pixels)
 
     def one(fe: Tree, tr: Tree, st: optax.OptState, lr_: jax.Array):
         return _update(structure, {**frozen, **fe}, tr, st, x, labels, lr_, tx=tx, dtype=dtype, attention=attention,
@@ -241,25 +264,31 @@ def train_step_many(structure: Structure, frozen: Tree, frozen_each: Tree, train
     return jax.vmap(one)(frozen_each, trainable, opt_state, lr)
 
 
-def _eval_inputs(inputs: jax.Array, image_size: int, start: int | None) -> jax.Array:
-    return preprocess_eval(inputs, image_size) if start is None else inputs
+def _eval_inputs(inputs: jax.Array, image_size: int, start: int | None, pixels: Pixels) -> jax.Array:
+    if start is not None:
+        return inputs
+    return preprocess_eval(inputs, image_size, antialias=pixels[0], pixel_scale=pixels[1])
+
+
+_EVAL_STATIC = ("structure", "dtype", "attention", "start", "pixels")
 
 
 # Frozen and trainable slots arrive as one tree: which slots a child trains does not change its evaluation, so
 # children with different partitions share one compiled evaluation.
-@functools.partial(jax.jit, static_argnames=("structure", "dtype", "attention", "start"))
+@functools.partial(jax.jit, static_argnames=_EVAL_STATIC)
 def _correct(structure: Structure, params: Tree, inputs: jax.Array, labels: jax.Array, mask: jax.Array,
-             dtype: Any = None, attention: str | None = None, start: int | None = None) -> jax.Array:
-    logits = _logits(structure, params, _eval_inputs(inputs, structure.image_size, start), start=start, dtype=dtype,
-                     attention=attention)
+             dtype: Any = None, attention: str | None = None, start: int | None = None,
+             pixels: Pixels = DEFAULT_PIXELS) -> jax.Array:
+    logits = _logits(structure, params, _eval_inputs(inputs, structure.image_size, start, pixels), start=start,
+                     dtype=dtype, attention=attention)
     return jnp.sum((logits.argmax(-1) == labels) & mask)
 
 
-@functools.partial(jax.jit, static_argnames=("structure", "dtype", "attention", "start"))
+@functools.partial(jax.jit, static_argnames=_EVAL_STATIC)
 def _correct_many(structure: Structure, shared: Tree, each: Tree, inputs: jax.Array, labels: jax.Array,
                   mask: jax.Array, dtype: Any = None, attention: str | None = None,
-                  start: int | None = None) -> jax.Array:
-    x = _eval_inputs(inputs, structure.image_size, start)
+                  start: int | None = None, pixels: Pixels = DEFAULT_PIXELS) -> jax.Array:
+    x = _eval_inputs(inputs, structure.image_size, start, pixels)
 
     def one(own: Tree) -> jax.Array:
         logits = _logits(structure, {**shared, **own}, x, start=start, dtype=dtype, attention=attention)
@@ -270,22 +299,27 @@ def _correct_many(structure: Structure, shared: Tree, each: Tree, inputs: jax.Ar
 
 def _evaluate(structure: Structure, frozen: Tree, trainable: Tree, split: Any, batch_size: int, *, dtype: Any,
               mesh: Mesh, attention: str | None = None, start: int | None = None,
-              frozen_each: Tree | None = None) -> Any:
+              frozen_each: Tree | None = None, pixels: Pixels = DEFAULT_PIXELS) -> Any:
     """Accuracy over every example once (an array over children with `frozen_each`); one fetch at the end."""
-    kw = dict(dtype=dtype, attention=attention, start=start)
+    kw = dict(dtype=dtype, attention=attention, start=start, pixels=pixels)
     counts = [_correct(structure, {**frozen, **trainable}, *_put_batch(batch, mesh), **kw) if frozen_each is None else
               _correct_many(structure, frozen, {**frozen_each, **trainable}, *_put_batch(batch, mesh), **kw)
-              for batch in process_shard(mesh).eval_batches(split, batch_size)]
+              for batch in eval_stream(split, batch_size, shard=process_shard(mesh))]
     total = np.sum(np.asarray(jax.device_get(counts)), axis=0)
     return int(total) / len(split) if frozen_each is None else total / len(split)
 
 
 def evaluate(structure: Structure, params: Tree, split: Any, batch_size: int, *, dtype: Any = None,
-             mesh: Mesh | None = None, attention: str | None = None) -> float:
-    """Validation/test accuracy of a path on `split` (every example exactly once; the last batch is masked)."""
+             mesh: Mesh | None = None, attention: str | None = None,
+             preprocessing: Mapping[str, Any] | None = None) -> float:
+    """Validation/test accuracy of a path on `split` (every example exactly once; the last batch is masked).
+
+    `split` is in memory (`Split`) or streamed (`StreamedSplit`: read batch by batch, decoded in background threads).
+    `preprocessing`: a task's stored spec, whose resize options apply (`pixels_of`); mu2hub's defaults without one.
+    """
     mesh = _default_mesh() if mesh is None else mesh
     return _evaluate(structure, _put_params(params, mesh), {}, split, batch_size, dtype=dtype, mesh=mesh,
-                     attention=attention)
+                     attention=attention, pixels=pixels_of(preprocessing))
 
 
 @functools.partial(jax.jit, static_argnames=("structure", "stop", "dtype", "attention"))
@@ -377,8 +411,7 @@ def _gather(sharding: NamedSharding) -> Callable[[jax.Array, jax.Array], jax.Arr
 class _Inputs:
     """What the steps eat: uint8 images (`start` None) or the cached activations entering block `start`."""
 
-    train: Any
-    train_labels: np.ndarray
+    train: AnySplit  # in memory (images or activations) or streamed from its files
     validation: Split
     start: int | None = None
     resident_bytes: int = 0  # train inputs up to this size are uploaded once and batches gathered on device
@@ -386,26 +419,35 @@ class _Inputs:
     prefix_time: float = 0.0
 
     def stream(self, batch_size: int, seed: int, mesh: Mesh) -> Iterator[tuple[jax.Array, jax.Array]]:
-        """(inputs, labels) batches on the mesh, in the order of `batches(train split, batch_size, seed=seed)`."""
-        shard = process_shard(mesh)
-        if shard.count > 1:  # each process reads only its rows of every batch
-            return (_put_batch(b, mesh) for b in shard.batches(Split(self.train, self.train_labels), batch_size,
-                                                                seed=seed))
-        order = shard.order(Split(self.train, self.train_labels), batch_size, seed=seed)
-        if self.train.nbytes > self.resident_bytes:  # gather on the host; async dispatch overlaps it with steps
-            return (_put_batch((self.train[idx], labels), mesh) for idx, labels in order)
-        resident = jax.device_put(np.asarray(self.train), NamedSharding(mesh, P()))
+        """(inputs, labels) batches on the mesh, in the order of `pp.index_batches(len(train), batch_size, seed=seed)`.
+
+        One order, two ways to feed it: a small in-memory split on one process is uploaded once and each batch
+        gathered on the device; anything else is read batch by batch (`data.stream.Stream`: this process's rows
+        only; a streamed split decoded in background threads, a few batches ahead), and JAX's async dispatch
+        overlaps the transfer with the running step.
+        """
+        shard, train = process_shard(mesh), self.train
+        if isinstance(train, StreamedSplit) or shard.count > 1 or train.images.nbytes > self.resident_bytes:
+            return (_put_batch(b, mesh) for b in Stream(train, batch_size, seed=seed, shard=shard))
+        resident = jax.device_put(np.asarray(train.images), NamedSharding(mesh, P()))
         take = _gather(NamedSharding(mesh, P("data")))
-        return ((take(resident, i), y) for i, y in (_put_batch((idx.astype(np.int32), labels), mesh) for idx, labels in order))
+        batches = (_put_batch((idx.astype(np.int32), train.labels[idx]), mesh)
+                   for idx in shard.order(len(train), batch_size, seed=seed))
+        return ((take(resident, i), y) for i, y in batches)
 
 
 def _inputs(structure: Structure, frozen: Tree, data: Any, hparams: Mapping[str, Any], *, cache: PrefixCache | None,
             component_ids: Mapping[str, str] | None, batch_size: int, dtype: Any, attention: str | None, mesh: Mesh,
             resident_bytes: int) -> _Inputs:
-    """Cached prefix activations when the cache can serve this child (see mu2hub/prefix.py), else the images."""
-    plain = _Inputs(data.train.images, data.train.labels, data.validation, resident_bytes=resident_bytes)
-    # The cache holds a whole split's activations on the host; a mesh spanning processes reads only shards.
-    local = process_shard(mesh).count == 1
+    """Cached prefix activations when the cache can serve this child (see mu2hub/prefix.py), else the images.
+
+    A streamed validation split is decoded once here (the loop hands over its fixed subset already decoded).
+    """
+    validation = materialise(data.validation)
+    plain = _Inputs(data.train, validation, resident_bytes=resident_bytes)
+    # The cache holds a whole split's activations on the host: not for a mesh spanning processes (each reads only
+    # its shard), nor for a streamed train split (which is streamed because it is too big to hold).
+    local = process_shard(mesh).count == 1 and isinstance(data.train, Split)
     depth = cacheable_depth(structure, list(frozen), hparams) if cache is not None and local else 0
     if depth == 0:
         return plain
@@ -413,7 +455,7 @@ def _inputs(structure: Structure, frozen: Tree, data: Any, hparams: Mapping[str,
     ids = {s: (component_ids or {}).get(s) or tensors_fingerprint(frozen[s]) for s in slots}
     impl = resolve_attention(attention, dtype, structure.dims.hidden_size // structure.dims.num_heads)
     per_example = structure.seq_len * structure.dims.hidden_size * np.dtype(dtype or np.float32).itemsize
-    splits = {"train": data.train, "validation": data.validation}
+    splits = {"train": data.train, "validation": validation}
     if not all(cache.admits(len(s) * per_example) for s in splits.values()):
         return plain
     t0 = time.perf_counter()
@@ -422,7 +464,7 @@ def _inputs(structure: Structure, frozen: Tree, data: Any, hparams: Mapping[str,
         lambda split=split: prefix_activations(structure, frozen, split, depth, batch_size=batch_size, dtype=dtype,
                                                attention=attention, mesh=mesh))
         for name, split in splits.items()}
-    return _Inputs(acts["train"], data.train.labels, Split(acts["validation"], data.validation.labels), depth,
+    return _Inputs(Split(acts["train"], data.train.labels), Split(acts["validation"], validation.labels), depth,
                    cache.device_max_bytes, tuple(slots), time.perf_counter() - t0)
 
 
@@ -486,23 +528,29 @@ class _Validations:
 
 def _drive(total: int, steps_per_validation: int, stream: Iterator, step: Callable[[int, Any, Any], Any],
            validate: Callable[[int], None]) -> tuple[float, float]:
-    """`total` steps with a validation every `steps_per_validation`; returns (elapsed, compile seconds)."""
+    """`total` steps with a validation every `steps_per_validation`; returns (elapsed, compile seconds).
+
+    The stream is closed at the end (a streamed split's decoding threads stop then, not at garbage collection).
+    """
     start = time.perf_counter()
     compile_time = 0.0
-    for i in range(total):
-        out = step(i, *next(stream))
-        if i == 0:
-            jax.block_until_ready(out)
-            compile_time += time.perf_counter() - start
-        if (i + 1) % steps_per_validation:
-            continue
-        first_eval = i + 1 == steps_per_validation
-        if first_eval:  # time the first validation alone (mostly its compilation), not the queued steps
-            jax.block_until_ready(out)
-            t0 = time.perf_counter()
-        validate(i + 1)
-        if first_eval:
-            compile_time += time.perf_counter() - t0
+    try:
+        for i in range(total):
+            out = step(i, *next(stream))
+            if i == 0:
+                jax.block_until_ready(out)
+                compile_time += time.perf_counter() - start
+            if (i + 1) % steps_per_validation:
+                continue
+            first_eval = i + 1 == steps_per_validation
+            if first_eval:  # time the first validation alone (mostly its compilation), not the queued steps
+                jax.block_until_ready(out)
+                t0 = time.perf_counter()
+            validate(i + 1)
+            if first_eval:
+                compile_time += time.perf_counter() - t0
+    finally:
+        stream.close()
     return time.perf_counter() - start, compile_time
 
 
@@ -520,14 +568,16 @@ def train_child(structure: Structure, frozen: Tree, trainable: Tree, data: Any, 
                 score_fn: Callable[[float], float] = lambda quality: quality,
                 progress: Callable[[int, int, dict], None] | None = None, mesh: Mesh | None = None,
                 variant: str = "mu2net", attention: str | None = None, prefix_cache: PrefixCache | None = None,
-                component_ids: Mapping[str, str] | None = None, resident_bytes: int = 1 << 30) -> ChildResult:
+                component_ids: Mapping[str, str] | None = None, resident_bytes: int = 1 << 30,
+                preprocessing: Mapping[str, Any] | None = None) -> ChildResult:
     """Train a child for `num_validations` × `steps_per_validation` steps and keep its best validation snapshot.
 
     Args:
         structure (`Structure`): the child's static shape.
         frozen, trainable (`{slot: {tensor: array}}`): a partition of `structure.slots()`; only `trainable`
             is updated. The caller's arrays are never modified (training works on device copies).
-        data (`TaskData`): `train` and `validation` splits of uint8 images.
+        data (`TaskData` or `data.stream.StreamedTask`): `train` and `validation` splits of uint8 images, in
+            memory or streamed from their files (the same batches either way, `data.stream`).
         hparams (`Mapping`): the child's `opt_*` and `ds_*` hparams.
         seed (`int`): data order and augmentation; children of one generation share it (common random numbers).
         inherited_traces (*optional*): momentum traces per trainable slot, from the cloned components.
@@ -547,6 +597,9 @@ def train_child(structure: Structure, frozen: Tree, trainable: Tree, data: Any, 
         resident_bytes (`int`, defaults to 1 GiB): a train split of uint8 images up to this size is uploaded
             to the device once and batches are gathered there (cached activations: the cache's
             `device_max_bytes`).
+        preprocessing (`Mapping`, *optional*): a task's stored preprocessing spec (`tasks/<task>.json`), whose resize
+            options (antialias, pixel_scale) training and validation then use, as inference does; mu2hub's defaults
+            without one. The prefix cache serves only the defaults.
 
     Raises:
         ValueError: `frozen` and `trainable` do not partition the structure's slots, or bad hparams.
@@ -558,13 +611,15 @@ def train_child(structure: Structure, frozen: Tree, trainable: Tree, data: Any, 
     lr = jnp.asarray(float(hparams["opt_lr"]), jnp.float32)
     static = data_hparams(hparams)
     mesh = _default_mesh() if mesh is None else mesh
-    inputs = _inputs(structure, frozen, data, hparams, cache=prefix_cache, component_ids=component_ids,
-                     batch_size=batch_size, dtype=dtype, attention=attention, mesh=mesh, resident_bytes=resident_bytes)
+    pixels = pixels_of(preprocessing)
+    inputs = _inputs(structure, frozen, data, hparams, cache=prefix_cache if pixels == DEFAULT_PIXELS else None,
+                     component_ids=component_ids, batch_size=batch_size, dtype=dtype, attention=attention, mesh=mesh,
+                     resident_bytes=resident_bytes)
     frozen_d = _put_params({s: dict(t) for s, t in frozen.items() if s not in inputs.prefix}, mesh)
     params = _put_params({s: dict(t) for s, t in trainable.items()}, mesh, copy=True)
     state = {"params": params, "opt": _put_params(init_opt_state(tx, params, inherited_traces), mesh), "metrics": {}}
     base_key = jax.random.key(seed)
-    kw = dict(dtype=dtype, attention=attention, start=inputs.start)
+    kw = dict(dtype=dtype, attention=attention, start=inputs.start, pixels=pixels)
     validations = _Validations(best_score, score_fn)
 
     def step(i: int, x: jax.Array, labels: jax.Array) -> Tree:
@@ -623,7 +678,7 @@ def train_children(structure: Structure, frozen: Sequence[Tree], trainable: Sequ
                    progress: Callable[[int, int, dict], None] | None = None, mesh: Mesh | None = None,
                    variant: str = "mu2net", attention: str | None = None, prefix_cache: PrefixCache | None = None,
                    component_ids: Sequence[Mapping[str, str]] | None = None,
-                   resident_bytes: int = 1 << 30) -> list[ChildResult]:
+                   resident_bytes: int = 1 << 30, preprocessing: Mapping[str, Any] | None = None) -> list[ChildResult]:
     """Train C children in one compiled step (`jax.vmap` over them), each as `train_child` would.
 
     For children too small to fill the device alone. They must share `batch_key` (same structure, trainable
@@ -654,7 +709,9 @@ def train_children(structure: Structure, frozen: Sequence[Tree], trainable: Sequ
     static = data_hparams(hparams[0])
     mesh = _default_mesh() if mesh is None else mesh
     shared = _shared_slots(frozen, component_ids)
-    inputs = _inputs(structure, {s: frozen[0][s] for s in shared}, data, hparams[0], cache=prefix_cache,
+    pixels = pixels_of(preprocessing)
+    inputs = _inputs(structure, {s: frozen[0][s] for s in shared}, data, hparams[0],
+                     cache=prefix_cache if pixels == DEFAULT_PIXELS else None,
                      component_ids=component_ids[0] if component_ids else None, batch_size=batch_size, dtype=dtype,
                      attention=attention, mesh=mesh, resident_bytes=resident_bytes)
     frozen_d = _put_params({s: dict(frozen[0][s]) for s in shared - set(inputs.prefix)}, mesh)
@@ -663,7 +720,7 @@ def train_children(structure: Structure, frozen: Sequence[Tree], trainable: Sequ
     opt = jax.tree.map(lambda *xs: jnp.stack(xs), *[init_opt_state(tx, t, it) for t, it in zip(trainable, inherited_traces)])
     state = {"params": params, "opt": _put_params(opt, mesh), "metrics": {}}
     base_key = jax.random.key(seed)
-    kw = dict(dtype=dtype, attention=attention, start=inputs.start)
+    kw = dict(dtype=dtype, attention=attention, start=inputs.start, pixels=pixels)
     validations = [_Validations(b, f) for b, f in zip(best_scores, score_fns)]
 
     def step(i: int, x: jax.Array, labels: jax.Array) -> Tree:

@@ -34,6 +34,11 @@ than ``LFS_THRESHOLD`` are reported as LFS (ETag = sha256); uploads are always a
 PR merges are squash commits titled ``"<PR title> (#N)"``; a path changed differently on both sides is a conflict.
 State lives in memory; with ``persist=True`` it is mirrored to ``<root>/state.json`` after every change and
 reloaded by the next ``HubServer(..., persist=True)`` on the same root.
+
+Fault injection (``fault(kind, ...)``, ``clear_faults()``; ``fail_next(status)`` is the one-shot ``status`` kind): a
+matching request can be answered with an error status, stalled (nothing sent), trickled (one byte per interval), cut
+(the connection closed before or during the body), corrupted, or preceded by a callback (``hook``) that changes the
+repo at an exact moment, e.g. a push to a pull request while it is being validated.
 """
 
 from __future__ import annotations
@@ -153,6 +158,30 @@ def _split_rev(args: list[str]) -> tuple[str, list[str]]:
     return args[0], args[1:]
 
 
+@dataclass
+class Fault:
+    """One injected network fault (see ``HubServer.fault``); ``times=None`` repeats until ``clear_faults``."""
+
+    kind: str
+    method: str | None = None
+    path_contains: str | None = None
+    times: int | None = 1
+    skip: int = 0  # let this many matching requests through first
+    status: int = 500
+    message: str = "Injected failure"
+    seconds: float = 30.0
+    interval: float = 0.5
+    after_bytes: int = 0
+    data: bytes | None = None
+    action: Callable[[], None] | None = None
+
+    def matches(self, method: str, path: str) -> bool:
+        return (self.method is None or self.method == method) and (self.path_contains is None or self.path_contains in path)
+
+
+FAULT_KINDS = ("status", "stall", "trickle", "cut", "corrupt", "hook")
+
+
 class _HTTPServer(ThreadingHTTPServer):
     daemon_threads = True
     hub: HubServer
@@ -181,7 +210,18 @@ class _Handler(BaseHTTPRequestHandler):
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))  # httpx sends bytes bodies sized
         hub = self.server.hub
         ctx: dict[str, str] = {}
+        fault = hub._take_fault(self.command, "/" + "/".join(segs))
+        if fault is not None and fault.kind == "hook":
+            fault.action()
+            fault = None
+        if fault is not None and (fault.kind == "stall" or (fault.kind == "cut" and fault.after_bytes == 0)):
+            if fault.kind == "stall":
+                hub._stopping.wait(fault.seconds)  # send nothing at all; the client must give up by itself
+            self._drop(hub, parts, 0)
+            return
         try:
+            if fault is not None and fault.kind == "status":
+                raise HubError(fault.status, None, fault.message)
             status, headers, payload = hub._route(self.command, segs, parse_qs(parts.query), body, self.headers, ctx)
         except HubError as e:
             status, headers, payload = _json({"error": e.message}, e.status, e.headers)
@@ -190,17 +230,44 @@ class _Handler(BaseHTTPRequestHandler):
             headers["X-Error-Message"] = e.message.encode("ascii", "replace").decode()
         except Exception as e:  # a server bug must surface as a 500, not hang the client
             status, headers, payload = _json({"error": f"{type(e).__name__}: {e}"}, 500)
+        if fault is not None and fault.kind == "corrupt" and payload:
+            payload = fault.data if fault.data is not None else bytes(b ^ 0xFF for b in payload[:64]) + payload[64:]
         self.send_response(status)
         headers.setdefault("Content-Length", str(len(payload)))
         for k, v in headers.items():
             self.send_header(k, v)
         self.end_headers()
         sent = 0 if self.command == "HEAD" else len(payload)
-        if sent:
+        if sent and fault is not None and fault.kind == "cut":
+            self.wfile.write(payload[: fault.after_bytes])
+            self._drop(hub, parts, min(sent, fault.after_bytes), status)
+            return
+        if sent and fault is not None and fault.kind == "trickle":
+            try:
+                for i in range(sent):
+                    if hub._stopping.is_set():
+                        break
+                    self.wfile.write(payload[i : i + 1])
+                    self.wfile.flush()
+                    hub._stopping.wait(fault.interval)
+            except OSError:  # the client gave up: what a trickle is for
+                sent = i
+            self.close_connection = True
+        elif sent:
             self.wfile.write(payload)
         kept = body if self.command == "POST" and "/commit/" in parts.path else b""
         hub._record(LoggedRequest(self.command, unquote(parts.path), parts.query, status, sent,
                                   ctx.get("repo_id"), ctx.get("repo_file"), kept))
+
+    def _drop(self, hub: HubServer, parts: Any, sent: int, status: int = 0) -> None:
+        """Close the connection abruptly (no response, or a partial one), as a dying proxy or server would."""
+        self.close_connection = True
+        try:
+            self.wfile.flush()
+            self.connection.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        hub._record(LoggedRequest(self.command, unquote(parts.path), parts.query, status, sent))
 
     do_GET = do_HEAD = do_POST = do_PUT = do_DELETE = _handle
 
@@ -216,7 +283,8 @@ class HubServer:
         self._lock = threading.RLock()
         self._repos: dict[tuple[str, str], Repo] = {}
         self._blob_meta: dict[str, tuple[int, str]] = {}
-        self._faults: list[tuple[int, str | None, str | None, str]] = []
+        self._faults: list[Fault] = []
+        self._stopping = threading.Event()
         self._connections: set[socket.socket] = set()
         self._httpd: _HTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -226,6 +294,7 @@ class HubServer:
 
     # ----------------------------------------------------------------- lifecycle
     def start(self) -> HubServer:
+        self._stopping.clear()
         self._httpd = _HTTPServer(("127.0.0.1", self._port), _Handler)
         self._httpd.hub = self
         self._port = self._httpd.server_address[1]
@@ -237,6 +306,7 @@ class HubServer:
         """Stop serving and cut open keep-alive connections, so clients really see the Hub go away."""
         if self._httpd is None:
             return
+        self._stopping.set()  # ends injected stalls and trickles
         self._httpd.shutdown()
         self._httpd.server_close()
         for conn in list(self._connections):
@@ -314,8 +384,43 @@ class HubServer:
     def fail_next(self, status: int, *, method: str | None = None, path_contains: str | None = None,
                   message: str = "Injected failure") -> None:
         """Answer the next matching request with ``status`` (fault injection; one-shot, FIFO)."""
+        self.fault("status", status=status, method=method, path_contains=path_contains, message=message)
+
+    def fault(self, kind: str, *, method: str | None = None, path_contains: str | None = None, times: int | None = 1,
+              **params: Any) -> Fault:
+        """Inject a network fault into the next ``times`` matching requests (``None``: all, until ``clear_faults``).
+
+        Kinds: ``status`` (answer ``status`` with ``message``), ``stall`` (read the request, send nothing for
+        ``seconds`` or until ``stop()``, then close), ``trickle`` (the real response, its body one byte every
+        ``interval`` seconds), ``cut`` (close the connection after ``after_bytes`` bytes of the real body; 0: before
+        any response), ``corrupt`` (the real headers with a damaged body, or ``data`` instead), ``hook`` (call
+        ``action()`` first, then answer normally: a concurrent change at an exact moment). ``skip=k`` lets the first
+        ``k`` matching requests through untouched. FIFO among matches.
+        """
+        if kind not in FAULT_KINDS:
+            raise ValueError(f"unknown fault kind {kind!r}; kinds: {FAULT_KINDS}")
+        fault = Fault(kind, method, path_contains, times, **params)
         with self._lock:
-            self._faults.append((status, method, path_contains, message))
+            self._faults.append(fault)
+        return fault
+
+    def clear_faults(self) -> None:
+        with self._lock:
+            self._faults.clear()
+
+    def _take_fault(self, method: str, path: str) -> Fault | None:
+        with self._lock:
+            for i, fault in enumerate(self._faults):
+                if fault.matches(method, path):
+                    if fault.skip > 0:
+                        fault.skip -= 1
+                        return None
+                    if fault.times is not None:
+                        fault.times -= 1
+                        if fault.times <= 0:
+                            del self._faults[i]
+                    return fault
+        return None
 
     def fail_next_commit_with(self, status: int, message: str = "Injected failure") -> None:
         self.fail_next(status, method="POST", path_contains="/commit/", message=message)
@@ -595,11 +700,6 @@ class HubServer:
     def _route(self, method: str, segs: list[str], query: dict[str, list[str]], body: bytes, headers: Any,
                ctx: dict[str, str]) -> Response:
         path = "/" + "/".join(segs)
-        with self._lock:
-            for i, (status, fmethod, fpath, message) in enumerate(self._faults):
-                if (fmethod is None or fmethod == method) and (fpath is None or fpath in path):
-                    del self._faults[i]
-                    raise HubError(status, None, message)
         if segs[:1] == ["api"]:
             return self._api(method, segs[1:], query, body, headers.get("Content-Type") or "", ctx)
         repo_type = segs[0][:-1] if segs[:1] in (["datasets"], ["spaces"]) else "model"

@@ -179,3 +179,14 @@ def test_a_tfds_source_read_from_a_local_data_dir(tmp_path):
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert "cmaterdb/bangla" in out["missing"] and "not available" in out["missing"]  # before it is prepared
     assert out["sizes"] == [40, 10, 10] and out["classes"] == 10 and out["pixels_are_labels"]  # train[20%:] / [:20%]
+
+
+def test_lineage_data_names_the_real_dataset_only_when_it_was_read():
+    from mu2hub.data.catalog import SOURCES, data_spec
+    from mu2hub.datasource import data_source
+
+    hub = data_source("cifar10", {"data": data_spec(SOURCES["cifar10"], {})})
+    assert hub.kind == "hub" and hub.hub_id == "uoft-cs/cifar10"  # the card's `datasets:` lists the Hub id
+    assert data_spec(SOURCES["dtd"], {}) == "tfds:dtd"
+    local = data_source("cifar10", {"data": data_spec(SOURCES["cifar10"], {"cifar10": "/data/my-copy"})})
+    assert local.hub_id is None and "/data" not in local.description  # a local stand-in: no Hub id, no local path

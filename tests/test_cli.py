@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def _run_without_jax(args: list[str]) -> subprocess.CompletedProcess:
     code = ("import sys\nfrom mu2hub.cli import main\nrc = main(sys.argv[1:])\n"
             "loaded = sorted(m for m in sys.modules if m == 'jax' or m.startswith(('jax.', 'flax', 'optax')))\n"
-            "print('JAX-MODULES', loaded)\nsys.exit(rc)\n")
+            "print('JAX-MODULES', loaded)\nprint('NUMPY', 'numpy' in sys.modules)\nsys.exit(rc)\n")
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=env, timeout=120)
 
@@ -36,6 +36,8 @@ def test_metadata_commands_never_import_jax(evolved, tmp_path, command):
     out = _run_without_jax(args)
     assert out.returncode == 0, out.stderr
     assert "JAX-MODULES []" in out.stdout, out.stdout
+    if command in ("tasks", "info"):  # listings touch no tensor: numpy (~0.07 s of import) stays out too
+        assert "NUMPY False" in out.stdout, out.stdout
     if command == "tasks":
         assert out.stdout.split("JAX-MODULES")[0].split() == sorted(evolved.tasks)
     if command == "download":  # what it fetched is what from_pretrained needs: it then loads offline

@@ -46,3 +46,26 @@ def test_evaluate_matches_labels_by_name(evolved, tmp_path):
         model.evaluate(f"imagefolder:{tmp_path / 'other'}", split="train")
     with pytest.raises(ValueError, match="split='dev'"):
         model.evaluate("digits", split="dev")
+
+
+def test_a_dataset_of_varying_image_sizes_is_decoded_at_the_tasks_size(evolved, tmp_path, capsys):
+    """`evaluate` and `predict` on images of two sizes decode them at the task's image size, as `finetune` does."""
+    from mu2hub import cli
+    from mu2hub.errors import VaryingImageSizesError
+
+    model = mu2hub.from_pretrained(evolved.repo, task="digits")
+    test = mu2hub.data.get_task("digits").test
+    for i in range(24):
+        d = tmp_path / "mixed" / ("train" if i % 2 else "test") / str(int(test.labels[i]))
+        d.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(test.images[i]).resize((8 + 4 * (i % 3),) * 2).save(d / f"{i}.png")
+    spec = f"imagefolder:{tmp_path / 'mixed'}"
+    with pytest.raises(VaryingImageSizesError):
+        mu2hub.data.get_task(spec)  # without a size to decode to
+    data = mu2hub.data.get_task(spec, decode_size=model.task_file.image_size)
+    result = model.evaluate(spec)
+    preds = [p[0]["label"] for p in model.predict(list(data.test.images), top_k=1)]
+    assert result.correct == sum(p == data.labels[y] for p, y in zip(preds, data.test.labels))
+    assert result.num_examples == 12
+    assert cli.main(["predict", evolved.repo, "--task", "digits", spec]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 12

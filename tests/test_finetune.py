@@ -160,3 +160,20 @@ def test_cli_finetune_saves_and_pushes(hub, system, tmp_path, capsys):
     assert "test accuracy" in out and "new components" in out and "referenced in the source repo" in out
     assert (tmp_path / "out/tasks/task_1.json").is_file() and "tasks/task_1.json" in hub.files("ft/cli-variant")
     assert cli.main(["finetune", REPO, "--task", "task_1", "--data", str(folder), "--steps", "4", "--lr", "0.1"]) == 2
+
+
+def test_a_task_served_without_antialias_is_tuned_and_measured_as_served(tuned):
+    """A republished reference task stores `antialias: false`: the variant trains and is scored that way, so its
+    recorded test accuracy is what `evaluate` (the public path, the stored spec on the host) reproduces."""
+    from mu2hub.api import TaskModel
+    from mu2hub.data.pp import pp_spec
+
+    m = tuned.model
+    served = TaskModel(m.config, replace(m.task_file, preprocessing=pp_spec(8, antialias=False)), m.params,
+                       repo_id=m.repo_id, revision=m.revision)
+    d = mu2hub.data.get_task("shapes/label_scale", image_size=24, n_train=256, n_validation=64, n_test=96, seed=5)
+    data = TaskData("sizes", LABELS, *(Split(s.images, s.labels // 2) for s in (d.train, d.validation, d.test)))
+    variant = served.finetune(data, steps=32, lr=0.1)
+    assert variant.task_file.preprocessing == pp_spec(8, antialias=False)
+    recorded = variant.task_file.metrics["test_accuracy"]
+    assert variant.evaluate(data).accuracy == recorded and recorded > variant.task_file.metrics["chance"]

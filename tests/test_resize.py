@@ -61,3 +61,38 @@ def test_specs_without_antialias_are_read_as_before():
 def test_unsupported_specs_are_refused(bad):
     with pytest.raises(ValueError, match="unsupported preprocessing spec"):
         apply_pp_spec_numpy(np.zeros((4, 4, 3), np.uint8), {**pp_spec(8), **bad})
+
+
+def test_training_preprocessing_with_augmentation_off_is_the_stored_eval():
+    """A task stored without antialias and with a pixel scale trains on what it is served with."""
+    from mu2hub.data.pp import preprocess_train
+    import jax
+
+    sprites = np.random.default_rng(3).integers(0, 2, (2, 32, 32, 3), dtype=np.uint8)
+    kw = dict(antialias=False, pixel_scale=255.0)
+    trained = np.asarray(preprocess_train(sprites, 8, {}, jax.random.key(0), **kw))
+    np.testing.assert_array_equal(trained, np.asarray(preprocess_eval(sprites, 8, **kw)))
+    np.testing.assert_allclose(trained, apply_pp_spec_numpy(sprites, pp_spec(8, antialias=False, pixel_scale=255)),
+                               atol=1e-5)
+    assert np.abs(trained - np.asarray(preprocess_train(sprites, 8, {}, jax.random.key(0)))).max() > 0.5
+
+
+def test_device_evaluation_applies_a_task_files_preprocessing():
+    """`train.evaluate(..., preprocessing=spec)` scores what the public path (the host spec) predicts."""
+    import jax
+
+    from mu2hub import model as vit
+    from mu2hub import train
+    from mu2hub.data.registry import Split
+    from mu2hub.format import Dims, Structure
+
+    structure = Structure(Dims(16, 2, 32, 4), 8, 1, 5)
+    params = vit.init_path(structure, jax.random.key(1))
+    params["head"] = {k: np.random.default_rng(4).normal(0, 1, np.shape(v)).astype(np.float32)
+                      for k, v in params["head"].items()}
+    sprites = np.random.default_rng(5).integers(0, 2, (40, 24, 24, 3), dtype=np.uint8)
+    spec = pp_spec(8, antialias=False, pixel_scale=255)
+    labels = np.asarray(vit.apply_path(structure, params, apply_pp_spec_numpy(sprites, spec))).argmax(-1)
+    split = Split(sprites, labels)
+    assert train.evaluate(structure, params, split, 16, preprocessing=spec) == 1.0  # the host path's predictions
+    assert train.evaluate(structure, params, split, 16) < 1.0  # mu2hub's defaults see other pixels

@@ -23,13 +23,16 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from mu2hub.data.registry import Split, TaskData, to_rgb_uint8
+from mu2hub.data.registry import TaskData
 from mu2hub.data.vtab import DERIVATIONS, Row
 from mu2hub.errors import DataSourceError, LabelMismatchError
+
+if TYPE_CHECKING:
+    from mu2hub.data.stream import StreamedTask
 
 
 @dataclass(frozen=True)
@@ -223,6 +226,11 @@ class SplitRef:
         row = self.data[self.indices[i]]
         return row[self.source.image], self.label(row)
 
+    def labels(self) -> np.ndarray:
+        """Every label in order; a `datasets.Dataset` is read without its image column (nothing decoded)."""
+        rows = self.data.remove_columns([self.source.image]) if hasattr(self.data, "remove_columns") else self.data
+        return np.asarray([self.label(rows[i]) for i in self.indices], np.int32)
+
 
 @dataclass
 class Resolved:
@@ -340,25 +348,42 @@ def _labeler(task: CatalogTask, source: Source, data: Any, split: str) -> tuple[
     return (lambda row: int(row[field])), names
 
 
+def open_task(name: str, *, image_size: int | None = None, decode_size: int | None = None,
+              max_examples: int | None = None, sources: Mapping[str, str] | None = None,
+              sources_dir: str | os.PathLike | None = None, data_dir: str | None = None,
+              cache_dir: str | None = None) -> StreamedTask:
+    """A catalog task as views of its sources, read on demand (`mu2hub.data.stream`): nothing decoded but a sample
+    that fixes the size images are decoded to (`stream.decode_shape`: `image_size`; else the images' own size when
+    they share one; else `decode_size`). `max_examples` keeps the first that many of each split. `.data` records
+    where the data came from (`lineage.data`)."""
+    from mu2hub.data.stream import StreamedSplit, StreamedTask, decode_shape
+
+    if max_examples is not None and max_examples < 1:
+        raise ValueError(f"{name}: max_examples must be at least 1, got {max_examples}")
+    local = {**local_sources(sources_dir), **dict(sources or {})}
+    r = resolve(name, sources=local, data_dir=data_dir, cache_dir=cache_dir)
+    if max_examples is not None:
+        r.splits = {k: dataclasses.replace(v, indices=v.indices[:max_examples]) for k, v in r.splits.items()}
+    shape = decode_shape(name, list(r.splits.values()), image_size=image_size, decode_size=decode_size)
+    splits = {ours: StreamedSplit(ref, shape, f"{name} {ours}") for ours, ref in r.splits.items()}
+    return StreamedTask(name, r.labels, splits["train"], splits["validation"], splits["test"],
+                        data=data_spec(SOURCES[r.task.source], local))
+
+
+def data_spec(source: Source, local: Mapping[str, str]) -> str:
+    """`lineage.data` for a task trained on `source`: `hf:<Hub id>` only when the Hub dataset itself was read."""
+    if source.key in local:
+        return f"local:{source.key}"  # a local stand-in with the source's features: not that Hub dataset
+    return f"hf:{source.hub}" if source.hub else f"tfds:{source.tfds.split(':')[0]}"
+
+
 def load(name: str, *, image_size: int | None = None, decode_size: int | None = None, max_examples: int | None = None,
          sources: Mapping[str, str] | None = None, sources_dir: str | os.PathLike | None = None,
          data_dir: str | None = None, cache_dir: str | None = None) -> TaskData:
-    """A catalog task decoded into memory (`TaskData`); sizes as in `mu2hub.data.hf.task_from_dataset_dict`
-    (`image_size`: resize all; else kept when uniform, `decode_size` when they vary, which includes a validation
-    source stored at another size). For datasets too big for memory, `mu2hub.data.stream` reads the same
-    `resolve` views lazily.
+    """A catalog task decoded into memory (`TaskData`): `open_task(...).load()`. For datasets too big for memory, train on `open_task`'s streamed splits instead.
     """
-    from mu2hub.data.hf import _resize, _target_size  # one sizing rule for every loader
-
-    r = resolve(name, sources=sources, sources_dir=sources_dir, data_dir=data_dir, cache_dir=cache_dir)
-    decoded = {}
-    for ours, ref in r.splits.items():
-        n = len(ref) if max_examples is None else min(len(ref), max_examples)
-        examples = [ref.example(i) for i in range(n)]
-        decoded[ours] = ([to_rgb_uint8(im) for im, _ in examples], np.asarray([y for _, y in examples], np.int32))
-    size = _target_size(name, decoded, image_size, decode_size)
-    out = {ours: Split(np.stack([_resize(im, size) for im in images]), labels) for ours, (images, labels) in decoded.items()}
-    return TaskData(name, r.labels, out["train"], out["validation"], out["test"])
+    return open_task(name, image_size=image_size, decode_size=decode_size, max_examples=max_examples, sources=sources,
+                     sources_dir=sources_dir, data_dir=data_dir, cache_dir=cache_dir).load()
 
 
 def is_catalog_task(name: str) -> bool:

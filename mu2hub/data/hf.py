@@ -14,15 +14,17 @@ files class by class, so a contiguous slice would hold one class.
 
 from __future__ import annotations
 
+import io
 import os
+import warnings
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image
 
-from mu2hub.data.registry import SPLITS, Split, TaskData, to_rgb_uint8
-from mu2hub.errors import VaryingImageSizesError
+from mu2hub.data.registry import SPLITS, Split, TaskData, open_image, to_rgb_uint8
+from mu2hub.errors import CorruptImageError, DataError, VaryingImageSizesError
 
 if TYPE_CHECKING:
     import datasets
@@ -43,6 +45,7 @@ def load_hf_task(
     image_size: int | None = None,
     decode_size: int | None = None,
     seed: int = 0,
+    skip_corrupt: bool = False,
 ) -> TaskData:
     """Load a Hugging Face dataset as a task, named `hf:<path>`.
 
@@ -51,7 +54,8 @@ def load_hf_task(
             accepts, or a folder written by `DatasetDict.save_to_disk`.
         config_name (`str`, *optional*): the dataset configuration (`load_dataset`'s `name`).
         revision (`str`, *optional*): branch, tag or commit of the dataset repo.
-        image_column, label_column, splits, max_examples, image_size, seed: see `task_from_dataset_dict`.
+        image_column, label_column, splits, max_examples, image_size, seed, skip_corrupt: see
+            `task_from_dataset_dict`.
         cache_dir (`str`, *optional*): forwarded to `datasets.load_dataset`.
 
     Returns:
@@ -81,6 +85,7 @@ def load_hf_task(
         image_size=image_size,
         decode_size=decode_size,
         seed=seed,
+        skip_corrupt=skip_corrupt,
     )
 
 
@@ -92,12 +97,14 @@ def load_imagefolder(
     image_size: int | None = None,
     decode_size: int | None = None,
     seed: int = 0,
+    skip_corrupt: bool = False,
 ) -> TaskData:
     """Load `path/[<split>/]<class>/<image>` (the `imagefolder` layout) as a task named `imagefolder:<path>`.
 
     Images of any mode and size are accepted: converted to RGB and resized to `image_size`×`image_size`
     when given; otherwise kept as they are if all share one size, else resized to `decode_size`. Class names are
-    the folder names. See `task_from_dataset_dict` for splits, `max_examples` and `seed`.
+    the folder names. See `task_from_dataset_dict` for splits, `max_examples`, `seed` and `skip_corrupt` (a file
+    that cannot be decoded raises `CorruptImageError` naming it, or is left out with a warning).
     """
     import datasets
 
@@ -105,7 +112,8 @@ def load_imagefolder(
         raise FileNotFoundError(f"imagefolder: {path!r} is not a directory")
     loaded = datasets.load_dataset("imagefolder", data_dir=path, cache_dir=cache_dir)
     return task_from_dataset_dict(
-        f"imagefolder:{path}", loaded, max_examples=max_examples, image_size=image_size, decode_size=decode_size, seed=seed
+        f"imagefolder:{path}", loaded, max_examples=max_examples, image_size=image_size, decode_size=decode_size,
+        seed=seed, skip_corrupt=skip_corrupt,
     )
 
 
@@ -120,6 +128,7 @@ def task_from_dataset_dict(
     image_size: int | None = None,
     decode_size: int | None = None,
     seed: int = 0,
+    skip_corrupt: bool = False,
 ) -> TaskData:
     """Turn an in-memory `DatasetDict` into `TaskData`; the part of loading that needs no files.
 
@@ -138,8 +147,11 @@ def task_from_dataset_dict(
         decode_size (`int`, *optional*): the size for images of varying sizes when `image_size` is not given
             (the path's image size; the evolution loop and fine-tuning pass it).
         seed (`int`, defaults to 0): seeds carving and sampling.
+        skip_corrupt (`bool`, defaults to `False`): leave out (with a warning counting them) images that cannot be
+            decoded, instead of raising `CorruptImageError` naming the first.
 
     Raises:
+        CorruptImageError: an image that cannot be decoded (truncated, not an image, a decompression bomb).
         ValueError: a named split is missing; no usable image or label column (the message lists the
             columns there are); unlabeled examples (label -1); fewer than 2 classes; images of varying sizes
             with neither `image_size` nor `decode_size`.
@@ -147,32 +159,32 @@ def task_from_dataset_dict(
     import datasets
 
     if max_examples is not None and max_examples < 1:
-        raise ValueError(f"{name}: max_examples must be at least 1, got {max_examples}")
+        raise DataError(f"{name}: max_examples must be at least 1, got {max_examples}")
     mapping = dict(splits) if splits is not None else {s: s for s in SPLITS if s in dataset_dict}
     unknown = set(mapping) - set(SPLITS)
     if unknown or "train" not in mapping:
-        raise ValueError(
+        raise DataError(
             f"{name}: `splits` must map 'train' (and optionally 'validation', 'test') to the "
             f"dataset's splits; got {mapping}"
         )
     missing = [source for source in mapping.values() if source not in dataset_dict]
     if missing:
-        raise ValueError(f"{name}: no split {missing}; the dataset has {sorted(dataset_dict)}")
+        raise DataError(f"{name}: no split {missing}; the dataset has {sorted(dataset_dict)}")
     parts = {ours: dataset_dict[source] for ours, source in mapping.items()}
 
     features = parts["train"].features
     image_column = _pick_column(name, features, image_column, datasets.Image, "image", "cast_column(col, Image())")
     label_column = _pick_column(name, features, label_column, datasets.ClassLabel, "label", "class_encode_column(col)")
     if len(features[label_column].names) < 2:  # before decoding anything
-        raise ValueError(f"task {name!r} is invalid: it needs at least 2 classes, got {features[label_column].names}")
+        raise DataError(f"task {name!r} is invalid: it needs at least 2 classes, got {features[label_column].names}")
     for ours, ds in parts.items():
         if ds.features.get(label_column) != features[label_column] or image_column not in ds.features:
-            raise ValueError(
+            raise DataError(
                 f"{name}: split {ours!r} does not have train's {image_column!r} column and "
                 f"{label_column!r} classes; its columns are {dict(ds.features)}"
             )
-    parts = {  # a dataset loaded with decode=False holds bytes; we need PIL images
-        ours: ds if ds.features[image_column].decode else ds.cast_column(image_column, datasets.Image())
+    parts = {  # decoded here, one file at a time, so a bad file names itself
+        ours: ds.cast_column(image_column, datasets.Image(decode=False)) if ds.features[image_column].decode else ds
         for ours, ds in parts.items()
     }
     parts = _carve_missing(name, parts, seed)
@@ -183,7 +195,7 @@ def task_from_dataset_dict(
             for ours, ds in parts.items()
         }
 
-    decoded = {ours: _decode(name, ours, ds, image_column, label_column) for ours, ds in parts.items()}
+    decoded = {ours: _decode(name, ours, ds, image_column, label_column, skip_corrupt) for ours, ds in parts.items()}
     size = _target_size(name, decoded, image_size, decode_size)
     result = {}
     for ours, (images, labels) in decoded.items():
@@ -198,9 +210,9 @@ def _pick_column(name: str, features: Any, column: str | None, feature_type: typ
     described = ", ".join(f"{key!r}: {type(value).__name__}" for key, value in features.items())
     if column is not None:
         if column not in features:
-            raise ValueError(f"{name}: no column {column!r}; columns are {{{described}}}")
+            raise DataError(f"{name}: no column {column!r}; columns are {{{described}}}")
         if not isinstance(features[column], feature_type):
-            raise ValueError(
+            raise DataError(
                 f"{name}: {what} column {column!r} is {type(features[column]).__name__}, not "
                 f"{feature_type.__name__}; convert it first with dataset.{fix}"
             )
@@ -208,7 +220,7 @@ def _pick_column(name: str, features: Any, column: str | None, feature_type: typ
     candidates = [key for key, value in features.items() if isinstance(value, feature_type)]
     if len(candidates) != 1:
         found = "no" if not candidates else f"{len(candidates)} ({candidates})"
-        raise ValueError(
+        raise DataError(
             f"{name}: found {found} {feature_type.__name__} columns; columns are {{{described}}}; "
             f"pass {what}_column=..."
         )
@@ -223,7 +235,7 @@ def _carve_missing(name: str, parts: dict, seed: int) -> dict:
     parts, train = dict(parts), parts["train"]
     n_carve = max(1, round(CARVE_FRACTION * len(train)))
     if len(train) <= n_carve * len(wanted):
-        raise ValueError(
+        raise DataError(
             f"{name}: train has {len(train)} examples, too few to carve {wanted} from it; provide those splits"
         )
     order = np.random.default_rng(seed).permutation(len(train))
@@ -234,15 +246,39 @@ def _carve_missing(name: str, parts: dict, seed: int) -> dict:
 
 
 def _decode(
-    name: str, split: str, ds: Any, image_column: str, label_column: str
+    name: str, split: str, ds: Any, image_column: str, label_column: str, skip_corrupt: bool
 ) -> tuple[list[np.ndarray], np.ndarray]:
     labels = np.asarray(ds[label_column], dtype=np.int32)
     if labels.size and labels.min() < 0:
-        raise ValueError(
+        raise DataError(
             f"{name}: split {split!r} has unlabeled examples (label -1); map only labeled splits "
             "with splits={'train': ..., 'validation': ...} and the rest is carved from train"
         )
-    return [to_rgb_uint8(image) for image in ds[image_column]], labels
+    images, keep, bad = [], [], []
+    for i, entry in enumerate(ds[image_column]):
+        try:
+            images.append(_decode_one(entry, f"{name} {split} example {i}"))
+            keep.append(i)
+        except CorruptImageError as e:
+            if not skip_corrupt:
+                raise CorruptImageError(e.filename, e.reason, "; pass skip_corrupt=True (--skip-corrupt-images) "
+                                        "to leave such files out") from None
+            bad.append(e.filename)
+    if bad:
+        warnings.warn(f"{name}: left out {len(bad)} {split} image(s) that cannot be decoded: {', '.join(bad[:5])}"
+                      + (" ..." if len(bad) > 5 else ""), stacklevel=3)
+    return images, labels[keep]
+
+
+def _decode_one(entry: Any, where: str) -> np.ndarray:
+    """One `datasets.Image(decode=False)` entry ({"bytes", "path"}) or an already decoded image, as RGB uint8."""
+    if not isinstance(entry, dict):
+        return to_rgb_uint8(entry)
+    if entry.get("bytes") is not None:
+        return open_image(io.BytesIO(entry["bytes"]), name=entry.get("path") or where)
+    if not entry.get("path"):
+        raise CorruptImageError(where, "no bytes and no path")
+    return open_image(entry["path"])
 
 
 def _target_size(name: str, decoded: dict, image_size: int | None, decode_size: int | None) -> tuple[int, int] | None:

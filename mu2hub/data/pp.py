@@ -34,6 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mu2hub.data.registry import Split, to_rgb_uint8
+from mu2hub.errors import FormatError
 
 _CROP, _FLIP, _BRIGHTNESS, _CONTRAST, _SATURATION, _HUE = range(6)
 
@@ -91,7 +92,8 @@ class Augment(NamedTuple):
 
 
 def preprocess_train(
-    images: jax.Array | np.ndarray, image_size: int, hparams: Mapping[str, Any] | Augment, key: jax.Array
+    images: jax.Array | np.ndarray, image_size: int, hparams: Mapping[str, Any] | Augment, key: jax.Array, *,
+    antialias: bool = True, pixel_scale: float = 1.0
 ) -> jax.Array:
     """uint8 [B, H, W, 3] -> float32 [B, S, S, 3] in [-1, 1] with the augmentations `hparams` turn on.
 
@@ -104,27 +106,29 @@ def preprocess_train(
             False); `ds_brightness_delta`, `ds_contrast_delta`, `ds_saturation_delta`, `ds_hue_delta`
             (default 0.0 = off). Other keys are ignored. Or their `Augment.from_hparams`.
         key: a PRNG key; split per example.
+        antialias, pixel_scale: the task's stored resize (`spec_options`), as `preprocess_eval`; the crop's
+            resampling follows `antialias` too.
 
-    With every augmentation off this computes exactly `preprocess_eval`. Works inside a jitted step too.
+    With every augmentation off this computes exactly `preprocess_eval` (with the same options). Works inside a jitted step too.
 
     Raises:
         ValueError: `ds_quality_delta` > 0 (µ3Net's JPEG-quality jitter is not implemented); an area or
             aspect minimum outside (0, 1].
     """
     augment = hparams if isinstance(hparams, Augment) else Augment.from_hparams(hparams)
-    return _preprocess_train(images, key, image_size, augment)
+    return _preprocess_train(images, key, image_size, augment, bool(antialias), float(pixel_scale))
 
 
-@functools.partial(jax.jit, static_argnames=("image_size", "augment"))
-def _preprocess_train(images: jax.Array, key: jax.Array, image_size: int, augment: Augment) -> jax.Array:
-    x = _to_unit(images)
+@functools.partial(jax.jit, static_argnames=("image_size", "augment", "antialias", "pixel_scale"))
+def _preprocess_train(images: jax.Array, key: jax.Array, image_size: int, augment: Augment, antialias: bool = True,
+                      pixel_scale: float = 1.0) -> jax.Array:
+    x = _to_unit(images, pixel_scale)
     keys = jax.random.split(key, x.shape[0])
     if augment.area_min < 1.0:
-        x = jax.vmap(lambda im, k: _random_crop_resize(im, k, image_size, augment.area_min, augment.aspect_min))(
-            x, keys
-        )
+        x = jax.vmap(lambda im, k: _random_crop_resize(im, k, image_size, augment.area_min, augment.aspect_min,
+                                                       antialias))(x, keys)
     else:
-        x = _resize(x, image_size)
+        x = _resize(x, image_size, antialias)
     if augment.flip:
         flip = jax.vmap(lambda k: jax.random.bernoulli(jax.random.fold_in(k, _FLIP)))(keys)
         x = jnp.where(flip[:, None, None, None], x[:, :, ::-1], x)
@@ -147,7 +151,7 @@ def _resize(x: jax.Array, image_size: int, antialias: bool = True) -> jax.Array:
 
 
 def _random_crop_resize(
-    image: jax.Array, key: jax.Array, image_size: int, area_min: float, aspect_min: float
+    image: jax.Array, key: jax.Array, image_size: int, area_min: float, aspect_min: float, antialias: bool = True
 ) -> jax.Array:
     """Sample a box (area fraction in [area_min, 1], aspect w/h in [r, 1/r]) and resample it to S×S."""
     height, width = image.shape[:2]
@@ -166,7 +170,7 @@ def _random_crop_resize(
         scale,
         -jnp.stack([top, left]) * scale,
         "bilinear",
-        antialias=True,
+        antialias=antialias,
     )
 
 
@@ -239,14 +243,14 @@ def spec_options(spec: Mapping[str, Any]) -> tuple[int, bool, float]:
     """(resize, antialias, pixel_scale) of a stored spec; `antialias` absent means True (specs written before it).
 
     Raises:
-        ValueError: a spec this version cannot reproduce (the message shows what it supports).
+        FormatError (a ValueError): a spec this version cannot reproduce (the message shows what it supports).
     """
     size, antialias, scale = spec.get("resize"), spec.get("antialias", True), spec.get("pixel_scale", 1)
     valid = (isinstance(size, int) and not isinstance(size, bool) and size >= 1 and isinstance(antialias, bool)
              and isinstance(scale, (int, float)) and not isinstance(scale, bool) and 0 < scale < float("inf"))
     given = {"antialias": True, **{k: v for k, v in spec.items() if (k, v) != ("pixel_scale", 1)}}
     if not valid or given != pp_spec(size, antialias=antialias, pixel_scale=scale):
-        raise ValueError(
+        raise FormatError(
             f"unsupported preprocessing spec {dict(spec)}; this version supports {pp_spec(224)} with any positive "
             "integer 'resize', 'antialias' true or false, and an optional positive 'pixel_scale'"
         )
@@ -265,7 +269,8 @@ def apply_pp_spec_numpy(images: Any, spec: Mapping[str, Any]) -> np.ndarray:
         float32 [S, S, 3] for one image, [N, S, S, 3] for a batch or list.
 
     Raises:
-        ValueError: a spec this version cannot reproduce (the message shows what it supports).
+        FormatError (a ValueError): a spec this version cannot reproduce (the message shows what it supports).
+        ImageInputError (a ValueError): an image `to_rgb_uint8` refuses (empty, huge, non-finite, out of range).
     """
     size, antialias, scale = spec_options(spec)
     if isinstance(images, (list, tuple)):
@@ -308,7 +313,19 @@ def batches(
     `dataset.repeat().batch()` does, so no example is skipped at epoch ends and the stream never ends.
     Without it, one pass; a short last batch is dropped when `drop_remainder`.
     """
-    n = len(split)
+    for idx in index_batches(len(split), batch_size, seed=seed, shuffle=shuffle, repeat=repeat,
+                             drop_remainder=drop_remainder):
+        yield split.images[idx], split.labels[idx]
+
+
+def index_batches(
+    n: int, batch_size: int, *, seed: int, shuffle: bool = True, repeat: bool = True, drop_remainder: bool = True
+) -> Iterator[np.ndarray]:
+    """The example indices of `batches`' batches over a split of `n` examples: the order, without the data.
+
+    Why apart: a streamed split (`mu2hub.data.stream`) reads the examples of each batch from its files, in
+    exactly the order an in-memory split of the same examples would be batched.
+    """
     if n == 0 or batch_size < 1:
         raise ValueError(f"need a non-empty split and batch_size >= 1; got {n} examples, batch_size {batch_size}")
     rng = np.random.default_rng(seed)
@@ -321,7 +338,7 @@ def batches(
         if len(pending) == 0 or (len(pending) < batch_size and drop_remainder):
             return
         idx, pending = pending[:batch_size], pending[batch_size:]
-        yield split.images[idx], split.labels[idx]
+        yield idx
 
 
 def eval_batches(split: Split, batch_size: int) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:

@@ -9,16 +9,21 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
+import inspect
+import os
+import warnings
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 from PIL import Image
 
-from mu2hub.errors import TaskNotFoundError
+from mu2hub.errors import CorruptImageError, DataError, ImageInputError, TaskNotFoundError
 
 SOURCE_PREFIXES = ("hf:", "imagefolder:")
 SPLITS = ("train", "validation", "test")
+#: Largest image accepted (pixels): PIL's own decompression-bomb limit, 2x its 89M-pixel warning level.
+MAX_PIXELS = 2 * 89_478_485
 
 _TASKS: dict[str, Callable[..., TaskData]] = {}
 
@@ -38,22 +43,65 @@ def to_rgb_uint8(image: Image.Image | np.ndarray) -> np.ndarray:
         `np.ndarray` uint8 [H, W, 3] (or [N, H, W, 3] for a batch).
 
     Raises:
-        ValueError: for another shape, a non-finite or out-of-range value.
+        ImageInputError (a ValueError): another shape, a zero-sized or oversized image (more than `MAX_PIXELS`),
+            an unsupported dtype, a non-finite or out-of-range value.
     """
     if isinstance(image, Image.Image):
+        _check_size(image.height, image.width)
         return _pil_to_rgb(image)
-    array = np.asarray(image)
+    try:
+        array = np.asarray(image)
+    except (TypeError, ValueError) as e:  # ragged nested lists, objects numpy cannot hold
+        raise ImageInputError(f"not an image array: {e}") from None
     if array.ndim == 2:
         array = array[..., None]
     if array.ndim not in (3, 4) or array.shape[-1] not in (1, 3, 4):
-        raise ValueError(
+        raise ImageInputError(
             f"expected an image [H, W], [H, W, C] or a batch [N, H, W, C] with C in (1, 3, 4); "
             f"got shape {list(array.shape)}"
         )
+    if array.ndim == 4 and array.shape[0] == 0:
+        raise ImageInputError("the batch holds no images")
+    _check_size(array.shape[-3], array.shape[-2])
     array = _to_uint8(array)
     if array.shape[-1] == 1:
         return np.repeat(array, 3, axis=-1)
     return np.ascontiguousarray(array[..., :3])
+
+
+def _check_size(height: int, width: int) -> None:
+    if height < 1 or width < 1:
+        raise ImageInputError(f"the image is empty ({width}x{height} pixels)")
+    if height * width > MAX_PIXELS:
+        raise ImageInputError(f"the image is {width}x{height} pixels; the limit is {MAX_PIXELS:,} pixels")
+
+
+def open_image(path: str | os.PathLike | BinaryIO, *, name: str | None = None) -> np.ndarray:
+    """Decode an image file (or a binary stream called `name`) to uint8 RGB [H, W, 3]; a file that cannot be
+    decoded names itself.
+
+    Raises:
+        CorruptImageError: not an image, truncated, or a decompression bomb (more than `MAX_PIXELS` pixels).
+        ImageInputError: an empty image.
+    """
+    name = name or str(path)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                if im.width * im.height > MAX_PIXELS:
+                    raise CorruptImageError(name, f"{im.width}x{im.height} pixels, over the {MAX_PIXELS:,}-pixel "
+                                            "limit (a decompression bomb?)")
+                im.load()
+                return to_rgb_uint8(im)
+    except Image.DecompressionBombError as e:
+        raise CorruptImageError(name, str(e)) from None
+    except ImageInputError as e:
+        if isinstance(e, CorruptImageError):
+            raise
+        raise ImageInputError(f"{name}: {e}") from None
+    except (OSError, ValueError, SyntaxError) as e:  # PIL: UnidentifiedImageError, "Truncated File Read", ...
+        raise CorruptImageError(name, f"{type(e).__name__}: {e}") from None
 
 
 def _pil_to_rgb(image: Image.Image) -> np.ndarray:
@@ -76,18 +124,20 @@ def _to_uint8(array: np.ndarray) -> np.ndarray:
         return np.round(array / 257.0).astype(np.uint8)
     if np.issubdtype(array.dtype, np.integer):
         if array.size and (array.min() < 0 or array.max() > 255):
-            raise ValueError(
+            raise ImageInputError(
                 f"integer images must lie in [0, 255]; got {array.dtype} in [{array.min()}, {array.max()}]"
             )
         return array.astype(np.uint8)
     if np.issubdtype(array.dtype, np.floating):
-        if array.size and not (np.isfinite(array).all() and array.min() >= 0.0 and array.max() <= 1.0):
-            raise ValueError(
+        if array.size and not np.isfinite(array).all():
+            raise ImageInputError(f"the {array.dtype} image holds NaN or Inf values")
+        if array.size and not (array.min() >= 0.0 and array.max() <= 1.0):
+            raise ImageInputError(
                 f"float images must lie in [0, 1]; got {array.dtype} in [{array.min()}, {array.max()}] "
                 "(cast 0-255 data to uint8 first)"
             )
         return np.round(array * 255.0).astype(np.uint8)
-    raise ValueError(f"unsupported image dtype {array.dtype}")
+    raise ImageInputError(f"unsupported image dtype {array.dtype} (use uint8, uint16, bool, integers or floats)")
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -137,7 +187,7 @@ class TaskData:
     def __post_init__(self) -> None:
         problems = list(self._problems())
         if problems:
-            raise ValueError(f"task {self.name!r} is invalid: " + "; ".join(problems))
+            raise DataError(f"task {self.name!r} is invalid: " + "; ".join(problems))
 
     def _problems(self) -> Iterator[str]:
         if len(self.labels) < 2:
@@ -241,6 +291,10 @@ def get_task(name: str, *, decode_size: int | None = None, **kwargs: Any) -> Tas
         return catalog.load(name, decode_size=decode_size, **kwargs)
     if name not in tasks:
         raise TaskNotFoundError(name, list(tasks))
+    try:
+        inspect.signature(tasks[name]).bind(**kwargs)
+    except TypeError as e:  # an option this task does not take (e.g. skip_corrupt for generated data)
+        raise DataError(f"task {name!r}: {e}") from None
     task = tasks[name](**kwargs)
     if not isinstance(task, TaskData):
         raise TypeError(f"task function for {name!r} returned {type(task).__name__}, expected TaskData")

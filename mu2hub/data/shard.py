@@ -1,14 +1,14 @@
-"""A process's share of the input when one child trains data-parallel over several hosts.
+"""A process's share of the input when one child trains data-parallel over several hosts: which examples it reads.
 
-The batch order is global: `pp.batches` over the whole split, from the generation's seed, exactly as one
+The batch order is global: `pp.index_batches` over the whole split, from the generation's seed, exactly as one
 process would draw it. Each of `count` processes feeds the contiguous rows `[index·b, (index+1)·b)` of every
 global batch (b = batch / count) — the rows its devices hold in a mesh whose "data" axis lists the processes'
 devices in process order — and reads only those examples. So a run gives the same batches, hence the same
 child, whatever the number of hosts.
 
 This is the whole contract between training and its data: `len(split)`, the global order, and this process's
-rows of each batch. A streaming source (one that cannot index a split in memory) plugs in by providing the same
-two streams — `Shard.batches` and `Shard.eval_batches` — for its own storage.
+rows of each batch, as example indices (`Shard.order`, `Shard.eval_order`). Reading those examples — from an
+in-memory `Split` or from a streamed one's files, in background threads — is `mu2hub.data.stream`'s job.
 """
 
 from __future__ import annotations
@@ -18,8 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mu2hub.data.pp import batches, eval_batches
-from mu2hub.data.registry import Split
+from mu2hub.data.pp import index_batches
 
 
 @dataclass(frozen=True)
@@ -40,27 +39,16 @@ class Shard:
         per = batch_size // self.count
         return slice(self.index * per, (self.index + 1) * per)
 
-    def batches(self, split: Split, batch_size: int, *, seed: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """This process's rows of each global training batch (the order of `pp.batches(split, batch_size, seed=)`)."""
+    def order(self, n: int, batch_size: int, *, seed: int) -> Iterator[np.ndarray]:
+        """This process's example indices of each global training batch (`pp.index_batches(n, batch_size, seed=)`),
+        epochs concatenated, without end."""
         rows = self.rows(batch_size)
-        for idx, labels in self.order(split, batch_size, seed=seed):
-            yield split.images[idx[rows]], labels[rows]
+        for idx in index_batches(n, batch_size, seed=seed):
+            yield idx[rows]
 
-    def order(self, split: Split, batch_size: int, *, seed: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """(example indices, labels) of every global batch: the order shared by all processes."""
-        return batches(Split(np.arange(len(split)), split.labels), batch_size, seed=seed)
-
-    def eval_batches(self, split: Split, batch_size: int) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-        """This process's rows of each padded global eval batch (`pp.eval_batches`): images, labels, mask."""
-        if self.count == 1:
-            yield from eval_batches(split, batch_size)
-            return
+    def eval_order(self, n: int, batch_size: int) -> Iterator[np.ndarray]:
+        """This process's example indices of each global eval batch: every example once, in order. The last batch's
+        rows may be fewer than `batch_size / count` (or none): the reader pads them and masks the padding."""
         rows = self.rows(batch_size)
-        per = rows.stop - rows.start
-        for start in range(0, len(split), batch_size):
-            lo = start + rows.start
-            n = max(min(per, len(split) - lo), 0)
-            images = np.zeros((per, *split.images.shape[1:]), split.images.dtype)
-            labels = np.zeros(per, split.labels.dtype)
-            images[:n], labels[:n] = split.images[lo:lo + n], split.labels[lo:lo + n]
-            yield images, labels, np.arange(per) < n
+        for start in range(0, n, batch_size):
+            yield np.arange(min(start + rows.start, n), min(start + rows.stop, n))

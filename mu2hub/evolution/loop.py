@@ -28,8 +28,10 @@ import numpy as np
 
 from .. import model as vit
 from ..api import resolve_dtype
+from ..data import catalog
 from ..data.pp import pp_spec
-from ..data.registry import Split, TaskData, get_task
+from ..data.registry import TaskData, get_task, list_tasks
+from ..data.stream import StreamedTask, TrainingData, validation_subset
 from ..errors import JobMismatchError
 from ..format import ComponentRef, SystemConfig, TaskFile
 from ..prefix import PrefixCache
@@ -70,7 +72,8 @@ class Agent:
         if self.defaults["ds_image_size"] % self.dims.patch_size:
             raise ValueError(f"image size {self.defaults['ds_image_size']} is not a multiple of the root's patch size "
                              f"{self.dims.patch_size}: the root cannot serve it")
-        self._data: dict[str, TaskData] = dict(data or {})
+        self._opened: dict[str, TrainingData] = dict(data or {})
+        self._current: tuple[str, TrainingData] | None = None  # the one task whose data is decoded
         self.seed_pool = None if seed_pool is None else set(seed_pool)
         self._components: dict[str, dict[str, np.ndarray]] = {}
         self._components_lock = threading.Lock()
@@ -87,21 +90,29 @@ class Agent:
     # ---------------------------------------------------------------------------------------------
     # Set-up and state
     # ---------------------------------------------------------------------------------------------
-    def data(self, task: str) -> TaskData:
-        if task not in self._data:
+    def open(self, task: str) -> TrainingData:
+        """A task's data as it comes: generated / in-memory data, or a catalog task's views (nothing decoded)."""
+        if task not in self._opened:
             # Images of varying sizes (a dataset source's) are decoded at the path's image size.
             kwargs = {"decode_size": self.defaults["ds_image_size"], **self.cfg.get("task_kwargs", {}).get(task, {})}
-            self._data[task] = get_task(task, **kwargs)
-        data = self._data[task]
-        cap = self.cfg.get("validation_examples_max")
-        if cap and len(data.validation) > cap:
-            # A fixed subset, as the reference's cached one, but sampled: a split may be sorted by class, and the
-            # reference's first N examples of a pre-shuffled TFDS split are a random sample too.
-            pick = np.random.default_rng([self.cfg["seed"], zlib.crc32(task.encode())])
-            idx = np.sort(pick.choice(len(data.validation), cap, replace=False))
-            data = dataclasses.replace(data, validation=Split(data.validation.images[idx], data.validation.labels[idx]))
-            self._data[task] = data
-        return data
+            if catalog.is_catalog_task(task) and task not in list_tasks():
+                self._opened[task] = catalog.open_task(task, **kwargs)
+            else:
+                self._opened[task] = get_task(task, **kwargs)
+        return self._opened[task]
+
+    def data(self, task: str) -> TrainingData:
+        """The task's training data: held in memory when small, else streamed from its files (docs/TRAINING.md,
+        "Data for training"), with its fixed validation subset decoded once. Only one task's is held at a time."""
+        if self._current is None or self._current[0] != task:
+            self._current = None  # the previous task's decoded data goes before the next one's is read
+            data = self.open(task)
+            if isinstance(data, StreamedTask) and data.decoded_bytes() <= self.cfg.get("in_memory_max_bytes", 1 << 30):
+                data = data.load()
+            validation = validation_subset(data.validation, self.cfg.get("validation_examples_max"),
+                                           seed=[self.cfg["seed"], zlib.crc32(task.encode())])
+            self._current = (task, dataclasses.replace(data, validation=validation))
+        return self._current[1]
 
     def ensure_root(self) -> PathRecord:
         """The root path: random init (or an imported checkpoint) written once, locked forever."""
@@ -162,7 +173,7 @@ class Agent:
     def check(self, state: dict[str, Any], best: Iterable[TaskFile] | None = None) -> None:
         """Fail before any work: every task's data loads, and every stored file this agent will build on verifies."""
         for task in self.tasks:
-            self.data(task)  # unknown task -> the list of tasks; bad columns / one class -> ValueError
+            self.open(task)  # unknown task -> the list of tasks; bad columns / one class / missing source -> an error
         ids = {c["id"] for c in self.run.read_path(ROOT_ID).components.values()}
         for pid in state["population"]:
             ids.update(c["id"] for c in self.run.read_path(pid).components.values())
@@ -298,7 +309,7 @@ class Agent:
         keep = set(ranked[:cap])
         state["population"] = [p for p in pop if p in keep]
 
-    def _make_child(self, parent: PathRecord, task: str, data: TaskData, ds: dict[str, Any], ctx: dict[str, Any],
+    def _make_child(self, parent: PathRecord, task: str, data: TrainingData, ds: dict[str, Any], ctx: dict[str, Any],
                     rng: np.random.Generator, population: Sequence[str] = ()) -> Child:
         """Mutate `parent` into a child: every decision drawn from `rng` (identically on every process)."""
         hp, _ = mutate_hparams(parent.hparams, self.space, rng, num_classes=data.num_classes, data_hparams=ds)
@@ -352,20 +363,20 @@ class Agent:
                 "best_score": ctx["scores"][parent.id] if parent.task == task else -math.inf,
                 "component_ids": {slot: src for slot, (action, src) in child.sources.items() if action == "share"}}
 
-    def _common_args(self, data: TaskData, seed: int) -> dict[str, Any]:
+    def _common_args(self, data: TrainingData, seed: int) -> dict[str, Any]:
         cfg = self.cfg
-        steps = math.ceil(min(len(data.train.labels), cfg["train_examples_between_validations_max"]) / cfg["batch_size"])
+        steps = math.ceil(min(len(data.train), cfg["train_examples_between_validations_max"]) / cfg["batch_size"])
         return {"num_validations": cfg["num_validations"], "steps_per_validation": steps, "batch_size": cfg["batch_size"],
                 "seed": seed, "dtype": self.dtype, "mesh": self.mesh, "attention": cfg.get("attention"),
                 "prefix_cache": self.prefix_cache, "variant": self.rules.schedule}
 
-    def _train_all(self, pairs: list[tuple[PathRecord, Child]], task: str, data: TaskData, ctx: dict[str, Any],
+    def _train_all(self, pairs: list[tuple[PathRecord, Child]], task: str, data: TrainingData, ctx: dict[str, Any],
                    seed: int, progress, what: str) -> list[tuple[ChildResult, list[int]]]:
         """Every child of a generation trained where `placement` puts it; every process gets every result."""
         return train_generation(len(pairs), self.cluster, self.mesh,
                                 lambda idxs: self._train_here(idxs, pairs, task, data, ctx, seed, progress), what)
 
-    def _train_here(self, idxs: list[int], pairs: list[tuple[PathRecord, Child]], task: str, data: TaskData,
+    def _train_here(self, idxs: list[int], pairs: list[tuple[PathRecord, Child]], task: str, data: TrainingData,
                     ctx: dict[str, Any], seed: int, progress) -> list[ChildResult]:
         """These children one after another on the current device (or the job's mesh); with `batch_children`,
         siblings sharing a `batch_key` in one vmapped step."""
@@ -389,7 +400,7 @@ class Agent:
                 pairs[i][1].unload()
         return [out[i] for i in idxs]
 
-    def _train_batched(self, pairs: list[tuple[PathRecord, Child]], task: str, data: TaskData, ctx: dict[str, Any],
+    def _train_batched(self, pairs: list[tuple[PathRecord, Child]], task: str, data: TrainingData, ctx: dict[str, Any],
                        seed: int, progress=None) -> list[ChildResult]:
         """Siblings with one `batch_key` in one vmapped, compiled step (`batch_children`: small models)."""
         per = [self._child_args(p, c, task, ctx) for p, c in pairs]
@@ -451,10 +462,17 @@ class Agent:
             live = {c["id"] for pid in [ROOT_ID, best.id, *ctx["live"]] for c in self.run.read_path(pid).components.values()}
             self.run.forget(live)
 
-    def _publish(self, rec: PathRecord, data: TaskData, test: float, score: float) -> dict[str, Any]:
+    def _publish(self, rec: PathRecord, data: TrainingData, test: float, score: float) -> dict[str, Any]:
         return {"published": self.run.publish_if_better(self.task_file(rec, data, test, score)), "test": test}
 
-    def task_file(self, rec: PathRecord, data: TaskData, test_accuracy: float, score: float | None = None) -> TaskFile:
+    def _data_lineage(self, task: str) -> dict[str, str]:
+        """`lineage.data` where the task's data names its source (a catalog task: `hf:<Hub id>`, `tfds:…`, `local:…`),
+        so the model card lists the real dataset; registered and `hf:` tasks are named by the task itself."""
+        spec = getattr(self._opened.get(task), "data", None)
+        return {"data": spec} if spec else {}
+
+    def task_file(self, rec: PathRecord, data: TrainingData, test_accuracy: float,
+                  score: float | None = None) -> TaskFile:
         structure = structure_of(self.dims, rec.hparams)
         refs = [ComponentRef(s, rec.components[s]["id"], rec.components[s]["params"], rec.components[s]["bytes"]) for s in structure.slots()]
         new_params = sum(c["params"] for c in rec.components.values() if c["id"] in rec.created)
@@ -466,9 +484,9 @@ class Agent:
             metrics={"validation_accuracy": rec.metrics["quality"], "test_accuracy": test_accuracy,
                      "score": rec.score if score is None else score,
                      "accounted_params": rec.metrics["accounted_params"], "chance": data.chance,
-                     "num_test_examples": int(len(data.test.labels))},
+                     "num_test_examples": len(data.test)},
             lineage={"path_id": rec.id, "parent": rec.parent, "parent_task": parent.task if parent else None,
-                     "created": rec.created},
+                     "created": rec.created, **self._data_lineage(rec.task)},
             sizes={"activated_params": sum(r.params for r in refs), "bytes": sum({r.id: r.bytes for r in refs}.values()),
                    "new_params": new_params},
         )
