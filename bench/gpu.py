@@ -7,7 +7,7 @@ Run: `.venv/bin/python bench/gpu.py` (GPU: B/16 and L/16 at 224 px, batch 256 (B
 against PyTorch on the CPU, and every GPU row says "not measured (no GPU)".
 
 Like for like: both sides train every parameter with SGD + momentum 0.9 after clipping the global norm at 1
-(µ2Net's optimizer; ours keeps the momentum in bf16 as µ2Net does), bf16 compute with float32 master weights
+(µ2Net's optimizer; ours keeps the momentum in bf16 as µ2Net does on a GPU, in float32 on a CPU), bf16 compute with float32 master weights
 on a GPU (torch autocast; ours `dtype=bfloat16`), random weights, 1000 classes, inputs already on the device.
 The peer is the faster of eager and `torch.compile` (GPU only: compiling on a CPU needs a C++ toolchain and
 is not what a CPU user would run). Ours feeds uint8 images and preprocesses inside the step, as in training.
@@ -29,7 +29,6 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
-import optax  # noqa: E402
 from _common import VARIANTS, interleaved_rates, load_average, machine, median_rate, vit_forward_flops
 
 from mu2hub import model as vit
@@ -40,6 +39,8 @@ from mu2hub.prefix import PrefixCache
 from mu2hub.report import table
 
 Timed = tuple  # (fn, items per call, sync(output)): what `_common.interleaved_rates` times
+# the momentum accumulator this device does not use by default: the ablation of `train.momentum_dtype`'s choice
+OTHER_MOMENTUM = "float32" if train.momentum_dtype() == "bfloat16" else "bfloat16"
 
 HP = {"opt_lr": 0.01, "opt_lr_schedule": "cosine", "opt_lr_warmup_ratio": 0.05, "opt_momentum": 0.9,
       "opt_nesterov": False, "ds_crop": False, "ds_flip_left_right": False}
@@ -99,18 +100,14 @@ def ours_inference(s: Setting, **options) -> Timed:
     return (lambda: vit.apply_path_jit(structure, params, x, dtype=dtype, **options)), s.batch, jax.block_until_ready
 
 
-def ours_training(s: Setting, *, momentum_dtype=None, **options) -> Timed:
+def ours_training(s: Setting, *, momentum: str | None = None, **options) -> Timed:
     """Every component trainable (the heaviest child), donated buffers, uint8 batches preprocessed in the step.
 
-    `momentum_dtype=jnp.float32` swaps µ2Net's bf16 momentum trace for a float32 one (an ablation: the same
-    optimizer otherwise, built as `train.make_optimizer` builds it)."""
+    `momentum`: the momentum accumulator's dtype (`train.momentum_dtype`: by default the reference's bf16 on a
+    GPU, float32 on a CPU); the other one is an ablation."""
     structure = Structure(s.dims, s.image_size, s.layers, 1000)
     state = {"params": jax.device_put(vit.init_path(structure, jax.random.key(0)))}
-    tx = train.make_optimizer({**HP, "opt_lr": 1.0}, 10_000)
-    if momentum_dtype is not None:
-        tx = optax.chain(optax.clip_by_global_norm(1.0), optax.sgd(train.make_schedule({**HP, "opt_lr": 1.0}, 10_000),
-                                                                   momentum=HP["opt_momentum"],
-                                                                   accumulator_dtype=momentum_dtype))
+    tx = train.make_optimizer({**HP, "opt_lr": 1.0}, 10_000, momentum=momentum)
     state["opt"] = train.init_opt_state(tx, state["params"])
     rng = np.random.default_rng(0)
     images = jnp.asarray(rng.integers(0, 256, (s.batch, s.image_size, s.image_size, 3), dtype=np.uint8))
@@ -272,7 +269,7 @@ def main() -> None:
             options = {"": {}}
             if variant == "B/16":
                 options |= {"fuse_qkv": dict(fuse_qkv=not gpu)} if kind == "inference" else {}
-                options |= {"momentum": dict(momentum_dtype=jnp.float32)} if kind != "inference" else {}
+                options |= {"momentum": dict(momentum=OTHER_MOMENTUM)} if kind != "inference" else {}
                 options |= {"attention": dict(attention="xla")} if gpu else {}
             ours, peer, how = measure(s, {name: ours_fn(s, **o) for name, o in options.items()}, peer_fn)
             print(f"  {variant} {kind}: ours {ours}, peer ({how}) {peer:,.1f} img/s", flush=True)
