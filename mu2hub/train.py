@@ -112,7 +112,7 @@ def momentum_dtype(choice: str | None = None) -> str:
 
     "auto" is the reference's bfloat16 where the default backend computes in bf16 natively (GPU, TPU) and
     float32 on a CPU, which has no bf16 arithmetic: there every step's bf16 conversions of the whole trace cost
-    more than the halved memory saves (BENCHMARKS.md, `bench/evolve.py`: 1.5x faster child training at ViT-B/16).
+    more than the halved memory saves (BENCHMARKS.md, `bench/gpu.py`: 1.14-1.5x faster ViT-B/16 child training).
 
     Raises:
         ValueError: another choice.
