@@ -21,6 +21,9 @@ VARIANTS = {  # name -> (hidden, heads, mlp, patch, layers, image size): the ViT
     "S/16": (384, 6, 1536, 16, 12, 224),
     "B/16": (768, 12, 3072, 16, 12, 224),
     "L/16": (1024, 16, 4096, 16, 24, 224),
+    # bench/gpu_session.py --smoke: the same code paths at toy sizes on any machine
+    "smoke-B": (32, 2, 64, 8, 4, 32),
+    "smoke-L": (48, 2, 96, 8, 4, 32),
 }
 
 

@@ -22,6 +22,7 @@ import argparse
 import math
 import os
 import sys
+from typing import Collection
 
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # leave GPU memory for the PyTorch peer
 # PyTorch's OpenMP threads spin after each op by default and starve XLA's (and the reverse) when the two take
@@ -54,9 +55,12 @@ NOTES_224_INFER = {"peer eager SDPA, ViT-L/16 inference (3,540-3,590)": 3565,
                    "plain JAX + cuDNN attention, ViT-L/16 inference": 3410}
 
 
-def rates(s: Setting, top_fraction: float) -> dict[str, float]:
+def rates(s: Setting, top_fraction: float, *, skip: Collection[str] = (), repeats: int = 5) -> dict[str, float]:
     """Images/s, ours and the peer's, each group's repeats interleaved: inference (full path, from cached
-    activations, the prefix alone); training (every block, a top-`top_fraction` child plain and cached)."""
+    activations, the prefix alone); training (every block, a top-`top_fraction` child plain and cached).
+
+    `skip`: names measured elsewhere in the same run (bench/gpu_session.py passes its ViT-L rows' `train_all`,
+    `inference`, `peer_train`, `peer_inference`); they are left out of the result."""
     d, layers = s.dims, s.layers
     k = layers - round(layers * top_fraction)
     structure = Structure(d, s.image_size, layers, 1000)
@@ -91,42 +95,36 @@ def rates(s: Setting, top_fraction: float) -> dict[str, float]:
         return (lambda: f(params, inputs)), s.batch, sync
 
     frozen = {sl: t for sl, t in params.items() if sl not in top}
-    out = interleaved_rates({"train_all": train_fn({}, params, images, None),
-                             "train_top": train_fn(frozen, {sl: params[sl] for sl in top}, images, None),
-                             "train_top_cached": train_fn({}, {sl: params[sl] for sl in top}, acts, k),
-                             "peer_train": peer_training(s, False)}, calls=s.calls)
-    out |= interleaved_rates({"inference": forward_fn(None, None, x), "inference_cached": forward_fn(k, None, acts),
-                              "prefix_build": forward_fn(None, k, x), "peer_inference": peer_inference(s, False)},
-                             calls=s.calls)
+    groups = [{"train_all": lambda: train_fn({}, params, images, None),
+               "train_top": lambda: train_fn(frozen, {sl: params[sl] for sl in top}, images, None),
+               "train_top_cached": lambda: train_fn({}, {sl: params[sl] for sl in top}, acts, k),
+               "peer_train": lambda: peer_training(s, False)},
+              {"inference": lambda: forward_fn(None, None, x), "inference_cached": lambda: forward_fn(k, None, acts),
+               "prefix_build": lambda: forward_fn(None, k, x), "peer_inference": lambda: peer_inference(s, False)}]
     if s.gpu:  # the peer's torch.compile variants, kept when faster
-        compiled = interleaved_rates({"peer_train": peer_training(s, True), "peer_inference": peer_inference(s, True)},
-                                     calls=s.calls)
-        out |= {name: max(out[name], rate) for name, rate in compiled.items()}
+        groups.append({"peer_train_compiled": lambda: peer_training(s, True),
+                       "peer_inference_compiled": lambda: peer_inference(s, True)})
+    out: dict[str, float] = {}
+    for group in groups:
+        todo = {name: make() for name, make in group.items() if name.removesuffix("_compiled") not in skip}
+        out |= interleaved_rates(todo, calls=s.calls, repeats=repeats) if todo else {}
+    for name in [n for n in out if n.endswith("_compiled")]:
+        rate = out.pop(name)
+        out[name.removesuffix("_compiled")] = max(out.get(name.removesuffix("_compiled"), 0.0), rate)
     return out | {"k": k}
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--variant", default="L/16")
-    ap.add_argument("--image-size", type=int, default=None, help="default: 384 on a GPU (the budget's), 64 on a CPU")
-    ap.add_argument("--top-fraction", type=float, default=0.25)
-    a = ap.parse_args()
-    gpu = jax.devices()[0].platform == "gpu"
-    size = a.image_size or (REF_SIZE if gpu else 64)
-    s = Setting(a.variant, size, BATCH if gpu else 8, calls=10 if gpu else 2, gpu=gpu)
-    unit = "GPU-hours" if gpu else "CPU-hours"
-    where = jax.devices()[0].device_kind if gpu else "this CPU"
-    print(f"bench/cost.py — {machine()}; JAX {jax.__version__} on {jax.devices()}; {load_average()}", flush=True)
-    print(f"budget per task: {CHILDREN} children × {VALIDATIONS} validations × {STEPS // VALIDATIONS:,} steps × batch "
-          f"{BATCH} = {TRAIN_IMAGES:,} training images + {VAL_IMAGES:,} validation images (munet_spec.md §3.2)")
-    ours = rates(s, a.top_fraction)
-    print("  images/s: " + ", ".join(f"{k} {v:,.2f}" for k, v in ours.items()), flush=True)
+def cost_rows(s: Setting, ours: dict[str, float], top_fraction: float) -> tuple[list[list[str]], list[str]]:
+    """The device-hours table from `rates(s, top_fraction)` (or rates measured elsewhere with the same names)
+    and the notes printed above it: (rows, notes)."""
+    unit = "GPU-hours" if s.gpu else "CPU-hours"
+    where = jax.devices()[0].device_kind if s.gpu else "this CPU"
     peer_train, peer_infer = ours["peer_train"], ours["peer_inference"]
 
     hours = lambda train_rate, infer_rate: (TRAIN_IMAGES / train_rate + VAL_IMAGES / infer_rate) / 3600  # noqa: E731
     build = PREFIX_IMAGES / ours["prefix_build"] / 3600
-    top = f"top {a.top_fraction:.0%} of blocks trainable"
-    label = f"measured in this run: {where}, ViT-{a.variant} {size} px, batch {s.batch}"
+    top = f"top {top_fraction:.0%} of blocks trainable"
+    label = f"measured in this run: {where}, ViT-{s.variant} {s.image_size} px, batch {s.batch}"
     cached = hours(ours["train_top_cached"], ours["inference_cached"])
     measured = [
         ("peer (transformers PyTorch), every block trainable", hours(peer_train, peer_infer), label),
@@ -143,13 +141,36 @@ def main() -> None:
                      "NOT measured in this run: gpu_notes.md, H100, 224 px (the budget's is 384)"])
     d = s.dims
     cache_gb = lambda n, px: n * ((px // d.patch_size) ** 2 + 1) * d.hidden_size * 2 / 1e9  # noqa: E731
-    flops = vit_forward_flops(d.hidden_size, d.mlp_dim, d.patch_size, s.layers, size)
-    print(f"\ncache size per prefix, bf16, at {REF_SIZE} px: {cache_gb(TRAIN_CAP, REF_SIZE):,.0f} GB train + "
-          f"{cache_gb(VAL_CAP, REF_SIZE):,.1f} GB validation (computed, not measured). ViT-{a.variant} forward at "
-          f"{size} px: {flops / 1e9:,.1f} GFLOP (analytic). The cache serves the lowest {ours['k']} of {s.layers} blocks.")
-    print(f"per training step, top {a.top_fraction:.0%} trainable: cached {ours['train_top_cached']:,.2f} vs plain "
-          f"{ours['train_top']:,.2f} images/s = {ours['train_top_cached'] / ours['train_top']:.2f}x; validation "
-          f"{ours['inference_cached'] / ours['inference']:.2f}x. {unit} to add one task (lower is better):")
+    flops = vit_forward_flops(d.hidden_size, d.mlp_dim, d.patch_size, s.layers, s.image_size)
+    notes = [
+        f"cache size per prefix, bf16, at {REF_SIZE} px: {cache_gb(TRAIN_CAP, REF_SIZE):,.0f} GB train + "
+        f"{cache_gb(VAL_CAP, REF_SIZE):,.1f} GB validation (computed, not measured). ViT-{s.variant} forward at "
+        f"{s.image_size} px: {flops / 1e9:,.1f} GFLOP (analytic). The cache serves the lowest {ours['k']} of "
+        f"{s.layers} blocks.",
+        f"per training step, top {top_fraction:.0%} trainable: cached {ours['train_top_cached']:,.2f} vs plain "
+        f"{ours['train_top']:,.2f} images/s = {ours['train_top_cached'] / ours['train_top']:.2f}x; validation "
+        f"{ours['inference_cached'] / ours['inference']:.2f}x. {unit} to add one task (lower is better):",
+    ]
+    return rows, notes
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--variant", default="L/16")
+    ap.add_argument("--image-size", type=int, default=None, help="default: 384 on a GPU (the budget's), 64 on a CPU")
+    ap.add_argument("--top-fraction", type=float, default=0.25)
+    a = ap.parse_args()
+    gpu = jax.devices()[0].platform == "gpu"
+    size = a.image_size or (REF_SIZE if gpu else 64)
+    s = Setting(a.variant, size, BATCH if gpu else 8, calls=10 if gpu else 2, gpu=gpu)
+    unit = "GPU-hours" if gpu else "CPU-hours"
+    print(f"bench/cost.py — {machine()}; JAX {jax.__version__} on {jax.devices()}; {load_average()}", flush=True)
+    print(f"budget per task: {CHILDREN} children × {VALIDATIONS} validations × {STEPS // VALIDATIONS:,} steps × batch "
+          f"{BATCH} = {TRAIN_IMAGES:,} training images + {VAL_IMAGES:,} validation images (munet_spec.md §3.2)")
+    ours = rates(s, a.top_fraction)
+    print("  images/s: " + ", ".join(f"{k} {v:,.2f}" for k, v in ours.items()), flush=True)
+    rows, notes = cost_rows(s, ours, a.top_fraction)
+    print("\n" + "\n".join(notes))
     print(table(rows, ["trainer", unit, "x peer", "throughput from"]))
 
 

@@ -1,14 +1,25 @@
-"""Evolution throughput: children per minute and training examples per second for the quickstart, and one
-child's training images/s against transformers' PyTorch ViT on the same weights' shapes, same device kind.
+"""Evolution throughput and compilation: the quickstart evolved in fresh processes on a cold and then a warm
+compilation cache (what a first and a second `make demo` do), and one child's training images/s against
+transformers' PyTorch ViT on the same weights' shapes, same device kind.
 
-Run: `.venv/bin/python bench/evolve.py [--config training/configs/quickstart.py] [--peer-variant B/16]`.
-On a machine without a GPU the peer comparison runs on CPU at a small size and the GPU row says "not measured".
+Run: `.venv/bin/python bench/evolve.py [--config training/configs/quickstart.py] [--runs cold,warm]
+[--peer-variant B/16]`. `--runs` may also name `off` (no persistent cache: every program compiled in-process).
+Each run is its own process with its own empty run directory; `cold` and `warm` share one new cache folder.
+
+Compilation is measured two ways: JAX's own compile events (tracing, lowering to StableHLO, and XLA compiling or
+loading the executable from the cache; their time spans merged so nested calls count once), and the loop's
+`compile_time` (the first step and first validation of each child, as earlier BENCHMARKS.md figures used: it also
+holds that step's and that validation's run time). On a machine without a GPU the peer comparison runs on CPU at
+a small size and the GPU row says "not measured".
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -17,36 +28,91 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
-from _common import ROOT, VARIANTS, machine
+from _common import ROOT, VARIANTS, load_average, machine
 
 sys.path.insert(0, str(ROOT / "training"))
 from evolve import load_config  # noqa: E402
 
 from mu2hub import model as vit  # noqa: E402
-from mu2hub.evolution.evolve import evolve  # noqa: E402
 from mu2hub.format import Dims, Structure  # noqa: E402
 from mu2hub.report import table  # noqa: E402
-from mu2hub.train import init_opt_state, make_optimizer, train_step  # noqa: E402
+from mu2hub.train import data_hparams, init_opt_state, make_optimizer, train_step  # noqa: E402
+
+_COMPILE_EVENTS = ("/jax/core/compile/jaxpr_trace_duration", "/jax/core/compile/jaxpr_to_mlir_module_duration",
+                   "/jax/core/compile/backend_compile_duration")
 
 
-def quickstart(config_path: str) -> list[list[str]]:
+def _union_seconds(spans: list[tuple[float, float]]) -> float:
+    """Seconds covered by the spans (a compile nested in a trace counts once)."""
+    total, end = 0.0, -float("inf")
+    for a, b in sorted(spans):
+        if b > end:
+            total += b - max(a, end)
+            end = b
+    return total
+
+
+def one_run(config_path: str, cache: str) -> dict:
+    """The quickstart evolution in this process; what it cost and what it found, as JSON-ready data."""
+    from jax import monitoring
+
+    from mu2hub.evolution.evolve import evolve
+
+    spans: list[tuple[float, float]] = []
+    events: dict[str, int] = {}
+    monitoring.register_event_time_span_listener(
+        lambda event, start, end, **_: spans.append((start, end)) if event in _COMPILE_EVENTS else None)
+    monitoring.register_event_listener(lambda event, **_: events.__setitem__(event, events.get(event, 0) + 1))
     cfg = load_config(config_path)
     with tempfile.TemporaryDirectory() as d:
         t = time.perf_counter()
-        run = evolve(cfg, Path(d) / "run", quiet=True)
+        run = evolve(cfg, Path(d) / "run", quiet=True, compilation_cache=False if cache == "off" else cache)
         wall = time.perf_counter() - t
         rows = run.history()
-    train = sum(r["train_time"] for r in rows)
-    compile_ = sum(r["compile_time"] for r in rows)
-    examples = sum(r["examples"] for r in rows)
-    return [
-        ["children trained", f"{len(rows)}"],
-        ["wall time (s)", f"{wall:.1f}"],
-        ["children per minute", f"{len(rows) / wall * 60:.1f}"],
-        ["training examples / s (excluding compilation)", f"{examples / train:,.0f}"],
-        ["training examples / s (wall, all included)", f"{examples / wall:,.0f}"],
-        ["compilation share of wall time", f"{compile_ / wall:.0%}"],
+        tests = {task: tf.metrics["test_accuracy"] for task, tf in sorted(run.best_tasks().items())}
+    return {"wall": wall, "children": len(rows), "train": sum(r["train_time"] for r in rows),
+            "first_step": sum(r["compile_time"] for r in rows), "examples": sum(r["examples"] for r in rows),
+            "compile": _union_seconds(spans), "loaded": events.get("/jax/compilation_cache/cache_hits", 0),
+            "written": events.get("/jax/compilation_cache/cache_misses", 0),
+            "requests": events.get("/jax/compilation_cache/compile_requests_use_cache", 0),
+            "children_found": [(r["task"], r["quality"], r["score"], r["sources"]) for r in rows], "test": tests}
+
+
+def quickstart(config_path: str, runs: list[str]) -> tuple[list[list[str]], list[str]]:
+    """Each of `runs` ("off", "cold", "warm") in a fresh process, in order; table rows and their column names."""
+    folder = Path(tempfile.mkdtemp(prefix="mu2hub-bench-compilation-"))
+    out = {}
+    for name in runs:
+        cache = "off" if name == "off" else str(folder)
+        env = dict(os.environ, PYTHONPATH=str(ROOT))
+        proc = subprocess.run([sys.executable, __file__, "--one-run", cache, "--config", config_path], env=env,
+                              capture_output=True, text=True, check=False)
+        if proc.returncode:
+            raise SystemExit(f"the {name} run failed:\n{proc.stderr[-4000:]}")
+        out[name] = json.loads(proc.stdout.strip().splitlines()[-1])
+        print(f"  {name}: {out[name]['wall']:.1f} s, {load_average()}", flush=True)
+    first = out[runs[0]]
+
+    def row(label: str, fn) -> list[str]:
+        return [label, *(fn(out[n]) for n in runs)]
+
+    rows = [
+        row("evolution wall time (s)", lambda r: f"{r['wall']:.1f}"),
+        row("children trained (per minute)", lambda r: f"{r['children']} ({r['children'] / r['wall'] * 60:.1f})"),
+        row("compilation, JAX's compile events (s, share of wall)",
+            lambda r: f"{r['compile']:.1f} ({r['compile'] / r['wall']:.0%})"),
+        row("first step + first validation per child (s, share of wall)",
+            lambda r: f"{r['first_step']:.1f} ({r['first_step'] / r['wall']:.0%})"),
+        row("executables compiled and written / loaded from the cache",
+            lambda r: "not cached" if not r["requests"] else f"{r['written']} / {r['loaded']}"),
+        row("training examples / s, excluding the first step + validation",
+            lambda r: f"{r['examples'] / r['train']:,.0f}"),
+        row("training examples / s, wall", lambda r: f"{r['examples'] / r['wall']:,.0f}"),
+        row("test accuracy per task", lambda r: " / ".join(f"{a:.3f}" for a in r["test"].values())),
+        row(f"children and results identical to the {runs[0]} run",
+            lambda r: "yes" if (r["children_found"], r["test"]) == (first["children_found"], first["test"]) else "NO"),
     ]
+    return rows, [f"{n} cache" if n != "off" else "cache off" for n in runs]
 
 
 def ours_train_images_per_s(dims: Dims, layers: int, size: int, batch: int, dtype, steps: int) -> float:
@@ -59,7 +125,7 @@ def ours_train_images_per_s(dims: Dims, layers: int, size: int, batch: int, dtyp
     opt = init_opt_state(tx, trainable)
     images = jnp.asarray(np.random.default_rng(0).integers(0, 256, (batch, size, size, 3), dtype=np.uint8))
     labels = jnp.asarray(np.random.default_rng(1).integers(0, 1000, batch, dtype=np.int32))
-    static = tuple(sorted((k, v) for k, v in hp.items() if k.startswith("ds_")))
+    static = data_hparams(hp)
     key = jax.random.key(0)
     for _ in range(2):  # compile + warm-up
         trainable, opt, m = train_step(s, {}, trainable, opt, images, labels, key, static, tx=tx, dtype=dtype)
@@ -113,14 +179,20 @@ def peer_train_images_per_s(dims: Dims, layers: int, size: int, batch: int, devi
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--config", default=str(ROOT / "training/configs/quickstart.py"))
+    ap.add_argument("--runs", default="cold,warm", help="quickstart runs in order: off, cold, warm")
     ap.add_argument("--peer-variant", default=None, help="default: B/16 on GPU, Ti/16 at 64 px on CPU")
     ap.add_argument("--skip-quickstart", action="store_true")
+    ap.add_argument("--one-run", default=None, metavar="CACHE", help=argparse.SUPPRESS)  # a run's own process
     a = ap.parse_args()
+    if a.one_run is not None:
+        print(json.dumps(one_run(a.config, a.one_run)))
+        return
     gpu = jax.devices()[0].platform == "gpu"
-    print(f"bench/evolve.py — {machine()}; JAX devices: {jax.devices()}")
+    print(f"bench/evolve.py — {machine()}; JAX {jax.__version__} on {jax.devices()}; {load_average()}", flush=True)
     if not a.skip_quickstart:
-        print("\nquickstart evolution (training/configs/quickstart.py)")
-        print(table(quickstart(a.config), ["measure", "value"]))
+        print(f"\nquickstart evolution ({a.config}), each run a fresh process", flush=True)
+        rows, columns = quickstart(a.config, a.runs.split(","))
+        print(table(rows, ["measure", *columns]))
     name = a.peer_variant or ("B/16" if gpu else "Ti/16")
     hidden, heads, mlp, patch, layers, size = VARIANTS[name]
     if not gpu:

@@ -7,7 +7,7 @@ Run: `.venv/bin/python bench/gpu.py` (GPU: B/16 and L/16 at 224 px, batch 256 (B
 against PyTorch on the CPU, and every GPU row says "not measured (no GPU)".
 
 Like for like: both sides train every parameter with SGD + momentum 0.9 after clipping the global norm at 1
-(µ2Net's optimizer; ours keeps the momentum in bf16 as µ2Net does), bf16 compute with float32 master weights
+(µ2Net's optimizer; ours keeps the momentum in bf16 as µ2Net does on a GPU, in float32 on a CPU), bf16 compute with float32 master weights
 on a GPU (torch autocast; ours `dtype=bfloat16`), random weights, 1000 classes, inputs already on the device.
 The peer is the faster of eager and `torch.compile` (GPU only: compiling on a CPU needs a C++ toolchain and
 is not what a CPU user would run). Ours feeds uint8 images and preprocesses inside the step, as in training.
@@ -39,6 +39,8 @@ from mu2hub.prefix import PrefixCache
 from mu2hub.report import table
 
 Timed = tuple  # (fn, items per call, sync(output)): what `_common.interleaved_rates` times
+# the momentum accumulator this device does not use by default: the ablation of `train.momentum_dtype`'s choice
+OTHER_MOMENTUM = "float32" if train.momentum_dtype() == "bfloat16" else "bfloat16"
 
 HP = {"opt_lr": 0.01, "opt_lr_schedule": "cosine", "opt_lr_warmup_ratio": 0.05, "opt_momentum": 0.9,
       "opt_nesterov": False, "ds_crop": False, "ds_flip_left_right": False}
@@ -53,6 +55,7 @@ class Setting:
     batch: int
     calls: int
     gpu: bool
+    torch_backend: str = "inductor"  # torch.compile's backend; bench/gpu_session.py --smoke uses "aot_eager"
 
     @property
     def dims(self) -> Dims:
@@ -97,11 +100,14 @@ def ours_inference(s: Setting, **options) -> Timed:
     return (lambda: vit.apply_path_jit(structure, params, x, dtype=dtype, **options)), s.batch, jax.block_until_ready
 
 
-def ours_training(s: Setting, **options) -> Timed:
-    """Every component trainable (the heaviest child), donated buffers, uint8 batches preprocessed in the step."""
+def ours_training(s: Setting, *, momentum: str | None = None, **options) -> Timed:
+    """Every component trainable (the heaviest child), donated buffers, uint8 batches preprocessed in the step.
+
+    `momentum`: the momentum accumulator's dtype (`train.momentum_dtype`: by default the reference's bf16 on a
+    GPU, float32 on a CPU); the other one is an ablation."""
     structure = Structure(s.dims, s.image_size, s.layers, 1000)
     state = {"params": jax.device_put(vit.init_path(structure, jax.random.key(0)))}
-    tx = train.make_optimizer({**HP, "opt_lr": 1.0}, 10_000)
+    tx = train.make_optimizer({**HP, "opt_lr": 1.0}, 10_000, momentum=momentum)
     state["opt"] = train.init_opt_state(tx, state["params"])
     rng = np.random.default_rng(0)
     images = jnp.asarray(rng.integers(0, 256, (s.batch, s.image_size, s.image_size, 3), dtype=np.uint8))
@@ -150,7 +156,7 @@ def peer_inference(s: Setting, compiled: bool) -> Timed:
     if s.gpu:
         model = model.to(torch.bfloat16)
     x = torch.randn(s.batch, 3, s.image_size, s.image_size, device=device, dtype=next(model.parameters()).dtype)
-    fwd = torch.compile(model) if compiled else model
+    fwd = torch.compile(model, backend=s.torch_backend) if compiled else model
 
     def call():
         with torch.inference_mode():
@@ -177,14 +183,16 @@ def peer_training(s: Setting, compiled: bool) -> Timed:
         opt.zero_grad(set_to_none=True)
         return loss
 
-    return (torch.compile(step) if compiled else step), s.batch, _torch_sync(device)
+    return (torch.compile(step, backend=s.torch_backend) if compiled else step), s.batch, _torch_sync(device)
 
 
-def measure(s: Setting, ours: dict[str, Timed], peer_fn) -> tuple[dict[str, float], float, str]:
-    """Rates of our variants and of the peer (eager; on a GPU also torch.compile), repeats interleaved.
-    Returns (ours by name, the faster peer, how the peer ran)."""
-    peers = {"eager": peer_fn(s, False)} | ({"torch.compile": peer_fn(s, True)} if s.gpu else {})
-    rates = interleaved_rates({**ours, **{f"peer {k}": v for k, v in peers.items()}}, calls=s.calls)
+def measure(s: Setting, ours: dict[str, Timed], peer_fn, modes: tuple[str, ...] | None = None,
+            repeats: int = 5) -> tuple[dict[str, float], float, str]:
+    """Rates of our variants and of the peer in `modes` ("eager", "torch.compile"; default: eager, and on a GPU
+    also torch.compile), repeats interleaved. Returns (ours by name, the fastest peer, how that peer ran)."""
+    modes = modes or (("eager", "torch.compile") if s.gpu else ("eager",))
+    peers = {mode: peer_fn(s, mode == "torch.compile") for mode in modes}
+    rates = interleaved_rates({**ours, **{f"peer {k}": v for k, v in peers.items()}}, calls=s.calls, repeats=repeats)
     how = max(peers, key=lambda k: rates[f"peer {k}"])
     return {k: rates[k] for k in ours}, rates[f"peer {how}"], how
 
@@ -194,10 +202,11 @@ def measure(s: Setting, ours: dict[str, Timed], peer_fn) -> tuple[dict[str, floa
 # ---------------------------------------------------------------------------------------------------
 
 
-def prefix_child(variant: str, image_size: int, batch: int, steps: int, n_train: int, dtype) -> dict[str, float]:
-    """Train the same child (root frozen below block 3L/4) twice on digits, same data order: plain, cached."""
+def prefix_child(variant: str, image_size: int, batch: int, steps: int, n_train: int, dtype,
+                 task: str = "digits") -> dict[str, float]:
+    """Train the same child (root frozen below block 3L/4) twice on `task`, same data order: plain, cached."""
     hidden, heads, mlp, patch, layers, _ = VARIANTS[variant]
-    task = get_task("digits")
+    task = get_task(task) if task == "digits" else get_task(task, n_train=n_train, n_validation=max(batch, n_train // 8))
     task = dataclasses.replace(task, train=Split(task.train.images[:n_train], task.train.labels[:n_train]))
     structure = Structure(Dims(hidden, heads, mlp, patch), image_size, layers, task.num_classes)
     root = vit.init_path(structure, jax.random.key(0))
@@ -228,6 +237,17 @@ def prefix_child(variant: str, image_size: int, batch: int, steps: int, n_train:
 # ---------------------------------------------------------------------------------------------------
 
 
+def _name(value) -> str:
+    """An option's value for a row label: dtypes by name (float32), the rest as Python writes them."""
+    if isinstance(value, (bool, str)):
+        return repr(value)
+    try:
+        return jnp.dtype(value).name
+    except TypeError:
+        return repr(value)
+
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--variants", default="B/16,L/16")
@@ -249,12 +269,13 @@ def main() -> None:
             options = {"": {}}
             if variant == "B/16":
                 options |= {"fuse_qkv": dict(fuse_qkv=not gpu)} if kind == "inference" else {}
+                options |= {"momentum": dict(momentum=OTHER_MOMENTUM)} if kind != "inference" else {}
                 options |= {"attention": dict(attention="xla")} if gpu else {}
             ours, peer, how = measure(s, {name: ours_fn(s, **o) for name, o in options.items()}, peer_fn)
             print(f"  {variant} {kind}: ours {ours}, peer ({how}) {peer:,.1f} img/s", flush=True)
             for name, option in options.items():
                 label = f"ViT-{variant} {kind}, {size} px, batch {batch}" if not name else \
-                    "  same, ours with " + ", ".join(f"{k}={v!r}" for k, v in option.items())
+                    "  same, ours with " + ", ".join(f"{k}={_name(v)}" for k, v in option.items())
                 rows.append([label, device, f"{ours[name]:,.1f}", f"{peer:,.1f} ({how})" if not name else "",
                              f"{ours[name] / peer:.2f}x", f"{ours[name] * factor * s.flops / rate:.1%}"])
     if not a.skip_prefix:

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping
 
+from .compilation import enable_compilation_cache
 from .constants import component_filename, task_filename
 from .data.registry import TaskData
 from .datasource import public_name
@@ -186,6 +187,7 @@ def add_task(
     cache_dir: str | os.PathLike | None = None,
     token: str | bool | None = None,
     progress: bool = True,
+    compilation_cache: str | os.PathLike | bool | None = None,
 ) -> AddTaskResult:
     """Evolve a new task on top of a published system, downloading only the paths it samples.
 
@@ -205,6 +207,8 @@ def add_task(
         baseline (`bool`, defaults to `True`): also train the same structure from random init for the same steps.
         workdir (`str`, *optional*): where the run and the new components live (default: a new temporary folder).
         seed, cache_dir, token, progress: RNG seed; as in huggingface_hub; a progress bar.
+        compilation_cache (*optional*): where compiled steps are kept between runs (`mu2hub.compilation`):
+            None for `$MU2HUB_COMPILATION_CACHE` or `~/.cache/mu2hub/compilation`, a folder, or False (off).
 
     Returns:
         `AddTaskResult`: `task_file` (metrics incl. `test_accuracy` and `from_scratch_test_accuracy`, sizes, probe,
@@ -251,6 +255,7 @@ def add_task(
     system.materialise(run, cfg["hparams"])
     seeds = [ROOT_ID] * ("root" in admitted) + [system.pid_of[t] for t in admitted if t != "root"]
     # 5. evolve the one task against the frozen system
+    enable_compilation_cache(compilation_cache)
     agent = Agent(run, cfg, agent="add-task", tasks=[task], data={task: tdata}, seed_pool=seeds,
                   log=bar.write if bar else (lambda *_: None), report=_reporter(bar))
     try:

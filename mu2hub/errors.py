@@ -391,3 +391,24 @@ class StreamReadError(Mu2hubError, ValueError):
 
     Message: `cifar10 train: example 4817 cannot be read: UnidentifiedImageError: cannot identify image file …`.
     """
+
+
+class CompilationCacheError(Mu2hubError, PermissionError):
+    """The compilation cache folder chosen cannot be used safely (JAX executes what it loads from there).
+
+    Message: `compilation cache /shared/xla: others may write it (mode 0777); `chmod go-w /shared/xla` makes it
+    private (or choose another folder with MU2HUB_COMPILATION_CACHE, or turn the cache off with
+    MU2HUB_COMPILATION_CACHE=0)`.
+    """
+
+    def __init__(self, folder: object, reason: str):
+        self.path = str(folder)
+        super().__init__(f"compilation cache {folder}: {reason} (choose another folder with MU2HUB_COMPILATION_CACHE, "
+                         "or turn the cache off with MU2HUB_COMPILATION_CACHE=0)")
+
+    def __str__(self) -> str:  # PermissionError would format from errno/filename instead
+        return self.args[0]
+
+
+class CompilationCacheWarning(UserWarning):
+    """A compilation cache entry was ignored (damaged or foreign) or could not be written; the run goes on."""

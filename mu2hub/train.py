@@ -37,7 +37,7 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from .data.pp import eval_batches, preprocess_eval, preprocess_train, spec_options
+from .data.pp import Augment, eval_batches, preprocess_eval, preprocess_train, spec_options
 from .data.registry import Split
 from .data.shard import Shard
 from .data.stream import AnySplit, Stream, StreamedSplit, eval_stream, materialise
@@ -104,27 +104,51 @@ def make_schedule(hparams: Mapping[str, Any], total_steps: int, *, steps_per_val
     raise ValueError(f"unknown opt_lr_schedule {kind!r}; expected one of {SCHEDULES}")
 
 
+MOMENTUM_DTYPES = ("auto", "bfloat16", "float32")
+
+
+def momentum_dtype(choice: str | None = None) -> str:
+    """The momentum accumulator's dtype name for `choice` ("auto" / None, "bfloat16", "float32").
+
+    "auto" is the reference's bfloat16 where the default backend computes in bf16 natively (GPU, TPU) and
+    float32 on a CPU, which has no bf16 arithmetic: there every step's bf16 conversions of the whole trace cost
+    more than the halved memory saves (BENCHMARKS.md, `bench/gpu.py`: 1.14-1.5x faster ViT-B/16 child training).
+
+    Raises:
+        ValueError: another choice.
+    """
+    choice = "auto" if choice is None else choice
+    if choice not in MOMENTUM_DTYPES:
+        raise ValueError(f"momentum_dtype {choice!r}; expected one of {MOMENTUM_DTYPES}")
+    if choice == "auto":
+        return "float32" if jax.default_backend() == "cpu" else "bfloat16"
+    return choice
+
+
 def make_optimizer(hparams: Mapping[str, Any], total_steps: int, *, steps_per_validation: int | None = None,
-                   variant: str = "mu2net") -> optax.GradientTransformation:
-    """clip_by_global_norm(1.0) → SGD(schedule, momentum, nesterov) with a bfloat16 momentum accumulator.
+                   variant: str = "mu2net", momentum: str | None = None) -> optax.GradientTransformation:
+    """clip_by_global_norm(1.0) → SGD(schedule, momentum, nesterov) with a bfloat16 momentum accumulator (float32
+    on a CPU unless `momentum="bfloat16"`: `momentum_dtype`).
 
     `opt_momentum=None` (in µ2Net's v1 range) means plain SGD: no trace, nothing to inherit or store.
     Cached on the optimizer hparams, so children with equal settings share one object and hence one
     compiled train step (the optimizer is a static argument of `train_step`).
     """
     opt = {k: hparams.get(k, _OPT_DEFAULTS.get(k)) for k in ("opt_lr", *_OPT_DEFAULTS)}
-    return _make_optimizer(tuple(sorted(opt.items())), int(total_steps), steps_per_validation, variant)
+    return _make_optimizer(tuple(sorted(opt.items())), int(total_steps), steps_per_validation, variant,
+                           momentum_dtype(momentum))
 
 
 @functools.lru_cache(maxsize=64)
 def _make_optimizer(opt: StaticHparams, total_steps: int, steps_per_validation: int | None,
-                    variant: str) -> optax.GradientTransformation:
+                    variant: str, accumulator: str) -> optax.GradientTransformation:
     hp = dict(opt)
     schedule = make_schedule(hp, total_steps, steps_per_validation=steps_per_validation, variant=variant)
     momentum = None if hp["opt_momentum"] is None else float(hp["opt_momentum"])
     return optax.chain(
         optax.clip_by_global_norm(1.0),
-        optax.sgd(schedule, momentum=momentum, nesterov=bool(hp["opt_nesterov"]), accumulator_dtype=jnp.bfloat16),
+        optax.sgd(schedule, momentum=momentum, nesterov=bool(hp["opt_nesterov"]),
+                  accumulator_dtype=jnp.dtype(accumulator)),
     )
 
 
@@ -176,9 +200,11 @@ def init_opt_state(tx: optax.GradientTransformation, trainable: Tree,
 
 
 def momentum_traces(opt_state: optax.OptState) -> dict[str, dict[str, jax.Array]]:
-    """The momentum trace per trainable slot (bf16, on device); `{}` when the optimizer has no momentum."""
+    """The momentum trace per trainable slot, in bf16 whatever the accumulator (stored traces are the
+    reference's bf16 on every backend), on device; `{}` when the optimizer has no momentum."""
     found = _trace_states(opt_state)
-    return {slot: dict(t) for slot, t in found[0].trace.items()} if found else {}
+    return {slot: {k: v.astype(jnp.bfloat16) for k, v in t.items()} for slot, t in found[0].trace.items()} \
+        if found else {}
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -186,9 +212,10 @@ def momentum_traces(opt_state: optax.OptState) -> dict[str, dict[str, jax.Array]
 # ---------------------------------------------------------------------------------------------------
 
 
-def data_hparams(hparams: Mapping[str, Any]) -> StaticHparams:
-    """The `ds_*` hparams as a hashable tuple: a static argument of `train_step` (read at trace time)."""
-    return tuple(sorted((k, v) for k, v in hparams.items() if k.startswith("ds_")))
+def data_hparams(hparams: Mapping[str, Any]) -> Augment:
+    """The augmentation the `ds_*` hparams ask for, a static argument of `train_step`: normalised, so children
+    whose hparams differ only in settings that change nothing (a crop area with cropping off) share a step."""
+    return Augment.from_hparams(hparams)
 
 
 def _logits(structure: Structure, params: Tree, x: jax.Array, *, start: int | None, dtype: Any,
@@ -215,11 +242,11 @@ def _update(structure: Structure, frozen: Tree, trainable: Tree, opt_state: opta
     return trainable, opt_state, {"loss": loss, "grad_norm": optax.tree.norm(grads)}
 
 
-def _train_inputs(inputs: jax.Array, image_size: int, hparams_static: StaticHparams, key: jax.Array,
-                  start: int | None, pixels: Pixels) -> jax.Array:
+def _train_inputs(inputs: jax.Array, image_size: int, augment: Augment, key: jax.Array, start: int | None,
+                  pixels: Pixels) -> jax.Array:
     if start is not None:
         return inputs
-    return preprocess_train(inputs, image_size, dict(hparams_static), key, antialias=pixels[0], pixel_scale=pixels[1])
+    return preprocess_train(inputs, image_size, augment, key, antialias=pixels[0], pixel_scale=pixels[1])
 
 
 _STEP_STATIC = ("structure", "hparams_static", "tx", "dtype", "attention", "start", "pixels")
@@ -227,7 +254,7 @@ _STEP_STATIC = ("structure", "hparams_static", "tx", "dtype", "attention", "star
 
 @functools.partial(jax.jit, static_argnames=_STEP_STATIC, donate_argnames=("trainable", "opt_state"))
 def train_step(structure: Structure, frozen: Tree, trainable: Tree, opt_state: optax.OptState, inputs: jax.Array,
-               labels: jax.Array, key: jax.Array, hparams_static: StaticHparams, *, tx: optax.GradientTransformation,
+               labels: jax.Array, key: jax.Array, hparams_static: Augment, *, tx: optax.GradientTransformation,
                dtype: Any = None, attention: str | None = None, start: int | None = None,
                lr: jax.Array | None = None, pixels: Pixels = DEFAULT_PIXELS) -> tuple[Tree, optax.OptState, dict]:
     """One SGD step: softmax cross-entropy, update `trainable` only.
@@ -247,7 +274,7 @@ def train_step(structure: Structure, frozen: Tree, trainable: Tree, opt_state: o
 @functools.partial(jax.jit, static_argnames=_STEP_STATIC, donate_argnames=("trainable", "opt_state"))
 def train_step_many(structure: Structure, frozen: Tree, frozen_each: Tree, trainable: Tree,
                     opt_state: optax.OptState, lr: jax.Array, inputs: jax.Array, labels: jax.Array, key: jax.Array,
-                    hparams_static: StaticHparams, *, tx: optax.GradientTransformation, dtype: Any = None,
+                    hparams_static: Augment, *, tx: optax.GradientTransformation, dtype: Any = None,
                     attention: str | None = None, start: int | None = None,
                     pixels: Pixels = DEFAULT_PIXELS) -> tuple[Tree, optax.OptState, dict]:
     """`train_step` for C children at once, vmapped over a leading axis C of `frozen_each`, `trainable`,
@@ -272,26 +299,28 @@ def _eval_inputs(inputs: jax.Array, image_size: int, start: int | None, pixels: 
 _EVAL_STATIC = ("structure", "dtype", "attention", "start", "pixels")
 
 
+# Frozen and trainable slots arrive as one tree: which slots a child trains does not change its evaluation, so
+# children with different partitions share one compiled evaluation.
 @functools.partial(jax.jit, static_argnames=_EVAL_STATIC)
-def _correct(structure: Structure, frozen: Tree, trainable: Tree, inputs: jax.Array, labels: jax.Array,
-             mask: jax.Array, dtype: Any = None, attention: str | None = None, start: int | None = None,
+def _correct(structure: Structure, params: Tree, inputs: jax.Array, labels: jax.Array, mask: jax.Array,
+             dtype: Any = None, attention: str | None = None, start: int | None = None,
              pixels: Pixels = DEFAULT_PIXELS) -> jax.Array:
-    logits = _logits(structure, {**frozen, **trainable}, _eval_inputs(inputs, structure.image_size, start, pixels),
-                     start=start, dtype=dtype, attention=attention)
+    logits = _logits(structure, params, _eval_inputs(inputs, structure.image_size, start, pixels), start=start,
+                     dtype=dtype, attention=attention)
     return jnp.sum((logits.argmax(-1) == labels) & mask)
 
 
 @functools.partial(jax.jit, static_argnames=_EVAL_STATIC)
-def _correct_many(structure: Structure, frozen: Tree, frozen_each: Tree, trainable: Tree, inputs: jax.Array,
-                  labels: jax.Array, mask: jax.Array, dtype: Any = None, attention: str | None = None,
+def _correct_many(structure: Structure, shared: Tree, each: Tree, inputs: jax.Array, labels: jax.Array,
+                  mask: jax.Array, dtype: Any = None, attention: str | None = None,
                   start: int | None = None, pixels: Pixels = DEFAULT_PIXELS) -> jax.Array:
     x = _eval_inputs(inputs, structure.image_size, start, pixels)
 
-    def one(fe: Tree, tr: Tree) -> jax.Array:
-        logits = _logits(structure, {**frozen, **fe, **tr}, x, start=start, dtype=dtype, attention=attention)
+    def one(own: Tree) -> jax.Array:
+        logits = _logits(structure, {**shared, **own}, x, start=start, dtype=dtype, attention=attention)
         return jnp.sum((logits.argmax(-1) == labels) & mask)
 
-    return jax.vmap(one)(frozen_each, trainable)
+    return jax.vmap(one)(each)
 
 
 def _evaluate(structure: Structure, frozen: Tree, trainable: Tree, split: Any, batch_size: int, *, dtype: Any,
@@ -299,8 +328,8 @@ def _evaluate(structure: Structure, frozen: Tree, trainable: Tree, split: Any, b
               frozen_each: Tree | None = None, pixels: Pixels = DEFAULT_PIXELS) -> Any:
     """Accuracy over every example once (an array over children with `frozen_each`); one fetch at the end."""
     kw = dict(dtype=dtype, attention=attention, start=start, pixels=pixels)
-    counts = [_correct(structure, frozen, trainable, *_put_batch(batch, mesh), **kw) if frozen_each is None else
-              _correct_many(structure, frozen, frozen_each, trainable, *_put_batch(batch, mesh), **kw)
+    counts = [_correct(structure, {**frozen, **trainable}, *_put_batch(batch, mesh), **kw) if frozen_each is None else
+              _correct_many(structure, frozen, {**frozen_each, **trainable}, *_put_batch(batch, mesh), **kw)
               for batch in eval_stream(split, batch_size, shard=process_shard(mesh))]
     total = np.sum(np.asarray(jax.device_get(counts)), axis=0)
     return int(total) / len(split) if frozen_each is None else total / len(split)
@@ -566,7 +595,7 @@ def train_child(structure: Structure, frozen: Tree, trainable: Tree, data: Any, 
                 progress: Callable[[int, int, dict], None] | None = None, mesh: Mesh | None = None,
                 variant: str = "mu2net", attention: str | None = None, prefix_cache: PrefixCache | None = None,
                 component_ids: Mapping[str, str] | None = None, resident_bytes: int = 1 << 30,
-                preprocessing: Mapping[str, Any] | None = None) -> ChildResult:
+                preprocessing: Mapping[str, Any] | None = None, momentum: str | None = None) -> ChildResult:
     """Train a child for `num_validations` × `steps_per_validation` steps and keep its best validation snapshot.
 
     Args:
@@ -597,6 +626,8 @@ def train_child(structure: Structure, frozen: Tree, trainable: Tree, data: Any, 
         preprocessing (`Mapping`, *optional*): a task's stored preprocessing spec (`tasks/<task>.json`), whose resize
             options (antialias, pixel_scale) training and validation then use, as inference does; mu2hub's defaults
             without one. The prefix cache serves only the defaults.
+        momentum (`str`, *optional*): the momentum accumulator's dtype, "auto" (None), "bfloat16" or "float32"
+            (`momentum_dtype`: auto is bf16 where bf16 is native, float32 on a CPU).
 
     Raises:
         ValueError: `frozen` and `trainable` do not partition the structure's slots, or bad hparams.
@@ -604,7 +635,8 @@ def train_child(structure: Structure, frozen: Tree, trainable: Tree, data: Any, 
     _check_partition(structure, frozen, trainable)
     total = num_validations * steps_per_validation
     # Built for lr 1, the lr passed as data: children differing only in lr share one compiled step.
-    tx = make_optimizer({**hparams, "opt_lr": 1.0}, total, steps_per_validation=steps_per_validation, variant=variant)
+    tx = make_optimizer({**hparams, "opt_lr": 1.0}, total, steps_per_validation=steps_per_validation, variant=variant,
+                        momentum=momentum)
     lr = jnp.asarray(float(hparams["opt_lr"]), jnp.float32)
     static = data_hparams(hparams)
     mesh = _default_mesh() if mesh is None else mesh
@@ -675,7 +707,8 @@ def train_children(structure: Structure, frozen: Sequence[Tree], trainable: Sequ
                    progress: Callable[[int, int, dict], None] | None = None, mesh: Mesh | None = None,
                    variant: str = "mu2net", attention: str | None = None, prefix_cache: PrefixCache | None = None,
                    component_ids: Sequence[Mapping[str, str]] | None = None,
-                   resident_bytes: int = 1 << 30, preprocessing: Mapping[str, Any] | None = None) -> list[ChildResult]:
+                   resident_bytes: int = 1 << 30, preprocessing: Mapping[str, Any] | None = None,
+                   momentum: str | None = None) -> list[ChildResult]:
     """Train C children in one compiled step (`jax.vmap` over them), each as `train_child` would.
 
     For children too small to fill the device alone. They must share `batch_key` (same structure, trainable
@@ -701,7 +734,8 @@ def train_children(structure: Structure, frozen: Sequence[Tree], trainable: Sequ
         raise ValueError("these children cannot share a step (structure, trainable slots, frozen shapes or hparams "
                          "other than opt_lr differ); group them by train.batch_key")
     total = num_validations * steps_per_validation
-    tx = make_optimizer({**hparams[0], "opt_lr": 1.0}, total, steps_per_validation=steps_per_validation, variant=variant)
+    tx = make_optimizer({**hparams[0], "opt_lr": 1.0}, total, steps_per_validation=steps_per_validation, variant=variant,
+                        momentum=momentum)
     lr = jnp.asarray([float(h["opt_lr"]) for h in hparams], jnp.float32)
     static = data_hparams(hparams[0])
     mesh = _default_mesh() if mesh is None else mesh

@@ -11,6 +11,22 @@ sys.path.insert(0, os.path.dirname(__file__))
 from hubserver import HubServer, configure_hf_env  # noqa: E402
 
 
+@pytest.fixture(scope="session", autouse=True)
+def compilation_cache(tmp_path_factory):
+    """The suite's own compilation cache (never the user's ~/.cache): shared by every test and subprocess, so a
+    program compiled by one test is loaded by the next. Tests of the cache itself use folders of their own."""
+    folder = tmp_path_factory.mktemp("compilation-cache")
+    old = os.environ.get("MU2HUB_COMPILATION_CACHE")
+    os.environ["MU2HUB_COMPILATION_CACHE"] = str(folder)
+    try:
+        yield folder
+    finally:
+        if old is None:
+            os.environ.pop("MU2HUB_COMPILATION_CACHE", None)
+        else:
+            os.environ["MU2HUB_COMPILATION_CACHE"] = old
+
+
 @pytest.fixture(scope="session")
 def hub(tmp_path_factory):
     """A loopback Hub server; huggingface_hub (already imported or not) is pointed at it for the session."""

@@ -82,11 +82,19 @@ def test_constant_restarts_and_mu3net_schedules():
         train.make_schedule({**hp, "opt_lr_schedule": "step"}, 300)
 
 
-def test_optimizer_has_bf16_momentum_or_none(init):
+def test_optimizer_momentum_dtype_or_none(init):
     tx = train.make_optimizer(HP, 10)
     assert tx is train.make_optimizer(dict(HP), 10)  # cached: equal settings share one compiled step
-    traces = train.momentum_traces(tx.init(init))
-    assert set(traces) == set(init) and traces["head"]["kernel"].dtype == jnp.bfloat16
+    assert tx is train.make_optimizer(HP, 10, momentum="auto")
+    # auto: float32 on this CPU (no bf16 arithmetic), the reference's bf16 where native or when asked for
+    assert train.momentum_dtype() == "float32" and train.momentum_dtype("bfloat16") == "bfloat16"
+    for choice, held in (("auto", jnp.float32), ("bfloat16", jnp.bfloat16), ("float32", jnp.float32)):
+        state = train.make_optimizer(HP, 10, momentum=choice).init(init)
+        assert train._trace_states(state)[0].trace["head"]["kernel"].dtype == held
+        traces = train.momentum_traces(state)  # stored as the reference stores them, whatever the accumulator
+        assert set(traces) == set(init) and traces["head"]["kernel"].dtype == jnp.bfloat16
+    with pytest.raises(ValueError, match="momentum_dtype 'fp8'"):
+        train.make_optimizer(HP, 10, momentum="fp8")
     plain = train.make_optimizer({**HP, "opt_momentum": None}, 10)
     state = train.init_opt_state(plain, init, {"head": init["head"]})  # nothing to inherit into: ignored
     assert train.momentum_traces(state) == {}

@@ -35,6 +35,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--agent", default="main", help="agent name, for several concurrent agents on one workdir")
     ap.add_argument("--tasks", default=None, help="comma-separated subset of the config's tasks for this agent")
     ap.add_argument("--quiet", action="store_true")
+    ap.add_argument("--compilation-cache", default=None, metavar="DIR|off",
+                    help="folder for compiled steps, or 'off' (default: $MU2HUB_COMPILATION_CACHE or "
+                         "~/.cache/mu2hub/compilation)")
     ap.add_argument("--plan", action="store_true", help="resolve every task and price the run (no training, offline)")
     ap.add_argument("--throughput", type=float, default=None, help="--plan: training images/s per device")
     ap.add_argument("--measure", action="store_true", help="--plan: measure the throughput on this machine's device")
@@ -63,7 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cluster = connect(a.coordinator, a.num_processes, a.process_id, timeout_s=a.coordinator_timeout) if multihost else None
         evolve(config, a.workdir, resume=a.resume, agent=a.agent, tasks=a.tasks.split(",") if a.tasks else None,
-               quiet=a.quiet, cluster=cluster)
+               quiet=a.quiet, cluster=cluster,
+               compilation_cache=False if a.compilation_cache == "off" else a.compilation_cache)
     except (Mu2hubError, ValueError, KeyError) as e:
         print(f"evolve: error: {e}", file=sys.stderr)
         return _stop(2, multihost)

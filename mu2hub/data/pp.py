@@ -53,8 +53,46 @@ def preprocess_eval(images: jax.Array | np.ndarray, image_size: int, *, antialia
     return _to_value_range(_resize(_to_unit(images, pixel_scale), image_size, antialias))
 
 
+class Augment(NamedTuple):
+    """The augmentation settings, hashable so each distinct one is a static jit argument.
+
+    Settings that change nothing are normalised away (`from_hparams`): hparams that differ only in those
+    compile one preprocessing (and one train step), not several.
+    """
+
+    area_min: float  # 1.0: no crop
+    aspect_min: float
+    flip: bool
+    brightness: float
+    contrast: float
+    saturation: float
+    hue: float
+
+    @classmethod
+    def from_hparams(cls, hparams: Mapping[str, Any]) -> "Augment":
+        """The settings `preprocess_train` applies for a path's `ds_*` hparams (raises as it documents)."""
+        if hparams.get("ds_quality_delta", 0.0) > 0:
+            raise ValueError("ds_quality_delta (JPEG-quality jitter, µ3Net+) is not implemented; set it to 0")
+        area_min = float(hparams.get("ds_area_range_min", 1.0))
+        aspect_min = float(hparams.get("ds_aspect_ratio_range_min", 1.0))
+        if not (0.0 < area_min <= 1.0 and 0.0 < aspect_min <= 1.0):
+            raise ValueError(
+                f"ds_area_range_min and ds_aspect_ratio_range_min must lie in (0, 1]; got {area_min}, {aspect_min}"
+            )
+        crop = bool(hparams.get("ds_crop", True)) and area_min < 1.0
+        return cls(
+            area_min=area_min if crop else 1.0,
+            aspect_min=aspect_min if crop else 1.0,
+            flip=bool(hparams.get("ds_flip_left_right", False)),
+            brightness=float(hparams.get("ds_brightness_delta", 0.0)),
+            contrast=float(hparams.get("ds_contrast_delta", 0.0)),
+            saturation=float(hparams.get("ds_saturation_delta", 0.0)),
+            hue=float(hparams.get("ds_hue_delta", 0.0)),
+        )
+
+
 def preprocess_train(
-    images: jax.Array | np.ndarray, image_size: int, hparams: Mapping[str, Any], key: jax.Array, *,
+    images: jax.Array | np.ndarray, image_size: int, hparams: Mapping[str, Any] | Augment, key: jax.Array, *,
     antialias: bool = True, pixel_scale: float = 1.0
 ) -> jax.Array:
     """uint8 [B, H, W, 3] -> float32 [B, S, S, 3] in [-1, 1] with the augmentations `hparams` turn on.
@@ -66,7 +104,7 @@ def preprocess_train(
             compiles once). Keys used: `ds_crop` (default True) with `ds_area_range_min` (default 1.0,
             i.e. no crop) and `ds_aspect_ratio_range_min` (default 1.0); `ds_flip_left_right` (default
             False); `ds_brightness_delta`, `ds_contrast_delta`, `ds_saturation_delta`, `ds_hue_delta`
-            (default 0.0 = off). Other keys are ignored.
+            (default 0.0 = off). Other keys are ignored. Or their `Augment.from_hparams`.
         key: a PRNG key; split per example.
         antialias, pixel_scale: the task's stored resize (`spec_options`), as `preprocess_eval`; the crop's
             resampling follows `antialias` too.
@@ -77,41 +115,12 @@ def preprocess_train(
         ValueError: `ds_quality_delta` > 0 (µ3Net's JPEG-quality jitter is not implemented); an area or
             aspect minimum outside (0, 1].
     """
-    if hparams.get("ds_quality_delta", 0.0) > 0:
-        raise ValueError("ds_quality_delta (JPEG-quality jitter, µ3Net+) is not implemented; set it to 0")
-    area_min = float(hparams.get("ds_area_range_min", 1.0))
-    aspect_min = float(hparams.get("ds_aspect_ratio_range_min", 1.0))
-    if not (0.0 < area_min <= 1.0 and 0.0 < aspect_min <= 1.0):
-        raise ValueError(
-            f"ds_area_range_min and ds_aspect_ratio_range_min must lie in (0, 1]; got {area_min}, {aspect_min}"
-        )
-    crop = bool(hparams.get("ds_crop", True)) and area_min < 1.0
-    augment = _Augment(  # settings that change nothing are normalised away: one compile, not several
-        area_min=area_min if crop else 1.0,
-        aspect_min=aspect_min if crop else 1.0,
-        flip=bool(hparams.get("ds_flip_left_right", False)),
-        brightness=float(hparams.get("ds_brightness_delta", 0.0)),
-        contrast=float(hparams.get("ds_contrast_delta", 0.0)),
-        saturation=float(hparams.get("ds_saturation_delta", 0.0)),
-        hue=float(hparams.get("ds_hue_delta", 0.0)),
-    )
+    augment = hparams if isinstance(hparams, Augment) else Augment.from_hparams(hparams)
     return _preprocess_train(images, key, image_size, augment, bool(antialias), float(pixel_scale))
 
 
-class _Augment(NamedTuple):
-    """The augmentation settings, hashable so each distinct one is a static jit argument."""
-
-    area_min: float  # 1.0: no crop
-    aspect_min: float
-    flip: bool
-    brightness: float
-    contrast: float
-    saturation: float
-    hue: float
-
-
 @functools.partial(jax.jit, static_argnames=("image_size", "augment", "antialias", "pixel_scale"))
-def _preprocess_train(images: jax.Array, key: jax.Array, image_size: int, augment: _Augment, antialias: bool = True,
+def _preprocess_train(images: jax.Array, key: jax.Array, image_size: int, augment: Augment, antialias: bool = True,
                       pixel_scale: float = 1.0) -> jax.Array:
     x = _to_unit(images, pixel_scale)
     keys = jax.random.split(key, x.shape[0])
@@ -165,7 +174,7 @@ def _random_crop_resize(
     )
 
 
-def _color_jitter(image: jax.Array, key: jax.Array, augment: _Augment) -> jax.Array:
+def _color_jitter(image: jax.Array, key: jax.Array, augment: Augment) -> jax.Array:
     """tf.image.random_{brightness,contrast,saturation,hue} on one [S, S, 3] image in [0, 1], with the deltas on
     the reference's scale: it jitters images already in [-1, 1], so a brightness delta d shifts by up to d there,
     i.e. by d/2 in [0, 1] (contrast is the same on either scale). Saturation and hue run on [0, 1] values: the

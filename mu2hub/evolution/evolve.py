@@ -10,6 +10,7 @@ from typing import Any
 import jax
 from tqdm.auto import tqdm
 
+from ..compilation import enable_compilation_cache
 from . import storage
 from .cluster import Cluster, connect
 from .loop import Agent
@@ -19,7 +20,8 @@ from .run import RunDir
 
 
 def evolve(config: dict[str, Any], workdir: str | os.PathLike, *, resume: bool = False, agent: str = "main",
-           tasks: list[str] | None = None, quiet: bool = False, cluster: Cluster | None = None) -> RunDir:
+           tasks: list[str] | None = None, quiet: bool = False, cluster: Cluster | None = None,
+           compilation_cache: str | os.PathLike | bool | None = None) -> RunDir:
     """Evolve `config["tasks"]` (or `tasks`) into the run directory `workdir`; resumable with `resume=True`.
 
     Several processes may call this on one `workdir` at once with different `agent` names and task lists
@@ -30,6 +32,10 @@ def evolve(config: dict[str, Any], workdir: str | os.PathLike, *, resume: bool =
     (`cluster.connect(...)`; `config["multihost"]` connects with auto-detection, as on a TPU pod slice). Before
     anything is written the processes check they run the same command, and the layout the config needs.
 
+    `compilation_cache`: where compiled steps are kept between processes (mu2hub/compilation.py): None (the
+    default: `$MU2HUB_COMPILATION_CACHE` or `~/.cache/mu2hub/compilation`), a folder, or False (off). Not part of
+    the run's config: a resumed run may use another one.
+
     Raises:
         JobMismatchError: the processes differ, the layout does not fit, or a resumed run was made by another layout.
         SharedStorageError: the run directory's filesystem lacks what this job needs (docs/TRAINING.md).
@@ -37,6 +43,7 @@ def evolve(config: dict[str, Any], workdir: str | os.PathLike, *, resume: bool =
     """
     if cluster is None:
         cluster = connect() if config.get("multihost") else Cluster()
+    enable_compilation_cache(compilation_cache)  # after connecting: it must not start JAX's backend before that
     if "exchange_chunk_bytes" in config:
         cluster = dataclasses.replace(cluster, chunk_bytes=int(config["exchange_chunk_bytes"]))
     # the same command, and equally many devices each (placement and data sharding count on it)

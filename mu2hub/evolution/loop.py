@@ -36,7 +36,7 @@ from ..errors import JobMismatchError
 from ..format import ComponentRef, SystemConfig, TaskFile
 from ..prefix import PrefixCache
 from ..roots import root_dims, root_from_config
-from ..train import ChildResult, batch_key, data_parallel_mesh, evaluate, train_child, train_children
+from ..train import ChildResult, batch_key, data_parallel_mesh, evaluate, momentum_dtype, train_child, train_children
 from .children import Child, shape_key, structure_of
 from .cluster import Cluster
 from .flops import forward_flops
@@ -81,6 +81,7 @@ class Agent:
         # data_parallel: one child at a time over every device of the job (all processes train it together)
         self.mesh = data_parallel_mesh(jax.devices()) if self.parallelism == "data_parallel" else None
         self.dtype = resolve_dtype(config.get("dtype"))
+        momentum_dtype(config.get("momentum_dtype"))  # a bad value is refused before anything trains
         # Frozen-prefix activations, shared by every child of this process (docs/PERFORMANCE.md).
         self.prefix_cache = PrefixCache(
             max_bytes=config.get("prefix_cache_bytes", 1 << 30),
@@ -368,7 +369,8 @@ class Agent:
         steps = math.ceil(min(len(data.train), cfg["train_examples_between_validations_max"]) / cfg["batch_size"])
         return {"num_validations": cfg["num_validations"], "steps_per_validation": steps, "batch_size": cfg["batch_size"],
                 "seed": seed, "dtype": self.dtype, "mesh": self.mesh, "attention": cfg.get("attention"),
-                "prefix_cache": self.prefix_cache, "variant": self.rules.schedule}
+                "prefix_cache": self.prefix_cache, "variant": self.rules.schedule,
+                "momentum": cfg.get("momentum_dtype")}
 
     def _train_all(self, pairs: list[tuple[PathRecord, Child]], task: str, data: TrainingData, ctx: dict[str, Any],
                    seed: int, progress, what: str) -> list[tuple[ChildResult, list[int]]]:

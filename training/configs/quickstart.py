@@ -36,5 +36,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.train_examples_between_validations_max = 1024 if runlocal else 2048
     c.parallelism = "child_per_device"  # or "data_parallel" (one child over a device mesh)
     c.dtype = None
+    c.momentum_dtype = "auto"  # the reference's bf16 trace where bf16 is native (GPU, TPU); float32 on a CPU
     c.multihost = False
     return c
