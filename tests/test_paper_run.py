@@ -94,7 +94,7 @@ def test_first_generation_of_a_three_task_slice(slice_config, tmp_path):
     c10 = run.system.read_task("cifar10")
     assert c10.labels == CIFAR10 and c10.metrics["num_test_examples"] == 40
     xpos = run.system.read_task("dsprites/label_x_position")
-    assert len(xpos.labels) == 16 and xpos.metrics["num_test_examples"] == 24  # train[90%:] of 240
+    assert len(xpos.labels) == 32 and xpos.metrics["num_test_examples"] == 24  # µ2Net's 32 classes; train[90%:] of 240
     history = run.history()
     assert [r["task"] for r in history] == ["cifar10", "dsprites/label_x_position", "cifar10/1k"]
     # The same config again continues the run instead of refusing it (one config for the whole stream).
