@@ -56,7 +56,7 @@ from .reference_format import (
     read_reference_state,
     reference_dims,
 )
-from .store import LocalStore, atomic_write
+from .store import LocalStore, atomic_write, byte_bar
 
 JOURNAL = ".cache/mu2hub/republish.json"  # inside the output folder, as huggingface_hub keeps local_dir metadata
 _INT_HPARAMS = ("num_layers", "num_classes", "adapter_dim", "ds_image_size")  # 3.0 after a NaN in the column
@@ -236,12 +236,6 @@ def _task_file(state: ReferenceState, plan: PathPlan, refs: list[ComponentRef], 
     )
 
 
-def _bar(total: int, enabled: bool):
-    from huggingface_hub.utils import tqdm as hf_tqdm
-
-    return hf_tqdm(total=total, unit="B", unit_scale=True, desc="Republishing", disable=not enabled)
-
-
 def republish_reference(state_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
                         tasks: Sequence[str] | None = None, labels: Mapping[str, Sequence[str]] | None = None,
                         agent_class: str | None = None, name: str = "", description: str = "",
@@ -319,7 +313,7 @@ def republish_reference(state_dir: str | os.PathLike, out_dir: str | os.PathLike
             done[key] = ref
         return replace(done[key], slot=slot)
 
-    with _bar(sum(state.nbytes(k) for k in todo), progress) as bar:
+    with byte_bar(sum(state.nbytes(k) for k in todo), "Republishing", disable=not progress) as bar:
         for task in chosen:
             plan, (names, source) = plans[task], named[task]
             bar.set_description(f"Republishing {task}")

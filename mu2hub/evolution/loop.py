@@ -29,6 +29,7 @@ import numpy as np
 from .. import model as vit
 from ..api import resolve_dtype
 from ..data import catalog
+from ..data.decode import training_decode_size
 from ..data.pp import pp_spec
 from ..data.registry import TaskData, get_task, list_tasks
 from ..data.stream import StreamedTask, TrainingData, validation_subset
@@ -93,8 +94,9 @@ class Agent:
     def open(self, task: str) -> TrainingData:
         """A task's data as it comes: generated / in-memory data, or a catalog task's views (nothing decoded)."""
         if task not in self._opened:
-            # Images of varying sizes (a dataset source's) are decoded at the path's image size.
-            kwargs = {"decode_size": self.defaults["ds_image_size"], **self.cfg.get("task_kwargs", {}).get(task, {})}
+            # Images of varying sizes (a dataset source's) are decoded above every size a path can reach (data.decode).
+            sizes = (self.defaults["ds_image_size"], *self.space.ranges.get("ds_image_size", ()))
+            kwargs = {"decode_size": training_decode_size(sizes), **self.cfg.get("task_kwargs", {}).get(task, {})}
             if catalog.is_catalog_task(task) and task not in list_tasks():
                 self._opened[task] = catalog.open_task(task, **kwargs)
             else:
