@@ -144,8 +144,8 @@ def task_from_dataset_dict(
         max_examples (`int`, *optional*): keep at most this many examples per split (a seeded sample).
         image_size (`int`, *optional*): resize every image to `image_size`×`image_size`. Defaults to
             keeping the size when all images share one, else `decode_size`.
-        decode_size (`int`, *optional*): the size for images of varying sizes when `image_size` is not given
-            (the path's image size; the evolution loop and fine-tuning pass it).
+        decode_size (`int`, *optional*): the size for images of varying sizes when `image_size` is not given,
+            never above the largest image's side (training passes `data.decode.training_decode_size`).
         seed (`int`, defaults to 0): seeds carving and sampling.
         skip_corrupt (`bool`, defaults to `False`): leave out (with a warning counting them) images that cannot be
             decoded, instead of raising `CorruptImageError` naming the first.

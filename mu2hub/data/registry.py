@@ -265,8 +265,8 @@ def get_task(name: str, *, decode_size: int | None = None, **kwargs: Any) -> Tas
         name (`str`): a registered name (see `list_tasks()`), one of the µ2Net paper's tasks
             (`mu2hub.data.catalog`, e.g. `cifar10`, `clevr/count_all`, `dtd/1k`), `hf:<dataset id or path>` or
             `imagefolder:<folder>`.
-        decode_size (`int`, *optional*): the size images of varying sizes are decoded to (a dataset source's
-            images; registered tasks generate theirs at a fixed size and ignore it).
+        decode_size (`int`, *optional*): the size images of varying sizes are decoded to, never above the largest
+            image's side (a dataset source's images; registered tasks generate theirs at a fixed size and ignore it).
         **kwargs: forwarded to the task function (e.g. `seed`, `image_size`, `n_train`), to
             `load_hf_task` / `load_imagefolder`, or to `catalog.load` (`sources`, `data_dir`, `max_examples`).
 
