@@ -35,6 +35,7 @@ from typing import Any, Mapping
 
 from .compilation import enable_compilation_cache
 from .constants import component_filename, task_filename
+from .data.decode import training_decode_size
 from .data.registry import TaskData
 from .datasource import public_name
 from .errors import BaselineNotBeatenError, ContributionError, RevisitNotBetterError, VaryingImageSizesError
@@ -232,7 +233,7 @@ def add_task(
         system = None
     except VaryingImageSizesError:
         system = PublishedSystem.open(repo_id, revision=revision, cache_dir=cache_dir, token=token)
-        tdata = resolve_data(data, **{"decode_size": system.config.root_image_size, **dict(data_kwargs or {})})
+        tdata = resolve_data(data, **{"decode_size": _decode_size(system, evolution), **dict(data_kwargs or {})})
     source_name = public_name(tdata.name)  # what the task file records as its data (no local paths)
     tdata = replace(tdata, name=task) if tdata.name != task else tdata
     # 2. the system at one commit, JSON only; the name and (for a revisit) the labels
@@ -240,7 +241,7 @@ def add_task(
     system.check_name(task, tdata, revisit)
     settings = {"children_per_generation": 4, "batch_size": 32, "num_validations": 2,
                 "train_examples_between_validations_max": 512, **dict(evolution or {})}
-    space_name = settings.get("space") or infer_space(system.files.values())
+    space_name = _space_name(system, settings)
     cfg = run_config(system, task, space_name, settings, budget, seed)
     # 3. parents that fit the byte cap (nothing downloaded yet)
     costs = system.costs(get_space(space_name).ranges)
@@ -275,6 +276,19 @@ def add_task(
                      data_name=source_name)
     result.save()  # `push_task(workdir)` / `mu2hub push-task WORKDIR` push it later without evolving again
     return result
+
+
+def _space_name(system: PublishedSystem, settings: Mapping[str, Any] | None) -> str:
+    return (settings or {}).get("space") or infer_space(system.files.values())
+
+
+def _decode_size(system: PublishedSystem, settings: Mapping[str, Any] | None) -> int:
+    """Images of varying sizes are decoded above every size a child can take (`data.decode`): its parent's (the
+    root's or a published path's) and the search space's."""
+    space = get_space(_space_name(system, settings))
+    sizes = (system.config.root_image_size, *(f.image_size for f in system.files.values()),
+             *space.ranges.get("ds_image_size", ()))
+    return training_decode_size(sizes)
 
 
 def _progress(total: int, task: str, cap: int | None):

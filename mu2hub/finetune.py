@@ -21,6 +21,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from .api import TaskModel, _device_component
+from .data.decode import training_decode_size
 from .data.pp import pp_spec
 from .datasource import public_name
 from .data.registry import TaskData, get_task, list_tasks
@@ -197,7 +198,8 @@ def finetune(
 
     if steps < 1 or num_validations < 1 or steps % num_validations:
         raise ValueError(f"steps={steps} must be >= 1 and a multiple of num_validations={num_validations}")
-    data = resolve_data(data, **{"decode_size": model.task_file.image_size, **(data_kwargs or {})})
+    decode_size = training_decode_size([model.task_file.image_size])  # room for the random crop (data.decode)
+    data = resolve_data(data, **{"decode_size": decode_size, **(data_kwargs or {})})
     tf = model.task_file
     new_head = list(data.labels) != list(tf.labels)
     slots = trainable_slots(tf, train, new_head=new_head)

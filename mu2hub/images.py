@@ -15,12 +15,9 @@ from typing import Any, Callable, Iterator
 import numpy as np
 from PIL import Image
 
-from .data.registry import MAX_PIXELS, to_rgb_uint8
+from .data.registry import MAX_SIDE, check_size, to_rgb_uint8
 from .errors import ImageInputError, InputNotFoundError
 
-#: Longest side an uploaded image is reduced to before preprocessing: far above any path's image size, so
-#: predictions barely change, while a 10,000-pixel photo never becomes a multi-gigabyte float array.
-MAX_SIDE = 1024
 #: What a folder given to `predict` is searched for (lower-case suffixes).
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 DATASET_PREFIXES = ("hf:", "imagefolder:")
@@ -65,10 +62,7 @@ def load_image(image: Any, *, max_side: int = MAX_SIDE) -> Image.Image:
 
 def _fit(im: Image.Image, max_side: int, *, copy: bool) -> Image.Image:
     w, h = im.size
-    if w < 1 or h < 1:
-        raise ImageInputError(f"The image is empty ({w}x{h} pixels).")
-    if w * h > MAX_PIXELS:
-        raise ImageInputError(f"The image is {w}x{h} pixels; the limit is {MAX_PIXELS:,} pixels.")
+    check_size(h, w)
     if max(w, h) > max_side:
         if im.format == "JPEG":
             im.draft("RGB", (max_side, max_side))  # decode at 1/2, 1/4 or 1/8 scale: no full-size buffer

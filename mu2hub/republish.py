@@ -14,7 +14,7 @@
 
 `republish(state, to)` then publishes the folder with the exporter (`publish.export`: only what the target lacks;
 card, figures; every probe re-checked on the written files). The task files carry the reference's input pipeline
-(`reference_tasks`: no antialias, dSprites' ×255) and label names, and the system the reference's tanh GELU.
+(no antialias, dSprites' ×255) and label names, both from the task table (`data.catalog`),, and the system the reference's tanh GELU.
 """
 
 from __future__ import annotations
@@ -32,7 +32,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .data.pp import apply_pp_spec_numpy
+from .data import catalog
+from .data.pp import apply_pp_spec_numpy, pp_spec
 from .errors import FormatError, ShapeMismatchError, TaskNotFoundError
 from .format import (
     ComponentRef,
@@ -55,8 +56,7 @@ from .reference_format import (
     read_reference_state,
     reference_dims,
 )
-from .reference_tasks import task_labels, task_preprocessing
-from .store import LocalStore, atomic_write
+from .store import LocalStore, atomic_write, byte_bar
 
 JOURNAL = ".cache/mu2hub/republish.json"  # inside the output folder, as huggingface_hub keeps local_dir metadata
 _INT_HPARAMS = ("num_layers", "num_classes", "adapter_dim", "ds_image_size")  # 3.0 after a NaN in the column
@@ -188,7 +188,20 @@ def _labels(task: str, n: int, given: Mapping[str, Sequence[str]] | None) -> tup
             raise FormatError(f"labels for {task!r}: {len(names)} names ({len(set(names))} distinct, non-empty) "
                               f"for a {n}-class head")
         return names, "given"
-    return task_labels(task, n) or ([f"class_{i}" for i in range(n)], "placeholder")
+    return _table_labels(task, n) or ([f"class_{i}" for i in range(n)], "placeholder")
+
+
+def _table_labels(task: str, n: int) -> tuple[list[str], str] | None:
+    """(class names, where they come from) when the task table names them for a head of `n` classes."""
+    rec = catalog.lookup(task)
+    known = rec.label_names if rec else None
+    return (list(known[0]), known[1]) if known and len(known[0]) == n else None
+
+
+def _preprocessing(task: str, image_size: int) -> dict[str, Any]:
+    """The reference's eval preprocessing: `tf.image.resize` (no antialias), the task's pixel scale."""
+    rec = catalog.lookup(task)
+    return pp_spec(image_size, antialias=False, pixel_scale=rec.pixel_scale if rec else 1)
 
 
 def _created(state: ReferenceState, plan: PathPlan, users: Mapping[str, set[str]]) -> set[str]:
@@ -209,7 +222,7 @@ def _task_file(state: ReferenceState, plan: PathPlan, refs: list[ComponentRef], 
     m = path.metrics
     return TaskFile(
         task=path.task, image_size=s.image_size, num_layers=s.num_layers, components=refs, labels=names,
-        adapter_layers=s.adapter_layers, adapter_dim=s.adapter_dim, preprocessing=task_preprocessing(path.task, s.image_size),
+        adapter_layers=s.adapter_layers, adapter_dim=s.adapter_dim, preprocessing=_preprocessing(path.task, s.image_size),
         hparams=hparams,
         metrics=_json_safe({"validation_accuracy": m.get("quality"), "test_accuracy": m.get("test_quality"),
                             "score": path.score, "accounted_params": path.accounted_params,
@@ -223,12 +236,6 @@ def _task_file(state: ReferenceState, plan: PathPlan, refs: list[ComponentRef], 
     )
 
 
-def _bar(total: int, enabled: bool):
-    from huggingface_hub.utils import tqdm as hf_tqdm
-
-    return hf_tqdm(total=total, unit="B", unit_scale=True, desc="Republishing", disable=not enabled)
-
-
 def republish_reference(state_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
                         tasks: Sequence[str] | None = None, labels: Mapping[str, Sequence[str]] | None = None,
                         agent_class: str | None = None, name: str = "", description: str = "",
@@ -240,7 +247,7 @@ def republish_reference(state_dir: str | os.PathLike, out_dir: str | os.PathLike
         out_dir: written as a `LocalStore`; running again on the same state resumes (see the module docstring).
         tasks: the tasks to publish (default: every task of the state but its root).
         labels: `{task: class names}`, for tasks whose names the stream's registry does not define
-            (`reference_tasks`); without either a task gets `class_0 … class_{K-1}` and
+            (`data.catalog`); without either a task gets `class_0 … class_{K-1}` and
             `lineage.reference.labels == "placeholder"`.
         agent_class: µ4Net only: the single-path agent class (see `read_reference_state`).
         name, description: free text for `config.json`.
@@ -306,7 +313,7 @@ def republish_reference(state_dir: str | os.PathLike, out_dir: str | os.PathLike
             done[key] = ref
         return replace(done[key], slot=slot)
 
-    with _bar(sum(state.nbytes(k) for k in todo), progress) as bar:
+    with byte_bar(sum(state.nbytes(k) for k in todo), "Republishing", disable=not progress) as bar:
         for task in chosen:
             plan, (names, source) = plans[task], named[task]
             bar.set_description(f"Republishing {task}")

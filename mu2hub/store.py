@@ -212,6 +212,13 @@ class LocalStore:
 # ---------------------------------------------------------------------------------------------------
 
 
+def byte_bar(total: int, desc: str, *, disable: bool | None = None):
+    """One progress bar over bytes, huggingface_hub's (so `HF_HUB_DISABLE_PROGRESS_BARS` silences it too)."""
+    from huggingface_hub.utils import tqdm as hf_tqdm
+
+    return hf_tqdm(total=total, unit="B", unit_scale=True, desc=desc, disable=disable)
+
+
 def _forwarding_tqdm(shared):
     """A tqdm class for `hf_hub_download` that feeds one aggregate bar instead of drawing one bar per file."""
     from huggingface_hub.utils import tqdm as hf_tqdm
@@ -332,12 +339,10 @@ class HubStore:
 
     def read_components(self, refs: Iterable[ComponentRef], *, desc: str = "") -> dict[str, tuple[str, Tensors]]:
         """Fetch, verify and parse exactly these components (in parallel, one aggregate progress bar)."""
-        from huggingface_hub.utils import tqdm as hf_tqdm
-
         todo = {r.id: r for r in refs}
         total = sum(r.bytes for r in todo.values())
         missing: list[str] = []
-        with hf_tqdm(total=total, unit="B", unit_scale=True, desc=desc or f"Fetching {len(todo)} components", disable=None) as bar:
+        with byte_bar(total, desc or f"Fetching {len(todo)} components") as bar:
             fwd = _forwarding_tqdm(bar)
 
             def one(ref: ComponentRef) -> tuple[str, tuple[str, Tensors]] | None:

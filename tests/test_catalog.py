@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from mu2hub.data import get_task
-from mu2hub.data.catalog import BENCHMARKS, RULES, TASKS, load, resolve, slice_indices, stream
+from mu2hub.data.catalog import BENCHMARKS, RULES, SOURCES, TASKS, load, lookup, resolve, slice_indices, stream
 from mu2hub.data.vtab import kitti_closest_object_distance, kitti_closest_vehicle_distance, kitti_count_vehicles
 from mu2hub.errors import DataSourceError, LabelMismatchError
 
@@ -60,6 +60,23 @@ def test_the_table_is_the_reference_stream():
     assert stream()[:3] == ["imagenet2012", "cifar100", "cifar10"]
     assert "smallnorb/label_elevation/1k" in TASKS and "smallnorb/label_azimuth/1k" in TASKS  # the reference's typos fixed
     assert {t.rule for t in TASKS.values()} == set(RULES)  # every rule is used (and tested below)
+
+
+def test_the_table_carries_what_republishing_needs():
+    """One table for training and republishing: class counts, the reference's names, pixel scale and typos."""
+    assert (TASKS["dsprites/label_x_position"].num_classes, TASKS["dsprites/label_orientation/1k"].num_classes) == (32, 40)
+    assert {n for n, t in TASKS.items() if t.pixel_scale != 1} == {
+        "dsprites/label_x_position", "dsprites/label_orientation", "dsprites/label_x_position/1k",
+        "dsprites/label_orientation/1k"}  # VTAB's `tile(image, 3) * 255` on dSprites' 0/1 pixels
+    for name, task in TASKS.items():  # every name list the table keeps fits its head
+        known = task.label_names
+        assert known is None or (len(known[0]) == task.num_classes and len(set(known[0])) == task.num_classes), name
+    assert TASKS["cifar10"].label_names == (tuple(CIFAR10), "TFDS ClassLabel names")
+    assert TASKS["kitti/closest_vehicle_distance"].label_names[0] == ("<= 8 m", "(8, 20] m", "(20, 999] m", "no vehicle")
+    assert TASKS["sun397"].label_names is None  # TFDS metadata not reproduced: a republish needs them given
+    assert lookup("smallnorb/label_azimuth/1") is TASKS["smallnorb/label_azimuth/1k"]  # the reference's typo
+    assert lookup("not/a/task") is None
+    assert SOURCES["kitti"].tfds == "kitti:3.2.0" and SOURCES["cifar10"].tfds == "cifar10:3.*.*"
 
 
 def test_percent_slices_floor_like_task_adaptation():
@@ -125,7 +142,10 @@ def test_splits_are_the_right_slices_and_labels(tmp_path):
     cyl = load("clevr/count_cylinders", sources={"clevr": str(tmp_path / "cl")})
     np.testing.assert_array_equal(cyl.test.labels, [(3 + i % 8 + 0) // 3 for i in range(20)])  # shape id 2 every 3rd object
     xpos = load("dsprites/label_x_position", sources={"dsprites": _dsprites(tmp_path / "ds", 100)})
-    np.testing.assert_array_equal(xpos.train.labels, (np.arange(80) % 32) // 2)  # 32 positions -> 16 bins
+    np.testing.assert_array_equal(xpos.train.labels, np.arange(80) % 32)  # µ2Net keeps all 32 positions (no bins)
+    orientation = load("dsprites/label_orientation", sources={"dsprites": str(tmp_path / "ds")})
+    np.testing.assert_array_equal(orientation.test.labels, np.arange(90, 100) % 40)  # and all 40 orientations
+    assert (len(xpos.labels), len(orientation.labels)) == (32, 40)
     one_k = resolve("dtd/1k", sources={"dtd": _classified(tmp_path / "dtd", {"train": 900, "validation": 300, "test": 5},
                                                          [f"t{i}" for i in range(47)], size=2)})
     assert one_k.sizes() == {"train": 800, "validation": 200, "test": 5}
@@ -182,7 +202,7 @@ def test_a_tfds_source_read_from_a_local_data_dir(tmp_path):
 
 
 def test_lineage_data_names_the_real_dataset_only_when_it_was_read():
-    from mu2hub.data.catalog import SOURCES, data_spec
+    from mu2hub.data.catalog import data_spec
     from mu2hub.datasource import data_source
 
     hub = data_source("cifar10", {"data": data_spec(SOURCES["cifar10"], {})})

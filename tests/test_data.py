@@ -280,7 +280,9 @@ def test_imagefolder_mixed_modes_and_sizes(tmp_path):
     task = load_imagefolder(str(tmp_path / "data"), cache_dir=str(tmp_path / "cache"), decode_size=40)
     assert task.name == f"imagefolder:{tmp_path / 'data'}"
     assert task.labels == ["cat", "dog"]
-    assert task.image_shape == (40, 40, 3)  # sizes differ -> the path's size, as the loop passes it
+    assert task.image_shape == (15, 15, 3)  # sizes differ -> decode_size, never above the largest side (15 px)
+    smaller = load_imagefolder(str(tmp_path / "data"), cache_dir=str(tmp_path / "cache"), decode_size=10)
+    assert smaller.image_shape == (10, 10, 3)
     # train 12 images: no validation split, so 5% (at least 1) is carved from train
     assert (len(task.train), len(task.validation), len(task.test)) == (11, 1, 12)
     assert sorted(np.bincount(task.test.labels).tolist()) == [6, 6]

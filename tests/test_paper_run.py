@@ -63,8 +63,8 @@ def _stand_ins(root: Path) -> str:
     sprites = []
     for x in xs:
         a = np.zeros((8, 8), np.uint8)
-        a[3:5, x // 4] = 255
-        sprites.append(Image.fromarray(a))  # grayscale, as dSprites
+        a[3:5, x // 4] = 1
+        sprites.append(Image.fromarray(a))  # grayscale 0/1 pixels, as TFDS's dSprites
     ds_feats = datasets.Features({"image": datasets.Image(), "label_x_position": datasets.ClassLabel(num_classes=32),
                                   "label_orientation": datasets.ClassLabel(num_classes=40)})
     datasets.DatasetDict({"train": datasets.Dataset.from_dict(
@@ -94,7 +94,8 @@ def test_first_generation_of_a_three_task_slice(slice_config, tmp_path):
     c10 = run.system.read_task("cifar10")
     assert c10.labels == CIFAR10 and c10.metrics["num_test_examples"] == 40
     xpos = run.system.read_task("dsprites/label_x_position")
-    assert len(xpos.labels) == 16 and xpos.metrics["num_test_examples"] == 24  # train[90%:] of 240
+    assert len(xpos.labels) == 32 and xpos.metrics["num_test_examples"] == 24  # µ2Net's 32 classes; train[90%:] of 240
+    assert xpos.preprocessing["pixel_scale"] == 255 and "pixel_scale" not in c10.preprocessing  # the table's x255
     history = run.history()
     assert [r["task"] for r in history] == ["cifar10", "dsprites/label_x_position", "cifar10/1k"]
     # The same config again continues the run instead of refusing it (one config for the whole stream).

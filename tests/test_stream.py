@@ -12,6 +12,8 @@ from PIL import Image
 from mu2hub.data.pp import batches
 from mu2hub.data.registry import Split
 from mu2hub.data.shard import Shard
+from mu2hub.data.decode import target_shape, training_decode_size
+from mu2hub.data.registry import MAX_SIDE
 from mu2hub.data.stream import (DatasetSource, Stream, StreamedSplit, decode_shape, eval_stream, materialise,
                                 validation_subset)
 from mu2hub.errors import StreamReadError, VaryingImageSizesError
@@ -110,12 +112,24 @@ def test_arrow_dataset_source_and_the_seeded_validation_subset(tmp_path):
     assert validation_subset(split, 100, seed=0).images.shape == (30, 6, 6, 3)  # no more than the cap: all of it
 
 
-def test_decode_shape_keeps_one_shared_size_else_decodes_to_the_path_size():
+def test_decode_shape_keeps_one_shared_size_else_decodes_to_the_decode_size():
     assert decode_shape("t", [Counted(10, sizes=((7, 5),))], decode_size=16) == (7, 5)  # kept; the device resizes
-    assert decode_shape("t", [Counted(10, sizes=((7, 5),)), Counted(4, sizes=((8, 8),))], decode_size=16) == (16, 16)
+    assert decode_shape("t", [Counted(10, sizes=((7, 5),)), Counted(4, sizes=((8, 8),))], decode_size=6) == (6, 6)
+    # never above the largest image's own side: upsampling at decode would only cost memory
+    assert decode_shape("t", [Counted(10, sizes=((7, 5),)), Counted(4, sizes=((8, 8),))], decode_size=16) == (8, 8)
     assert decode_shape("t", [Counted(10)], image_size=4) == (4, 4)
     with pytest.raises(VaryingImageSizesError, match="decode_size"):
         decode_shape("t", [Counted(10)])
+
+
+def test_training_decodes_above_every_size_a_path_can_reach():
+    assert training_decode_size([8]) == 16  # twice the path size: a crop of half the side keeps full resolution
+    assert training_decode_size([384, 224]) == 768  # the largest size the search space reaches counts
+    assert training_decode_size([224, 640]) == MAX_SIDE == 1024  # capped: in-memory data stays bounded
+    # the in-memory loaders share the rule (`hf.load_imagefolder` and the streamed splits)
+    assert target_shape("t", [(8, 8), (12, 12), (16, 16)], decode_size=training_decode_size([8])) == (16, 16)
+    assert target_shape("t", [(8, 8), (12, 12)], decode_size=16) == (12, 12)
+    assert target_shape("t", [(8, 8)], decode_size=16) is None and target_shape("t", [], image_size=5) == (5, 5)
 
 
 def test_an_unreadable_example_names_its_split_and_index(tmp_path):

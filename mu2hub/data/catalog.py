@@ -12,7 +12,11 @@ A task name here is the reference's own (`cifar10`, `clevr/count_all`, `visual_d
   Percent boundaries are floor(p·n/100), as task_adaptation computes its counts; `…/1k` is VTAB's
   `train800` / `val200`: the first 800 of the train slice and the first 200 of the validation slice;
 - **labels**: the source's ClassLabel names (checked against the table's class count), or a VTAB derivation
-  (`mu2hub.data.vtab`) with its names.
+  (`mu2hub.data.vtab`) with its names; the table's own names (`CatalogTask.label_names`) where the source has none
+  and for republishing a reference state, which has no data;
+- the reference's **input conversion**: `pixel_scale` (dSprites stores 0/1 pixels, VTAB multiplies them by 255).
+
+This is the one table of the paper's tasks: training, `--plan` and republishing (`mu2hub.republish`) read it.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from mu2hub.data.registry import TaskData
-from mu2hub.data.vtab import DERIVATIONS, Row
+from mu2hub.data.vtab import DERIVATIONS, Derivation, Row, numbered
 from mu2hub.errors import DataSourceError, LabelMismatchError
 
 if TYPE_CHECKING:
@@ -37,7 +41,9 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class Source:
-    """One dataset: on the Hub (`hub`) or in TFDS (`tfds`), its image field and (unless derived) label field."""
+    """One dataset: on the Hub (`hub`) or in TFDS (`tfds`), its image field and (unless derived) label field.
+
+    `tfds` is the name and version the reference reads; it is read here only for a source with no `hub` id."""
 
     key: str
     hub: str | None = None
@@ -53,8 +59,8 @@ class Source:
         return f"hub:{self.hub}" + (f"/{self.config}" if self.config else "") if self.hub else f"tfds:{self.tfds}"
 
 
-def _hub(key, hub, config=None, revision=None, image="image", label="label", **splits):
-    return Source(key, hub=hub, config=config, revision=revision, image=image, label=label, splits=splits)
+def _hub(key, hub, tfds, config=None, revision=None, image="image", label="label", **splits):
+    return Source(key, hub=hub, config=config, revision=revision, tfds=tfds, image=image, label=label, splits=splits)
 
 
 def _tfds(key, name, image="image", label="label"):
@@ -62,17 +68,18 @@ def _tfds(key, name, image="image", label="label"):
 
 
 SOURCES: dict[str, Source] = {s.key: s for s in [
-    _hub("imagenet2012", "ILSVRC/imagenet-1k"),  # gated: accept its terms on the Hub first
+    _hub("imagenet2012", "ILSVRC/imagenet-1k", "imagenet2012:5.*.*"),  # gated: accept its terms on the Hub first
     _tfds("imagenet_v2", "imagenet_v2/matched-frequency:3.*.*"),
-    _hub("cifar10", "uoft-cs/cifar10", image="img"),
+    _hub("cifar10", "uoft-cs/cifar10", "cifar10:3.*.*", image="img"),
     _tfds("cifar10_1", "cifar10_1/v6:1.*.*"),
-    _hub("cifar100", "uoft-cs/cifar100", image="img", label="fine_label"),
+    _hub("cifar100", "uoft-cs/cifar100", "cifar100:3.*.*", image="img", label="fine_label"),
     _tfds("caltech101", "caltech101:3.*.*"),
     _tfds("dtd", "dtd:3.*.*"),
     _tfds("oxford_flowers102", "oxford_flowers102:2.*.*"),
     _tfds("oxford_iiit_pet", "oxford_iiit_pet:3.*.*"),
     _tfds("sun397", "sun397/tfds:4.*.*"),
-    _hub("svhn_cropped", "ufldl-stanford/svhn", "cropped_digits", "b55c6fe12218700c222718dc080349a539767836"),
+    _hub("svhn_cropped", "ufldl-stanford/svhn", "svhn_cropped:3.*.*", "cropped_digits",
+         "b55c6fe12218700c222718dc080349a539767836"),
     _tfds("patch_camelyon", "patch_camelyon:2.*.*"),
     _tfds("eurosat", "eurosat/rgb:2.*.*"),
     _tfds("resisc45", "resisc45:3.*.*"),
@@ -80,7 +87,7 @@ SOURCES: dict[str, Source] = {s.key: s for s in [
     _tfds("clevr", "clevr:3.*.*", label=None),
     _tfds("dmlab", "dmlab:2.0.1"),
     _tfds("dsprites", "dsprites:2.*.*", label=None),
-    _tfds("kitti", "kitti:3.*.*", label=None),
+    _tfds("kitti", "kitti:3.2.0", label=None),  # task_adaptation's 3.1.0 no longer builds (its issue #18)
     _tfds("smallnorb", "smallnorb:2.*.*", label=None),
     *[_tfds(f"visual_domain_decathlon/{t}", f"visual_domain_decathlon/{t}:1.*.*") for t in
       ("imagenet12", "svhn", "cifar100", "gtsrb", "daimlerpedcls", "omniglot", "ucf101", "aircraft", "dtd", "vgg-flowers")],
@@ -120,6 +127,24 @@ def one_k(rule: Mapping[str, str]) -> dict[str, str]:
     return {"train": f"{base}[:800]", "validation": f"{rule['validation']}[:200]", "test": rule["test"]}
 
 
+CIFAR10 = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+CIFAR100 = tuple((
+    "apple aquarium_fish baby bear beaver bed bee beetle bicycle bottle bowl boy bridge bus butterfly camel can castle "
+    "caterpillar cattle chair chimpanzee clock cloud cockroach couch crab crocodile cup dinosaur dolphin elephant "
+    "flatfish forest fox girl hamster house kangaroo keyboard lamp lawn_mower leopard lion lizard lobster man "
+    "maple_tree motorcycle mountain mouse mushroom oak_tree orange orchid otter palm_tree pear pickup_truck pine_tree "
+    "plain plate poppy porcupine possum rabbit raccoon ray road rocket rose sea seal shark shrew skunk skyscraper snail "
+    "snake spider squirrel streetcar sunflower sweet_pepper table tank telephone television tiger tractor train trout "
+    "tulip turtle wardrobe whale willow_tree wolf woman worm"
+).split())
+KMNIST = ("o", "ki", "su", "tsu", "na", "ha", "ma", "ya", "re", "wo")
+#: sources whose TFDS ClassLabel names are not reproduced here (ImageNet synsets, SUN397 scenes, omniglot's
+#: "<alphabet>_<character>", ...): a republished task needs them given (`republish_reference(labels=...)`).
+_NAMES_NOT_KEPT = frozenset({"imagenet2012", "caltech101", "dtd", "oxford_flowers102", "oxford_iiit_pet", "sun397",
+                             "eurosat", "resisc45", "omniglot"})
+_NAMES = {"cifar10": CIFAR10, "cifar100": CIFAR100, "kmnist": KMNIST}
+
+
 @dataclass(frozen=True)
 class CatalogTask:
     name: str
@@ -128,14 +153,25 @@ class CatalogTask:
     rule: str
     num_classes: int
     one_k: bool = False
+    pixel_scale: int = 1  # the reference's input conversion: raw pixels x this (dSprites' 0/1 -> 0/255)
 
     @property
     def splits(self) -> dict[str, str]:
         return one_k(RULES[self.rule]) if self.one_k else dict(RULES[self.rule])
 
     @property
-    def derivation(self) -> tuple[Callable[[Row], int], list[str]] | None:
+    def derivation(self) -> Derivation | None:
         return DERIVATIONS.get(self.name.removesuffix("/1k"))
+
+    @property
+    def label_names(self) -> tuple[tuple[str, ...], str] | None:
+        """(class names, where they come from) known without the data, or None where TFDS metadata names are not
+        reproduced here. Sources with unnamed classes (svhn, VDD, mnist, ...) are TFDS's "0" … "N-1"."""
+        if self.derivation is not None:
+            return self.derivation.names, self.derivation.meaning
+        if self.source in _NAMES_NOT_KEPT:
+            return None
+        return _NAMES.get(self.source, numbered(self.num_classes)), "TFDS ClassLabel names"
 
 
 _VTAB = [  # name, source, rule, classes
@@ -147,13 +183,14 @@ _VTAB = [  # name, source, rule, classes
     ("diabetic_retinopathy_detection/btgraham-300", "diabetic_retinopathy_detection/btgraham-300", "vtab_official", 5),
     ("clevr/count_cylinders", "clevr", "vtab_clevr", 11), ("clevr/count_all", "clevr", "vtab_clevr", 8),
     ("clevr/closest_object_distance", "clevr", "vtab_clevr", 6), ("dmlab", "dmlab", "vtab_official", 6),
-    ("dsprites/label_x_position", "dsprites", "vtab_80_10_10", 16),
-    ("dsprites/label_orientation", "dsprites", "vtab_80_10_10", 16),
+    ("dsprites/label_x_position", "dsprites", "vtab_80_10_10", 32),  # µ2Net keeps TFDS's classes (vtab.DERIVATIONS)
+    ("dsprites/label_orientation", "dsprites", "vtab_80_10_10", 40),
     ("kitti/closest_object_distance", "kitti", "vtab_official", 5), ("kitti/count_vehicles", "kitti", "vtab_official", 4),
     ("kitti/closest_vehicle_distance", "kitti", "vtab_official", 4),
     ("smallnorb/label_category", "smallnorb", "vtab_smallnorb", 5), ("smallnorb/label_lighting", "smallnorb", "vtab_smallnorb", 6),
     ("smallnorb/label_azimuth", "smallnorb", "vtab_smallnorb", 18), ("smallnorb/label_elevation", "smallnorb", "vtab_smallnorb", 9),
 ]
+_SCALE = {"dsprites": 255}  # task_adaptation: `tf.tile(image, [1, 1, 3]) * 255`
 _VDD = {"imagenet12": 1000, "svhn": 10, "cifar100": 100, "gtsrb": 43, "daimlerpedcls": 2, "omniglot": 1623,
         "ucf101": 101, "aircraft": 100, "dtd": 47, "vgg-flowers": 102}
 _CHARS = [("emnist/digits", "default", 10), ("emnist/letters", "default", 37), ("kmnist", "default", 10),
@@ -164,15 +201,24 @@ TASKS: dict[str, CatalogTask] = {t.name: t for t in [
     CatalogTask("imagenet2012", "vit", "imagenet2012", "imagenet", 1000),
     CatalogTask("cifar100", "vit", "cifar100", "cifar100", 100),
     CatalogTask("cifar10", "vit", "cifar10", "cifar10", 10),
-    *[CatalogTask(n, "vtab", s, r, k) for n, s, r, k in _VTAB],
+    *[CatalogTask(n, "vtab", s, r, k, pixel_scale=_SCALE.get(s, 1)) for n, s, r, k in _VTAB],
     *[CatalogTask(f"visual_domain_decathlon/{t}", "vdd", f"visual_domain_decathlon/{t}", "vdd", k) for t, k in _VDD.items()],
     *[CatalogTask(n, "chars", n, r, k) for n, r, k in _CHARS],
-    *[CatalogTask(f"{n}/1k", "vtab1k", s, r, k, one_k=True) for n, s, r, k in _VTAB],
+    *[CatalogTask(f"{n}/1k", "vtab1k", s, r, k, one_k=True, pixel_scale=_SCALE.get(s, 1)) for n, s, r, k in _VTAB],
     CatalogTask("cifar100/1k", "vtab1k", "cifar100", "vtab_train90", 100, one_k=True),
     CatalogTask("cifar10/1k", "vtab1k", "cifar10", "vtab_train90", 10, one_k=True),
 ]}
 
 BENCHMARKS = ("vit", "vtab", "vdd", "chars", "vtab1k")  # the reference's order: the paper's stream
+
+
+#: The reference's spelling of a task where it differs from ours (munet_spec.md §5.1 "Code quirks").
+_ALIASES = {"smallnorb/label_azimuth/1": "smallnorb/label_azimuth/1k"}
+
+
+def lookup(name: str) -> CatalogTask | None:
+    """The table's task under `name`, in our spelling or the reference's; None for a task outside the stream."""
+    return TASKS.get(_ALIASES.get(name, name))
 
 
 def stream(benchmarks: tuple[str, ...] = BENCHMARKS) -> list[str]:
@@ -327,13 +373,14 @@ def resolve(name: str, *, sources: Mapping[str, str] | None = None, sources_dir:
         label_fn, names = _labeler(task, source, data, ours)
         labels = labels or names
         splits[ours] = SplitRef(source, split, data, slice_indices(len(data), slices), label_fn)
-    return Resolved(task, labels or [str(i) for i in range(task.num_classes)], splits)
+    known = task.label_names
+    return Resolved(task, labels or list(known[0] if known else numbered(task.num_classes)), splits)
 
 
 def _labeler(task: CatalogTask, source: Source, data: Any, split: str) -> tuple[Callable[[Row], int], list[str] | None]:
     derived = task.derivation
     if derived is not None:
-        return derived
+        return derived.label, list(derived.names)
     if source.label is None:
         raise LabelMismatchError(f"task {task.name!r}: source {source.key} has no label column and no derivation")
     columns = list(getattr(data, "column_names", None) or [])

@@ -3,8 +3,8 @@
 Everything is decoded into memory as uint8 RGB, which suits the small and medium datasets µ2Net tasks are
 (use `max_examples` to cap each split; `mu2hub.data.stream` reads large ones lazily instead). Images that all
 share one size are kept at it (the path's preprocessing resizes on the device); images of varying sizes are
-resized to `decode_size`, which the evolution loop sets to the path's image size. `datasets` is imported only
-when one of these is used.
+resized to `decode_size` at most (`data.decode`: training sets it above the path's image size, so random crops
+keep their resolution). `datasets` is imported only when one of these is used.
 
 Splits follow the reference µ2Net notebook's rule for tasks without a custom split: use the dataset's
 `train` / `validation` / `test` when present, otherwise carve 5% of train for each missing one. Unlike the
@@ -21,10 +21,10 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from PIL import Image
 
+from mu2hub.data.decode import decode, target_shape
 from mu2hub.data.registry import SPLITS, Split, TaskData, open_image, to_rgb_uint8
-from mu2hub.errors import CorruptImageError, DataError, VaryingImageSizesError
+from mu2hub.errors import CorruptImageError, DataError
 
 if TYPE_CHECKING:
     import datasets
@@ -144,8 +144,8 @@ def task_from_dataset_dict(
         max_examples (`int`, *optional*): keep at most this many examples per split (a seeded sample).
         image_size (`int`, *optional*): resize every image to `image_size`×`image_size`. Defaults to
             keeping the size when all images share one, else `decode_size`.
-        decode_size (`int`, *optional*): the size for images of varying sizes when `image_size` is not given
-            (the path's image size; the evolution loop and fine-tuning pass it).
+        decode_size (`int`, *optional*): the size for images of varying sizes when `image_size` is not given,
+            never above the largest image's side (training passes `data.decode.training_decode_size`).
         seed (`int`, defaults to 0): seeds carving and sampling.
         skip_corrupt (`bool`, defaults to `False`): leave out (with a warning counting them) images that cannot be
             decoded, instead of raising `CorruptImageError` naming the first.
@@ -196,10 +196,11 @@ def task_from_dataset_dict(
         }
 
     decoded = {ours: _decode(name, ours, ds, image_column, label_column, skip_corrupt) for ours, ds in parts.items()}
-    size = _target_size(name, decoded, image_size, decode_size)
+    size = target_shape(name, (image.shape[:2] for images, _ in decoded.values() for image in images),
+                        image_size=image_size, decode_size=decode_size)
     result = {}
     for ours, (images, labels) in decoded.items():
-        resized = [_resize(image, size) for image in images]
+        resized = [decode(image, size) for image in images]
         result[ours] = Split(np.stack(resized) if resized else np.zeros((0, 1, 1, 3), np.uint8), labels)
     label_names = list(features[label_column].names)
     return TaskData(name, label_names, result["train"], result["validation"], result["test"])
@@ -281,20 +282,3 @@ def _decode_one(entry: Any, where: str) -> np.ndarray:
     return open_image(entry["path"])
 
 
-def _target_size(name: str, decoded: dict, image_size: int | None, decode_size: int | None) -> tuple[int, int] | None:
-    """(H, W) to resize to, or None when every image already shares one size and none was asked for."""
-    if image_size is not None:
-        return image_size, image_size
-    shapes = {image.shape[:2] for images, _ in decoded.values() for image in images}
-    if len(shapes) <= 1:
-        return None
-    if decode_size is None:
-        raise VaryingImageSizesError(f"{name}: images have {len(shapes)} different sizes; pass decode_size= (the path's image "
-                         "size) or image_size= to resize them")
-    return decode_size, decode_size
-
-
-def _resize(image: np.ndarray, size: tuple[int, int] | None) -> np.ndarray:
-    if size is None or image.shape[:2] == size:
-        return image
-    return np.asarray(Image.fromarray(image).resize((size[1], size[0]), Image.Resampling.BILINEAR))

@@ -24,6 +24,9 @@ SOURCE_PREFIXES = ("hf:", "imagefolder:")
 SPLITS = ("train", "validation", "test")
 #: Largest image accepted (pixels): PIL's own decompression-bomb limit, 2x its 89M-pixel warning level.
 MAX_PIXELS = 2 * 89_478_485
+#: Longest side an image is decoded to anywhere (an upload before preprocessing, a training decode): far above any
+#: path's image size, so results barely change, while a 10,000-pixel photo never becomes a multi-gigabyte array.
+MAX_SIDE = 1024
 
 _TASKS: dict[str, Callable[..., TaskData]] = {}
 
@@ -47,7 +50,7 @@ def to_rgb_uint8(image: Image.Image | np.ndarray) -> np.ndarray:
             an unsupported dtype, a non-finite or out-of-range value.
     """
     if isinstance(image, Image.Image):
-        _check_size(image.height, image.width)
+        check_size(image.height, image.width)
         return _pil_to_rgb(image)
     try:
         array = np.asarray(image)
@@ -62,14 +65,15 @@ def to_rgb_uint8(image: Image.Image | np.ndarray) -> np.ndarray:
         )
     if array.ndim == 4 and array.shape[0] == 0:
         raise ImageInputError("the batch holds no images")
-    _check_size(array.shape[-3], array.shape[-2])
+    check_size(array.shape[-3], array.shape[-2])
     array = _to_uint8(array)
     if array.shape[-1] == 1:
         return np.repeat(array, 3, axis=-1)
     return np.ascontiguousarray(array[..., :3])
 
 
-def _check_size(height: int, width: int) -> None:
+def check_size(height: int, width: int) -> None:
+    """An empty image, or one over `MAX_PIXELS` (a decompression bomb), is an `ImageInputError`."""
     if height < 1 or width < 1:
         raise ImageInputError(f"the image is empty ({width}x{height} pixels)")
     if height * width > MAX_PIXELS:
@@ -261,8 +265,8 @@ def get_task(name: str, *, decode_size: int | None = None, **kwargs: Any) -> Tas
         name (`str`): a registered name (see `list_tasks()`), one of the µ2Net paper's tasks
             (`mu2hub.data.catalog`, e.g. `cifar10`, `clevr/count_all`, `dtd/1k`), `hf:<dataset id or path>` or
             `imagefolder:<folder>`.
-        decode_size (`int`, *optional*): the size images of varying sizes are decoded to (a dataset source's
-            images; registered tasks generate theirs at a fixed size and ignore it).
+        decode_size (`int`, *optional*): the size images of varying sizes are decoded to, never above the largest
+            image's side (a dataset source's images; registered tasks generate theirs at a fixed size and ignore it).
         **kwargs: forwarded to the task function (e.g. `seed`, `image_size`, `n_train`), to
             `load_hf_task` / `load_imagefolder`, or to `catalog.load` (`sources`, `data_dir`, `max_examples`).
 

@@ -37,9 +37,10 @@ from typing import Any, Protocol
 import numpy as np
 from PIL import Image
 
-from mu2hub.data.registry import SPLITS, Split, TaskData, to_rgb_uint8
+from mu2hub.data.decode import decode, target_shape
+from mu2hub.data.registry import SPLITS, Split, TaskData
 from mu2hub.data.shard import Shard
-from mu2hub.errors import StreamReadError, VaryingImageSizesError
+from mu2hub.errors import StreamReadError
 
 
 class Source(Protocol):
@@ -66,19 +67,6 @@ class DatasetSource:
     def labels(self) -> np.ndarray:
         """Every label, read from the Arrow column without decoding an image."""
         return np.asarray(self.dataset[self.label], np.int32)
-
-
-def decode(image: Any, shape: tuple[int, int]) -> np.ndarray:
-    """Any image -> uint8 RGB [H, W, 3] of `shape` (PIL bilinear, antialiased when shrinking, the in-memory loaders'
-    resize); an image of that size passes through untouched."""
-    if isinstance(image, Image.Image) and image.mode in ("RGB", "L"):  # resized by PIL as it is: no array round trip
-        if image.size != (shape[1], shape[0]):
-            image = image.resize((shape[1], shape[0]), Image.Resampling.BILINEAR)
-        return to_rgb_uint8(image)
-    rgb = to_rgb_uint8(image)
-    if rgb.shape[:2] == tuple(shape):
-        return rgb
-    return np.asarray(Image.fromarray(rgb).resize((shape[1], shape[0]), Image.Resampling.BILINEAR))
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -212,27 +200,22 @@ def validation_subset(split: AnySplit, max_examples: int | None, *, seed: int | 
 
 def decode_shape(name: str, sources: Sequence[Source], *, image_size: int | None = None,
                  decode_size: int | None = None, sample: int = 16) -> tuple[int, int]:
-    """The (H, W) a task's images are decoded to, by the in-memory loaders' rule (`hf._target_size`) on a sample.
+    """The (H, W) a task's images are decoded to, by the in-memory loaders' rule (`decode.target_shape`) on a sample.
 
     `image_size` when given; else the images' own size when every sampled image (up to `sample` per split, evenly
-    spaced) has the same one; else `decode_size`. An image of another size that the sample missed is resized to it.
+    spaced) has the same one; else `decode_size` (never above the largest sampled side). An image of another size
+    that the sample missed is resized to it.
 
     Raises:
         VaryingImageSizesError: sizes vary and no `decode_size` was given.
     """
-    if image_size is not None:
-        return image_size, image_size
     shapes = set()
-    for source in sources:
+    for source in ([] if image_size is not None else sources):
         for i in np.unique(np.linspace(0, len(source) - 1, min(len(source), sample)).astype(np.int64)):
             image = source.example(int(i))[0]
             shapes.add(tuple(image.size[::-1]) if isinstance(image, Image.Image) else tuple(np.shape(image)[:2]))
-    if len(shapes) == 1:
-        return shapes.pop()
-    if decode_size is None:
-        raise VaryingImageSizesError(f"{name}: images have {len(shapes)} different sizes; pass decode_size= (the path's "
-                                     "image size) or image_size= to resize them")
-    return decode_size, decode_size
+    shape = target_shape(name, shapes, image_size=image_size, decode_size=decode_size)
+    return shape or next(iter(shapes), (decode_size or 1, decode_size or 1))
 
 
 @dataclasses.dataclass(frozen=True, eq=False)

@@ -29,6 +29,7 @@ import numpy as np
 from .. import model as vit
 from ..api import resolve_dtype
 from ..data import catalog
+from ..data.decode import training_decode_size
 from ..data.pp import pp_spec
 from ..data.registry import TaskData, get_task, list_tasks
 from ..data.stream import StreamedTask, TrainingData, validation_subset
@@ -73,6 +74,7 @@ class Agent:
             raise ValueError(f"image size {self.defaults['ds_image_size']} is not a multiple of the root's patch size "
                              f"{self.dims.patch_size}: the root cannot serve it")
         self._opened: dict[str, TrainingData] = dict(data or {})
+        self._pixel_scales: dict[str, int] = {}  # catalog tasks whose raw pixels the reference scales (dSprites' 0/1)
         self._current: tuple[str, TrainingData] | None = None  # the one task whose data is decoded
         self.seed_pool = None if seed_pool is None else set(seed_pool)
         self._components: dict[str, dict[str, np.ndarray]] = {}
@@ -94,10 +96,12 @@ class Agent:
     def open(self, task: str) -> TrainingData:
         """A task's data as it comes: generated / in-memory data, or a catalog task's views (nothing decoded)."""
         if task not in self._opened:
-            # Images of varying sizes (a dataset source's) are decoded at the path's image size.
-            kwargs = {"decode_size": self.defaults["ds_image_size"], **self.cfg.get("task_kwargs", {}).get(task, {})}
+            # Images of varying sizes (a dataset source's) are decoded above every size a path can reach (data.decode).
+            sizes = (self.defaults["ds_image_size"], *self.space.ranges.get("ds_image_size", ()))
+            kwargs = {"decode_size": training_decode_size(sizes), **self.cfg.get("task_kwargs", {}).get(task, {})}
             if catalog.is_catalog_task(task) and task not in list_tasks():
                 self._opened[task] = catalog.open_task(task, **kwargs)
+                self._pixel_scales[task] = catalog.TASKS[task].pixel_scale  # the table's input conversion
             else:
                 self._opened[task] = get_task(task, **kwargs)
         return self._opened[task]
@@ -364,13 +368,19 @@ class Agent:
                 "best_score": ctx["scores"][parent.id] if parent.task == task else -math.inf,
                 "component_ids": {slot: src for slot, (action, src) in child.sources.items() if action == "share"}}
 
-    def _common_args(self, data: TrainingData, seed: int) -> dict[str, Any]:
+    def preprocessing(self, task: str, image_size: int) -> dict[str, Any]:
+        """The eval preprocessing a path of `task` trains, is measured and is stored with (`tasks/<task>.json`):
+        mu2hub's resize, with the task table's pixel scale for a catalog task (dSprites: 0/1 pixels x 255)."""
+        return pp_spec(image_size, pixel_scale=self._pixel_scales.get(task, 1))
+
+    def _common_args(self, data: TrainingData, seed: int, task: str) -> dict[str, Any]:
         cfg = self.cfg
         steps = math.ceil(min(len(data.train), cfg["train_examples_between_validations_max"]) / cfg["batch_size"])
         return {"num_validations": cfg["num_validations"], "steps_per_validation": steps, "batch_size": cfg["batch_size"],
                 "seed": seed, "dtype": self.dtype, "mesh": self.mesh, "attention": cfg.get("attention"),
                 "prefix_cache": self.prefix_cache, "variant": self.rules.schedule,
-                "momentum": cfg.get("momentum_dtype")}
+                "momentum": cfg.get("momentum_dtype"),
+                "preprocessing": self.preprocessing(task, self.defaults["ds_image_size"])}  # its resize options
 
     def _train_all(self, pairs: list[tuple[PathRecord, Child]], task: str, data: TrainingData, ctx: dict[str, Any],
                    seed: int, progress, what: str) -> list[tuple[ChildResult, list[int]]]:
@@ -395,7 +405,7 @@ class Agent:
                 parent, child = pairs[group[0]]
                 out[group[0]] = train_child(child.structure, child.frozen, child.trainable, data, child.hparams,
                                             inherited_traces=child.traces or None, progress=progress,
-                                            **self._child_args(parent, child, task, ctx), **self._common_args(data, seed))
+                                            **self._child_args(parent, child, task, ctx), **self._common_args(data, seed, task))
             else:
                 out.update(zip(group, self._train_batched([pairs[i] for i in group], task, data, ctx, seed, progress)))
             for i in group:
@@ -410,7 +420,7 @@ class Agent:
                               [c.hparams for _, c in pairs], inherited_traces=[c.traces or None for _, c in pairs],
                               best_scores=[a["best_score"] for a in per], score_fns=[a["score_fn"] for a in per],
                               component_ids=[a["component_ids"] for a in per], progress=progress,
-                              **self._common_args(data, seed))
+                              **self._common_args(data, seed, task))
 
     def _keep(self, state: dict[str, Any], parent: PathRecord, child: Child, result: ChildResult, task: str) -> PathRecord:
         """Write the improved child's new components (content-addressed), their traces, and its record."""
@@ -451,7 +461,8 @@ class Agent:
         params = {slot: self._component(c["id"]) for slot, c in best.components.items()}
 
         def test_accuracy() -> float:
-            return evaluate(structure, params, data.test, self.cfg["batch_size"], dtype=self.dtype, mesh=self.mesh)
+            return evaluate(structure, params, data.test, self.cfg["batch_size"], dtype=self.dtype, mesh=self.mesh,
+                            preprocessing=self.preprocessing(task, structure.image_size))
 
         # data_parallel: every process measures it together; else process 0 alone, on one of its devices
         test = test_accuracy() if self.mesh is not None else None
@@ -482,7 +493,7 @@ class Agent:
         return TaskFile(
             task=rec.task, image_size=structure.image_size, num_layers=structure.num_layers, components=refs,
             labels=list(data.labels), adapter_layers=structure.adapter_layers, adapter_dim=structure.adapter_dim,
-            preprocessing=pp_spec(structure.image_size), hparams=rec.hparams,
+            preprocessing=self.preprocessing(rec.task, structure.image_size), hparams=rec.hparams,
             metrics={"validation_accuracy": rec.metrics["quality"], "test_accuracy": test_accuracy,
                      "score": rec.score if score is None else score,
                      "accounted_params": rec.metrics["accounted_params"], "chance": data.chance,
