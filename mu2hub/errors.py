@@ -35,7 +35,8 @@ class TaskNotFoundError(Mu2hubError, KeyError):
         shown = ", ".join(self.available) if self.available else "(none)"
         import difflib
 
-        close = difflib.get_close_matches(task, self.available, n=1, cutoff=0.5)
+        folded = {name.casefold(): name for name in self.available}  # `DIGITS` -> 'digits'
+        close = [folded[m] for m in difflib.get_close_matches(str(task).casefold(), list(folded), n=1, cutoff=0.5)]
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         super().__init__(f"no task {task!r}{where}{hint}; available tasks: {shown}")
 

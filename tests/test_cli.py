@@ -83,6 +83,8 @@ def test_errors_say_what_to_do(evolved, capsys, tmp_path):
         mu2hub.from_pretrained(evolved.repo, task="digit")
     assert cli.main(["download", evolved.repo, "--task", "shapes/label_scal"]) == 2
     assert "did you mean 'shapes/label_scale'" in capsys.readouterr().err
+    with pytest.raises(mu2hub.TaskNotFoundError, match=r"no task 'DIGITS' .*\(did you mean 'digits'\?\)"):  # case
+        mu2hub.from_pretrained(evolved.repo, task="DIGITS")
     with pytest.raises(mu2hub.TaskRequiredError, match=r'say which to load: task="digits".*tasks="all".*digits, shapes/label_scale'):
         mu2hub.from_pretrained(evolved.repo)
     with pytest.raises(TypeError):  # what calling without a task always raised: old except clauses still work

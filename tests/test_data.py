@@ -35,6 +35,7 @@ from mu2hub.data import (
     task_from_dataset_dict,
     to_rgb_uint8,
 )
+from mu2hub.errors import Mu2hubError
 
 SMALL = dict(n_train=300, n_validation=50, n_test=100)
 
@@ -289,6 +290,17 @@ def test_imagefolder_mixed_modes_and_sizes(tmp_path):
     again = get_task(f"imagefolder:{tmp_path / 'data'}", image_size=16, cache_dir=str(tmp_path / "cache"))
     assert again.image_shape == (16, 16, 3)
     np.testing.assert_array_equal(again.validation.labels, task.validation.labels)  # seeded carving
+
+
+@pytest.mark.parametrize("option", [{"decode_size": 0}, {"decode_size": -3}, {"decode_size": 10**9}, {"decode_size": "16"},
+                                    {"decode_size": 1.5}, {"decode_size": True}, {"image_size": 0}, {"image_size": -1},
+                                    {"image_size": 2.0}, {"bogus_option": 1}])
+def test_bad_data_options_are_named_errors(tmp_path, option):
+    """Sizes and options a user passes (`--image-size`, `--data-kwargs`) get a Mu2hubError naming them, never a
+    PIL ValueError or a TypeError from deep inside a loader."""
+    _write_imagefolder(tmp_path / "data", per_class=2)
+    with pytest.raises(Mu2hubError, match=next(iter(option))):
+        get_task(f"imagefolder:{tmp_path / 'data'}", cache_dir=str(tmp_path / "cache"), **option)
 
 
 def test_imagefolder_missing_folder(tmp_path):

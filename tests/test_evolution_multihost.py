@@ -237,6 +237,23 @@ def test_a_coordinator_that_never_answers_is_a_clear_error(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize("job, why", [
+    (["--num-processes", "2", "--process-id", "5"], "--process-id must be in 0..1"),  # waited 300 s in silence
+    (["--num-processes", "2", "--process-id", "-1"], "--process-id must be in 0..1"),
+    (["--num-processes", "0", "--process-id", "0"], "--num-processes must be at least 1"),
+    (["--coordinator", "localhost", "--num-processes", "2", "--process-id", "1"], "HOST:PORT"),
+    (["--coordinator", "localhost:99999", "--num-processes", "2", "--process-id", "1"], "HOST:PORT"),
+])
+def test_a_job_that_cannot_form_is_refused_at_once(tmp_path, job, why):
+    config = _config_file(tmp_path, "c", tasks=["digits"])
+    coordinator = [] if "--coordinator" in job else ["--coordinator", f"127.0.0.1:{_free_port()}"]
+    cmd = [sys.executable, str(EVOLVE), "--config", str(config), "--workdir", str(tmp_path / "run"), "--quiet",
+           *job, *coordinator]
+    out = subprocess.run(cmd, env=_env(2), capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and why in out.stderr, out.stderr[-2000:]
+    assert not (tmp_path / "run").exists()
+
+
 def test_children_must_divide_among_hosts_and_placement_is_one_child_per_device():
     with pytest.raises(JobMismatchError, match="not a multiple of the 2 processes"):
         check_layout({"children_per_generation": 3, "parallelism": "child_per_device"}, 2)

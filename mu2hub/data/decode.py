@@ -20,7 +20,8 @@ import numpy as np
 from PIL import Image
 
 from mu2hub.data.registry import MAX_SIDE, to_rgb_uint8
-from mu2hub.errors import VaryingImageSizesError
+from mu2hub.errors import ArgumentError, VaryingImageSizesError
+from mu2hub.schema import MAX_IMAGE_SIZE
 
 #: How far above the largest reachable path size training decodes: a crop covering a quarter of the image
 #: (half its side) still sees full path resolution, while memory stays within 4x of decoding at the path size.
@@ -41,8 +42,14 @@ def target_shape(name: str, shapes: Iterable[tuple[int, int]], *, image_size: in
     `image_size` when given; else, when sizes vary, `decode_size`, but never above the largest image's side.
 
     Raises:
+        ArgumentError: `image_size` or `decode_size` is not a whole number of pixels in 1..`MAX_IMAGE_SIZE` (what a
+            task file may record).
         VaryingImageSizesError: sizes vary and no `decode_size` was given.
     """
+    for key, value in (("image_size", image_size), ("decode_size", decode_size)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer))
+                                  or not 1 <= value <= MAX_IMAGE_SIZE):
+            raise ArgumentError(f"{name}: {key}={value!r}: expected a whole number of pixels from 1 to {MAX_IMAGE_SIZE}")
     if image_size is not None:
         return image_size, image_size
     shapes = set(shapes)

@@ -283,23 +283,28 @@ def get_task(name: str, *, decode_size: int | None = None, **kwargs: Any) -> Tas
     if name.startswith("hf:"):
         from mu2hub.data.hf import load_hf_task
 
-        return load_hf_task(name.removeprefix("hf:"), decode_size=decode_size, **kwargs)
-    if name.startswith("imagefolder:"):
+        fn, args, kwargs = load_hf_task, (name.removeprefix("hf:"),), dict(kwargs, decode_size=decode_size)
+    elif name.startswith("imagefolder:"):
         from mu2hub.data.hf import load_imagefolder
 
-        return load_imagefolder(name.removeprefix("imagefolder:"), decode_size=decode_size, **kwargs)
-    tasks = _registered()
-    from mu2hub.data import catalog
+        fn, args, kwargs = load_imagefolder, (name.removeprefix("imagefolder:"),), dict(kwargs, decode_size=decode_size)
+    else:
+        tasks = _registered()
+        from mu2hub.data import catalog
 
-    if name not in tasks and catalog.is_catalog_task(name):
-        return catalog.load(name, decode_size=decode_size, **kwargs)
-    if name not in tasks:
-        raise TaskNotFoundError(name, list(tasks))
+        if name not in tasks and catalog.is_catalog_task(name):
+            fn, args, kwargs = catalog.load, (name,), dict(kwargs, decode_size=decode_size)
+        elif name not in tasks:
+            raise TaskNotFoundError(name, list(tasks))
+        else:
+            fn, args = tasks[name], ()
     try:
-        inspect.signature(tasks[name]).bind(**kwargs)
-    except TypeError as e:  # an option this task does not take (e.g. skip_corrupt for generated data)
+        inspect.signature(fn).bind(*args, **kwargs)
+    except TypeError as e:  # an option this source does not take (e.g. skip_corrupt for generated data, a typo)
         raise DataError(f"task {name!r}: {e}") from None
-    task = tasks[name](**kwargs)
+    if args:
+        return fn(*args, **kwargs)
+    task = fn(**kwargs)
     if not isinstance(task, TaskData):
         raise TypeError(f"task function for {name!r} returned {type(task).__name__}, expected TaskData")
     return task

@@ -132,6 +132,7 @@ def connect(coordinator_address: str | None = None, num_processes: int | None = 
         CoordinatorUnreachableError: a process other than 0 could not reach `coordinator_address` in `timeout_s`.
         ClusterError: JAX could not form the job.
     """
+    _check_job(coordinator_address, num_processes, process_id)
     import jax
 
     if not jax.distributed.is_initialized():
@@ -148,6 +149,23 @@ def connect(coordinator_address: str | None = None, num_processes: int | None = 
             raise ClusterError(f"could not form the multi-host job (coordinator {coordinator_address or 'auto'}, "
                                f"{num_processes or 'auto'} processes, this one {process_id}): {e}") from e
     return Cluster(jax.process_index(), jax.process_count(), chunk_bytes)
+
+
+def _check_job(coordinator_address: str | None, num_processes: int | None, process_id: int | None) -> None:
+    """Refuse a job description that can never form before anyone waits on it (a process id outside the job would
+    wait for the coordinator's whole timeout)."""
+    def bad(why: str) -> ClusterError:
+        return ClusterError(f"cannot form the multi-host job (coordinator {coordinator_address or 'auto'}, "
+                            f"{num_processes or 'auto'} processes, this one {process_id}): {why}")
+
+    if num_processes is not None and num_processes < 1:
+        raise bad("--num-processes must be at least 1")
+    if process_id is not None and (process_id < 0 or (num_processes is not None and process_id >= num_processes)):
+        raise bad(f"--process-id must be in 0..{num_processes - 1 if num_processes else 'N-1'}")
+    if coordinator_address is not None:
+        host, sep, port = coordinator_address.rpartition(":")
+        if not (sep and host and port.isdigit() and 0 < int(port) < 65536):
+            raise bad("--coordinator must be HOST:PORT (e.g. 10.0.0.2:1234)")
 
 
 def _wait_for(address: str, timeout_s: float) -> None:
