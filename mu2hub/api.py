@@ -18,7 +18,7 @@ import numpy as np
 
 from . import model as vit
 from .constants import DEFAULT_TOP_K
-from .errors import ArgumentError, ImageInputError, ShapeMismatchError, TaskRequiredError
+from .errors import ArgumentError, CorruptImageError, ImageInputError, InputNotFoundError, ShapeMismatchError, TaskRequiredError
 from .format import ComponentRef, Structure, SystemConfig, TaskFile, component_refs
 from .metadata import list_tasks, summarize, system_info  # noqa: F401  (re-exported)
 from .store import LocalStore, Store, open_store, task_components
@@ -124,23 +124,29 @@ class TaskModel:
     def preprocess(self, images: Any) -> np.ndarray:
         """Images -> the float batch the path was trained on ([-1, 1], the task's size).
 
-        Accepts PIL images, arrays [H, W], [H, W, C] or batches [N, H, W, C] (C in 1, 3, 4) of any size: uint8 as is,
-        uint16 scaled, floats only in [0, 1] (a 0-255 float array is refused, not guessed at).
+        Accepts image file paths, PIL images, arrays [H, W], [H, W, C] or batches [N, H, W, C] (C in 1, 3, 4) of any
+        size: uint8 as is, uint16 scaled, floats only in [0, 1] (a 0-255 float array is refused, not guessed at).
 
         Raises:
             ImageInputError (a ValueError, naming the image's index): no images, an empty or oversized image, NaN /
-                Inf, values out of range, another dtype or rank.
+                Inf, values out of range, another dtype or rank; `CorruptImageError` for a file that is not an image.
+            InputNotFoundError (a FileNotFoundError): a path that is not a file.
         """
         from .data.pp import apply_pp_spec_numpy, pp_spec
-        from .data.registry import to_rgb_uint8
+        from .data.registry import open_image, to_rgb_uint8
 
         batch = _as_image_list(images)
         if not batch:
             raise ImageInputError("no images given")
         rgb = []
         for i, image in enumerate(batch):
+            if isinstance(image, (str, os.PathLike)) and not os.path.isfile(image):
+                raise InputNotFoundError(str(image), "a folder, not an image file (`mu2hub predict FOLDER` reads one)"
+                                         if os.path.isdir(image) else "no such image file")
             try:
-                rgb.append(to_rgb_uint8(image))
+                rgb.append(open_image(image) if isinstance(image, (str, os.PathLike)) else to_rgb_uint8(image))
+            except CorruptImageError:
+                raise  # it names its file
             except ImageInputError as e:
                 raise ImageInputError(f"image {i}: {e}" if len(batch) > 1 else str(e)) from None
         return apply_pp_spec_numpy(rgb, self.task_file.preprocessing or pp_spec(self.task_file.image_size))
@@ -213,7 +219,7 @@ class TaskModel:
     # -- writing ----------------------------------------------------------------------------------
     def save_pretrained(self, save_directory: str | os.PathLike) -> Path:
         """Write a standalone one-task repo in the published format (config, task file, its components)."""
-        store = LocalStore(save_directory)
+        store = LocalStore(_output_folder(save_directory))
         refs = []
         for ref in self.components:
             tensors = {k: np.asarray(v) for k, v in self.params[ref.slot].items()}
@@ -230,7 +236,7 @@ class TaskModel:
         from .interop import write_transformers_checkpoint
 
         params = {slot: {k: np.asarray(v) for k, v in t.items()} for slot, t in self.params.items()}
-        write_transformers_checkpoint(save_directory, self.structure, params, self.labels, self.task_file.preprocessing)
+        write_transformers_checkpoint(_output_folder(save_directory), self.structure, params, self.labels, self.task_file.preprocessing)
         return Path(save_directory)
 
     # -- fine-tuning and sharing (mu2hub/finetune.py does the work) --------------------------------
@@ -272,6 +278,14 @@ class TaskModel:
         from .finetune import push_model
 
         return push_model(self, repo_id, token=token, private=private, create_pr=create_pr, commit_message=commit_message)
+
+
+def _output_folder(path: str | os.PathLike) -> Path:
+    """Where `save_pretrained` / `to_transformers` write: refused before any write when it is a file."""
+    out = Path(path)
+    if out.exists() and not out.is_dir():
+        raise ArgumentError(f"{out}: exists and is not a folder; pass a folder to write into")
+    return out
 
 
 def _as_image_list(images: Any) -> list[Any]:
@@ -339,7 +353,7 @@ def from_pretrained(
         {'label': '7', 'score': 0.98}
     """
     if task is not None and tasks is not None:
-        raise ValueError(f"pass task={task!r} (one task) or tasks={tasks!r} (several), not both")
+        raise ArgumentError(f"pass task={task!r} (one task) or tasks={tasks!r} (several), not both")
     store = open_store(repo_id_or_path, revision=revision, cache_dir=cache_dir, token=token,
                        force_download=force_download, local_files_only=local_files_only)
     commit = getattr(store, "commit", None)

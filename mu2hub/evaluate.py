@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .errors import ArgumentError
+
 if TYPE_CHECKING:
     from .api import TaskModel
 
@@ -62,9 +64,9 @@ def evaluate(model: "TaskModel", data: Any, *, split: str = "test", batch_size: 
     from .finetune import resolve_data
 
     if split not in SPLITS:
-        raise ValueError(f"split={split!r}: expected one of {SPLITS}")
+        raise ArgumentError(f"split={split!r}: expected one of {SPLITS}")
     if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        raise ArgumentError(f"batch_size must be >= 1, got {batch_size}")
     # images of varying sizes are decoded at the task's image size, as fine-tuning decodes them
     task_data = resolve_data(data, **{"decode_size": model.task_file.image_size, **dict(data_kwargs or {})})
     part = getattr(task_data, split)

@@ -16,7 +16,7 @@ import numpy as np
 from PIL import Image
 
 from .data.registry import MAX_SIDE, check_size, to_rgb_uint8
-from .errors import ImageInputError, InputNotFoundError
+from .errors import ArgumentError, ImageInputError, InputNotFoundError
 
 #: What a folder given to `predict` is searched for (lower-case suffixes).
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
@@ -129,7 +129,7 @@ def predict_in_batches(predict: Callable[[list], list], items: list[InputImage],
     one unreadable file is reported and the rest still answered.
     """
     if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        raise ArgumentError(f"batch_size must be >= 1, got {batch_size}")
     for start in range(0, len(items), batch_size):
         chunk = items[start:start + batch_size]
         loaded: list[Any] = []

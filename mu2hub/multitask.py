@@ -16,7 +16,7 @@ import numpy as np
 
 from .api import TaskModel, load_task
 from .constants import DEFAULT_TOP_K
-from .errors import TaskNotFoundError
+from .errors import ArgumentError, TaskNotFoundError
 from .format import TaskFile
 from .metadata import summarize
 from .store import Store
@@ -36,7 +36,7 @@ class MultiTaskModel:
     def __init__(self, store: Store, files: dict[str, TaskFile], *, repo_id: str = "", revision: str | None = None,
                  dtype: Any = None, lazy: bool = False):
         if not files:
-            raise ValueError(f"{repo_id or store.name}: no tasks to load")
+            raise ArgumentError(f"{repo_id or store.name}: no tasks to load")
         self.store, self.files = store, dict(files)
         self.repo_id, self.revision, self.dtype = repo_id or store.name, revision, dtype
         self._models: dict[str, TaskModel] = {}
@@ -50,7 +50,7 @@ class MultiTaskModel:
     def from_store(cls, store: Store, tasks: Sequence[str] | str, *, lazy: bool = False, **kwargs: Any) -> "MultiTaskModel":
         """`tasks="all"` (every task, in listing order) or a list of names, read from one pinned store."""
         if isinstance(tasks, str) and tasks != "all":
-            raise ValueError(f"tasks={tasks!r}: pass a list of task names or 'all' (for one task use task=...)")
+            raise ArgumentError(f"tasks={tasks!r}: pass a list of task names or 'all' (for one task use task=...)")
         names = store.list_tasks() if tasks == "all" else list(dict.fromkeys(tasks))
         return cls(store, {t: store.read_task(t) for t in names}, lazy=lazy, **kwargs)
 

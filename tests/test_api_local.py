@@ -43,6 +43,40 @@ def test_load_and_predict_every_input_kind(system):
     np.testing.assert_allclose(m.logits(x), m.logits([rgb]), rtol=1e-6)
 
 
+def test_predict_takes_image_files_and_names_the_bad_ones(system, tmp_path):
+    root, _ = system
+    m = mu2hub.from_pretrained(root, task="task_0")
+    rgb = np.random.default_rng(1).integers(0, 256, (20, 24, 3), dtype=np.uint8)
+    Image.fromarray(rgb).save(tmp_path / "a.png")
+    assert m.predict(str(tmp_path / "a.png")) == m.predict(rgb)  # a path is read at full resolution, as an array is
+    assert m.predict([tmp_path / "a.png", rgb]) == m.predict([rgb, rgb])
+    (tmp_path / "bad.png").write_bytes(b"not a png")
+    for path, error, message in [(tmp_path / "missing.png", mu2hub.errors.InputNotFoundError, "no such image file"),
+                                 (tmp_path, mu2hub.errors.InputNotFoundError, "a folder, not an image file"),
+                                 (tmp_path / "bad.png", mu2hub.errors.CorruptImageError, "bad.png")]:
+        with pytest.raises(error, match=message):
+            m.predict(str(path))
+
+
+@pytest.mark.parametrize("call", [
+    lambda m, root, out: m.evaluate("digits", batch_size=0),
+    lambda m, root, out: m.evaluate("digits", split="dev"),
+    lambda m, root, out: m.save_pretrained(out / "file"),
+    lambda m, root, out: m.to_transformers(out / "file"),
+    lambda m, root, out: mu2hub.from_pretrained(root, tasks=[]),
+    lambda m, root, out: mu2hub.from_pretrained(root, tasks="task_0"),
+    lambda m, root, out: mu2hub.from_pretrained(root, task="task_0", tasks=["task_0"]),
+], ids=["batch_size_0", "unknown_split", "save_into_a_file", "transformers_into_a_file", "no_tasks",
+        "tasks_as_one_name", "task_and_tasks"])
+def test_bad_arguments_are_argument_errors_before_any_write(system, tmp_path, call):
+    root, _ = system
+    m = mu2hub.from_pretrained(root, task="task_0")
+    (tmp_path / "file").write_text("keep me")
+    with pytest.raises(mu2hub.errors.ArgumentError):
+        call(m, root, tmp_path)
+    assert (tmp_path / "file").read_text() == "keep me"
+
+
 def test_path_info_and_system_info(system):
     root, files = system
     m = mu2hub.from_pretrained(root, task="task_1")

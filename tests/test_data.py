@@ -303,6 +303,15 @@ def test_bad_data_options_are_named_errors(tmp_path, option):
         get_task(f"imagefolder:{tmp_path / 'data'}", cache_dir=str(tmp_path / "cache"), **option)
 
 
+def test_a_dataset_that_cannot_be_loaded_is_a_data_source_error(monkeypatch):
+    """Offline (or a wrong id), `datasets` raises ConnectionError after its retries: say what to pass instead."""
+    from mu2hub.errors import DataSourceError
+
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
+    with pytest.raises(DataSourceError, match="hf:no-such-org/no-such-dataset: the dataset cannot be loaded.*local folder"):
+        load_hf_task("no-such-org/no-such-dataset")
+
+
 def test_imagefolder_missing_folder(tmp_path):
     with pytest.raises(FileNotFoundError):
         load_imagefolder(str(tmp_path / "nope"))

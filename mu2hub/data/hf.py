@@ -24,7 +24,7 @@ import numpy as np
 
 from mu2hub.data.decode import decode, target_shape
 from mu2hub.data.registry import SPLITS, Split, TaskData, open_image, to_rgb_uint8
-from mu2hub.errors import CorruptImageError, DataError
+from mu2hub.errors import CorruptImageError, DataError, DataSourceError
 
 if TYPE_CHECKING:
     import datasets
@@ -72,7 +72,13 @@ def load_hf_task(
     ):
         loaded = datasets.load_from_disk(path)
     else:
-        loaded = datasets.load_dataset(path, config_name, revision=revision, cache_dir=cache_dir)
+        try:
+            loaded = datasets.load_dataset(path, config_name, revision=revision, cache_dir=cache_dir)
+        except (ConnectionError, FileNotFoundError) as e:  # no such dataset, or the Hub out of reach and no copy here
+            raise DataSourceError(f"hf:{path}: the dataset cannot be loaded ({type(e).__name__}: {e}). Pass a Hub "
+                                  "dataset id that exists, a local folder (imagefolder or save_to_disk), or a "
+                                  "registered task name (mu2hub.data.list_tasks()); offline, a dataset must already be "
+                                  "in the datasets cache (HF_DATASETS_OFFLINE=1)") from e
     if isinstance(loaded, datasets.Dataset):
         loaded = datasets.DatasetDict({"train": loaded})
     return task_from_dataset_dict(
