@@ -18,7 +18,7 @@ import numpy as np
 
 from . import model as vit
 from .constants import DEFAULT_TOP_K
-from .errors import ArgumentError, CorruptImageError, ImageInputError, InputNotFoundError, ShapeMismatchError, TaskRequiredError
+from .errors import ArgumentError, CorruptImageError, ImageInputError, ShapeMismatchError, TaskRequiredError
 from .format import ComponentRef, Structure, SystemConfig, TaskFile, component_refs
 from .metadata import list_tasks, summarize, system_info  # noqa: F401  (re-exported)
 from .store import LocalStore, Store, open_store, task_components
@@ -129,8 +129,8 @@ class TaskModel:
 
         Raises:
             ImageInputError (a ValueError, naming the image's index): no images, an empty or oversized image, NaN /
-                Inf, values out of range, another dtype or rank; `CorruptImageError` for a file that is not an image.
-            InputNotFoundError (a FileNotFoundError): a path that is not a file.
+                Inf, values out of range, another dtype or rank, a path that is not a file; `CorruptImageError` for a
+                file that is not an image.
         """
         from .data.pp import apply_pp_spec_numpy, pp_spec
         from .data.registry import open_image, to_rgb_uint8
@@ -141,8 +141,10 @@ class TaskModel:
         rgb = []
         for i, image in enumerate(batch):
             if isinstance(image, (str, os.PathLike)) and not os.path.isfile(image):
-                raise InputNotFoundError(str(image), "a folder, not an image file (`mu2hub predict FOLDER` reads one)"
-                                         if os.path.isdir(image) else "no such image file")
+                what = "a folder, not an image file (`mu2hub predict FOLDER` reads one)" if os.path.isdir(image) \
+                    else "no such image file"
+                raise ImageInputError(f"{str(image)!r}: {what}; expected an image: a file path, a PIL image or an "
+                                      "array [H, W], [H, W, C] or [N, H, W, C]")
             try:
                 rgb.append(open_image(image) if isinstance(image, (str, os.PathLike)) else to_rgb_uint8(image))
             except CorruptImageError:

@@ -51,8 +51,8 @@ def test_predict_takes_image_files_and_names_the_bad_ones(system, tmp_path):
     assert m.predict(str(tmp_path / "a.png")) == m.predict(rgb)  # a path is read at full resolution, as an array is
     assert m.predict([tmp_path / "a.png", rgb]) == m.predict([rgb, rgb])
     (tmp_path / "bad.png").write_bytes(b"not a png")
-    for path, error, message in [(tmp_path / "missing.png", mu2hub.errors.InputNotFoundError, "no such image file"),
-                                 (tmp_path, mu2hub.errors.InputNotFoundError, "a folder, not an image file"),
+    for path, error, message in [(tmp_path / "missing.png", mu2hub.errors.ImageInputError, "no such image file"),
+                                 (tmp_path, mu2hub.errors.ImageInputError, "a folder, not an image file"),
                                  (tmp_path / "bad.png", mu2hub.errors.CorruptImageError, "bad.png")]:
         with pytest.raises(error, match=message):
             m.predict(str(path))
