@@ -140,13 +140,14 @@ class TaskModel:
             raise ImageInputError("no images given")
         rgb = []
         for i, image in enumerate(batch):
-            if isinstance(image, (str, os.PathLike)) and not os.path.isfile(image):
+            is_path = isinstance(image, (str, os.PathLike))
+            if is_path and not os.path.isfile(image):
                 what = "a folder, not an image file (`mu2hub predict FOLDER` reads one)" if os.path.isdir(image) \
                     else "no such image file"
                 raise ImageInputError(f"{str(image)!r}: {what}; expected an image: a file path, a PIL image or an "
                                       "array [H, W], [H, W, C] or [N, H, W, C]")
             try:
-                rgb.append(open_image(image) if isinstance(image, (str, os.PathLike)) else to_rgb_uint8(image))
+                rgb.append(open_image(image) if is_path else to_rgb_uint8(image))
             except CorruptImageError:
                 raise  # it names its file
             except ImageInputError as e:

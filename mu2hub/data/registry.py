@@ -302,9 +302,7 @@ def get_task(name: str, *, decode_size: int | None = None, **kwargs: Any) -> Tas
         inspect.signature(fn).bind(*args, **kwargs)
     except TypeError as e:  # an option this source does not take (e.g. skip_corrupt for generated data, a typo)
         raise DataError(f"task {name!r}: {e}") from None
-    if args:
-        return fn(*args, **kwargs)
-    task = fn(**kwargs)
+    task = fn(*args, **kwargs)
     if not isinstance(task, TaskData):
         raise TypeError(f"task function for {name!r} returned {type(task).__name__}, expected TaskData")
     return task
