@@ -33,12 +33,15 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping
 
+import numpy as np
+
 from .compilation import enable_compilation_cache
 from .constants import component_filename, task_filename
 from .data.decode import training_decode_size
 from .data.registry import TaskData
 from .datasource import public_name
 from .errors import BaselineNotBeatenError, ContributionError, RevisitNotBetterError, VaryingImageSizesError
+from .evolution.comparison import LABELS, baselines_of, judge
 from .evolution.hparams import get_space
 from .evolution.loop import ROOT_ID, Agent
 from .evolution.published import LazyComponents, PublishedSystem, admit_parents, infer_space, run_config
@@ -83,28 +86,33 @@ class AddTaskResult:
         return sum(c.bytes for c in self.new_components)
 
     @property
+    def baselines(self) -> dict[str, float | None]:
+        """The baselines trained with it ("scratch:total", "finetune:total", ...: test accuracy, None if skipped)."""
+        return baselines_of(self.task_file.metrics)
+
+    @property
+    def verdict_kind(self) -> str:
+        """"wins", "ties", "loses", "not measurable" (too little test data to tell) or "not measured"."""
+        return judge(self.task_file.metrics)[0]
+
+    @property
     def beats_baseline(self) -> bool | None:
-        """Whether the evolved path's test accuracy is at least the from-scratch baseline's (None: no baseline)."""
-        if self.baseline_test_accuracy is None:
-            return None
-        return float(self.task_file.metrics["test_accuracy"]) >= self.baseline_test_accuracy
+        """True only when the evolved path beats every baseline; False on a tie or a loss; None when there is no
+        baseline or the data cannot tell."""
+        kind = self.verdict_kind
+        return None if kind in ("not measured", "not measurable") else kind == "wins"
 
     def verdict(self) -> str:
-        """One plain sentence: does the evolved task beat the same ViT trained from scratch?"""
-        acc, base = float(self.task_file.metrics["test_accuracy"]), self.baseline_test_accuracy
-        if base is None:
-            return "No from-scratch baseline was trained (baseline=False): nothing to compare with"
-        if acc >= base:
-            return f"Beats the same ViT trained from scratch: {acc:.4f} vs {base:.4f} ({acc - base:+.4f})"
-        return (f"WORSE than the same ViT trained from scratch: {acc:.4f} vs {base:.4f} ({acc - base:+.4f}); "
-                "pushing is refused unless forced")
+        """One plain sentence: does the evolved task beat training the same ViT alone and plain fine-tuning?"""
+        return judge(self.task_file.metrics)[1]
 
     def summary_rows(self) -> list[list[Any]]:
         m, s = self.task_file.metrics, self.task_file.sizes
-        base = "" if self.baseline_test_accuracy is None else f"{self.baseline_test_accuracy:.4f}"
+        base = [[f"{LABELS[n]}, {self.train_steps} steps", "n/a" if v is None else f"{v:.4f}"]
+                for n, v in self.baselines.items()]
         return [["task", self.task], ["test accuracy", f"{m['test_accuracy']:.4f}"],
-                [f"from scratch, same {self.train_steps} steps", base], ["verdict", self.verdict()],
-                ["chance", f"{m.get('chance', 0):.4f}"],
+                *base, ["verdict", self.verdict()],
+                ["chance", f"{m.get('chance', 0):.4f}"], ["test images", f"{m.get('num_test_examples', 0):,}"],
                 ["activated params", f"{self.task_file.activated_params:,}"], ["new params", f"{s.get('new_params', 0):,}"],
                 ["new components", f"{len(self.new_components)} ({human_bytes(self.new_bytes)})"],
                 ["downloaded", f"{human_bytes(self.downloaded_bytes)} of {human_bytes(self.system_bytes)} (whole system)"],
@@ -165,6 +173,9 @@ class AddTaskResult:
         return cls(task_file=tf, workdir=root, new_components=[by_id[i] for i in ids], **scalars)
 
 
+#: What a contribution is judged against (mu2hub.evolution.baselines): the same ViT alone and plain fine-tuning of
+#: the system's best pretrained start, each for every example the search trained.
+CONTRIBUTION_BASELINES = "scratch:total,finetune:total"
 RESULT_NAME = "add_task_result.json"
 RESULT_FORMAT = "mu2hub-add-task/1"
 _SCALARS = ("repo_id", "revision", "task", "downloaded_bytes", "system_bytes", "parents", "excluded", "children",
@@ -205,14 +216,17 @@ def add_task(
             (`{"base", "num_params", "root_counts"}`, default base 1.0), `children_per_generation` (4),
             `batch_size` (32), `num_validations` (2), `train_examples_between_validations_max` (512), `hparams`.
         data_kwargs (`dict`, *optional*): forwarded to the data loader (`image_size`, `max_examples`, ...).
-        baseline (`bool`, defaults to `True`): also train the same structure from random init for the same steps.
+        baseline (`bool`, defaults to `True`): also train the baselines it is judged against, each for as many
+            examples as the whole search trained: the same ViT from random init, and plain fine-tuning of the
+            system's pretrained root (every slot trainable). A loss to either refuses `push_task` unless forced.
         workdir (`str`, *optional*): where the run and the new components live (default: a new temporary folder).
         seed, cache_dir, token, progress: RNG seed; as in huggingface_hub; a progress bar.
         compilation_cache (*optional*): where compiled steps are kept between runs (`mu2hub.compilation`):
             None for `$MU2HUB_COMPILATION_CACHE` or `~/.cache/mu2hub/compilation`, a folder, or False (off).
 
     Returns:
-        `AddTaskResult`: `task_file` (metrics incl. `test_accuracy` and `from_scratch_test_accuracy`, sizes, probe,
+        `AddTaskResult`: `task_file` (metrics incl. `test_accuracy`, `from_scratch_test_accuracy` and
+        `finetune_test_accuracy`, sizes, probe,
         lineage), `new_components`, bytes downloaded vs the whole system, `format()` for a summary table.
 
     Raises:
@@ -243,6 +257,7 @@ def add_task(
                 "train_examples_between_validations_max": 512, **dict(evolution or {})}
     space_name = _space_name(system, settings)
     cfg = run_config(system, task, space_name, settings, budget, seed)
+    cfg["baselines"] = CONTRIBUTION_BASELINES if baseline else None
     # 3. parents that fit the byte cap (nothing downloaded yet)
     costs = system.costs(get_space(space_name).ranges)
     admitted = admit_parents(costs, system.sizes, max_bytes, required=[task] if revisit else [], first=["root"])
@@ -334,8 +349,10 @@ def _finish(system: PublishedSystem, run: RunDir, agent: Agent, data: TaskData, 
     lineage = {"path_id": f"contrib-{system.store.commit[:8]}-{rec.id}", "parent_task": parent_task,
                "parent": parent_tf.lineage.get("path_id") if parent_tf else None, "created": new_ids,
                "base": {"repo_id": system.repo_id, "revision": system.store.commit}, "data": data_name}
-    base_acc = _from_scratch(agent, best, data, steps) if baseline and steps else None
-    metrics = {**best.metrics, "from_scratch_test_accuracy": base_acc, "train_steps": steps, "children": children}
+    base_acc = best.metrics.get("from_scratch_test_accuracy")
+    metrics = {**best.metrics, "train_steps": steps, "children": children,
+               "num_test_classes": int(len(np.unique(data.test.labels))),
+               **({"carved": {s: len(getattr(data, s)) for s in data.carved}} if data.carved else {})}
     tf = replace(best, lineage=lineage, metrics=metrics)
     params = {c.slot: run.read_component(c.id) for c in best.components}
     tf = release(tf, earlier=earlier, probe=make_probe(TaskModel(system.config, tf, params)))
@@ -351,23 +368,6 @@ def _finish(system: PublishedSystem, run: RunDir, agent: Agent, data: TaskData, 
                          sum(published.values()), {n: cost(n) for n in admitted},
                          {n: cost(n) for n in costs if n not in admitted}, children, steps, base_acc,
                          time.perf_counter() - start, revisit, slots, reader.seconds)
-
-
-def _from_scratch(agent: Agent, best: TaskFile, data: TaskData, steps: int) -> float:
-    """The same structure from random init, every slot trainable, for the same number of steps."""
-    import jax
-
-    from . import model as vit
-    from .evolution.loop import structure_of
-    from .train import evaluate, train_child
-
-    hp = agent.run.read_path(best.lineage["path_id"]).hparams
-    structure = structure_of(agent.dims, hp)
-    params = vit.init_path(structure, jax.random.key(agent.cfg["seed"] + 1))
-    k = agent.cfg["num_validations"] if steps % agent.cfg["num_validations"] == 0 else 1
-    result = train_child(structure, {}, params, data, hp, num_validations=k, steps_per_validation=steps // k,
-                         batch_size=agent.cfg["batch_size"], seed=agent.cfg["seed"])
-    return float(evaluate(structure, result.params, data.test, agent.cfg["batch_size"]))
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -419,9 +419,10 @@ def push_task(result: AddTaskResult | str | os.PathLike, *, create_pr: bool = Tr
     """
     if not isinstance(result, AddTaskResult):
         result = AddTaskResult.load(result)
-    if result.beats_baseline is False and not force:
-        raise BaselineNotBeatenError(result.task, float(result.task_file.metrics["test_accuracy"]),
-                                     float(result.baseline_test_accuracy), result.train_steps)
+    if result.verdict_kind == "loses" and not force:
+        acc = float(result.task_file.metrics["test_accuracy"])
+        name, value = max(((n, v) for n, v in result.baselines.items() if v is not None and v > acc), key=lambda x: x[1])
+        raise BaselineNotBeatenError(result.task, acc, float(value), result.train_steps, against=LABELS[name])
     store = LocalStore(result.workdir / "system")
     files: dict[str, bytes | Path] = {task_filename(result.task): dump_json(result.task_file.to_json())}
     for c in result.new_components:

@@ -175,10 +175,11 @@ class BaselineNotBeatenError(Mu2hubError, ValueError):
     same 128 steps): it does not help the system. Not pushed; pass force=True (CLI --force) to push anyway`.
     """
 
-    def __init__(self, task: str, accuracy: float, baseline: float, steps: int):
+    def __init__(self, task: str, accuracy: float, baseline: float, steps: int,
+                 against: str = "the same ViT trained from scratch"):
         self.task, self.accuracy, self.baseline = task, accuracy, baseline
-        super().__init__(f"{task}: the evolved path's test accuracy {accuracy:.4f} is below the same ViT trained from "
-                         f"scratch ({baseline:.4f}, same {steps} steps): it does not help the system. Not pushed; "
+        super().__init__(f"{task}: the evolved path's test accuracy {accuracy:.4f} is below {against} "
+                         f"({baseline:.4f}, same {steps} steps): it does not help the system. Not pushed; "
                          "pass force=True (CLI --force) to push anyway")
 
 

@@ -170,3 +170,36 @@ def path_png(files: Mapping[str, TaskFile], task: str, *, width: float = 5.4) ->
     ax.legend(handles=legend, fontsize=6, loc="upper center", bbox_to_anchor=(0.5, -0.05 - 1.1 / (len(files) + 2)),
               ncol=3, frameon=False, title="created by", title_fontsize=6, handlelength=1.2, columnspacing=1.0)
     return _png(fig, dpi=110, tight=True)
+
+
+def baselines_png(files: Mapping[str, TaskFile]) -> bytes:
+    """Evolved test accuracy next to the baselines measured in the same run (same data, same budgets), per task."""
+    from matplotlib.figure import Figure
+
+    from .evolution.comparison import COLUMNS, LABELS, baselines_of
+
+    tasks = list(files)
+    series = [("evolved (µ2Net)", [float(tf.metrics["test_accuracy"]) for tf in files.values()], "#08519c")]
+    colors = {"scratch:total": "#fdae6b", "scratch:lineage": "#fee6ce", "finetune:lineage": "#c7e9c0",
+              "finetune:total": "#74c476"}
+    for name in COLUMNS:
+        values = [baselines_of(tf.metrics).get(name) for tf in files.values()]
+        if any(v is not None for v in values):
+            series.append((LABELS[name], values, colors[name]))
+    fig = Figure(figsize=(max(6.0, 1.1 * len(tasks) + 3.0), 4.2))
+    ax = fig.add_subplot()
+    width = 0.8 / len(series)
+    for i, (label, values, color) in enumerate(series):
+        xs = [x - 0.4 + width * (i + 0.5) for x in range(len(tasks))]
+        ax.bar([x for x, v in zip(xs, values) if v is not None], [v for v in values if v is not None], width,
+               color=color, edgecolor="#555555", linewidth=0.4, label=label)
+    chance = [float(tf.metrics.get("chance") or 0) for tf in files.values()]
+    ax.scatter(range(len(tasks)), chance, marker="_", s=400, color="#de2d26", label="chance", zorder=3)
+    ax.set_xticks(range(len(tasks)), tasks, rotation=20, ha="right", fontsize=8)
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("test accuracy")
+    ax.set_title("Evolved vs the baselines a user would pick instead (same run, held-out test)", fontsize=9)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=7, loc="lower left", ncol=2)
+    fig.tight_layout()
+    return _png(fig)

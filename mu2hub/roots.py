@@ -34,6 +34,7 @@ from .errors import FormatError, RootMismatchError, ShapeMismatchError
 from .format import Dims, Structure, load_json
 from .interop import _folder_fetcher, _hub_fetcher, _read_safetensors, read_transformers_checkpoint
 from .model import expected_shapes, resize_pos_embed, slot_kwargs
+from .store import open_store, task_components
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +42,8 @@ Params = dict[str, dict[str, np.ndarray]]
 Shapes = Mapping[str, tuple[int, ...]]
 
 #: `root.init` prefixes -> checkpoint format; a bare repo id or folder is a transformers checkpoint (as before).
-FORMATS = ("timm", "big_vision", "transformers")
+#: `mu2hub:<repo|dir>[#task]` is a task of a published mu2hub system (the shipped pretrained roots are one-task repos).
+FORMATS = ("timm", "big_vision", "transformers", "mu2hub")
 
 #: timm's ViT size names -> (width, heads), from timm's `vision_transformer.py` model definitions.
 TIMM_SIZES = {"tiny": (192, 3), "small": (384, 6), "medium": (512, 8), "base": (768, 12), "large": (1024, 16),
@@ -380,13 +382,44 @@ def read_big_vision_checkpoint(path: str | os.PathLike, *, head: bool = True) ->
 
 
 # ---------------------------------------------------------------------------------------------------
+# mu2hub: a task of a published system (a pretrained root shipped as a one-task repo)
+# ---------------------------------------------------------------------------------------------------
+
+
+def read_mu2hub_checkpoint(where: str, *, head: bool = True, **hub: Any) -> Checkpoint:
+    """`<repo|dir>[#task]`: that task's path (the repo's only task when none is named), verified against its ids.
+
+    This is how the project's own pretrained roots ship (`training/pretrain_root.py`): the published format is
+    already safetensors + JSON with content ids, so a root needs no second checkpoint format."""
+    repo, _, task = where.partition("#")
+    store = open_store(repo, **hub)
+    if not task:
+        tasks = store.list_tasks()
+        if len(tasks) != 1:
+            raise FormatError(f"{repo} holds {len(tasks)} tasks ({', '.join(tasks[:5])}): name one as "
+                              f"'mu2hub:{repo}#<task>'", path=repo)
+        task = tasks[0]
+    config, tf = store.read_config(), store.read_task(task)
+    structure = tf.structure(config.dims)
+    blobs = task_components(store, tf)
+    params = {ref.slot: dict(blobs[ref.id][1]) for ref in tf.components}
+    labels = list(tf.labels)
+    if not head:
+        params["head"] = _zero_head(structure.dims.hidden_size)
+        structure, labels = dataclasses.replace(structure, num_classes=1), ["root"]
+    return Checkpoint(structure, params, labels, f"mu2hub:{where}",
+                      {"format": "mu2hub", "task": task, "image_size": tf.image_size, "num_layers": tf.num_layers,
+                       "test_accuracy": tf.metrics.get("test_accuracy")})
+
+
+# ---------------------------------------------------------------------------------------------------
 # `root.init`: dispatch, configured size and depth
 # ---------------------------------------------------------------------------------------------------
 
 
 def parse_init(init: str) -> tuple[str, str]:
-    """`"timm:<repo|dir>"`, `"big_vision:<file.npz>"`, `"transformers:<repo|dir>"`; bare `.npz` -> big_vision,
-    anything else bare -> transformers (what `root.init` meant before these formats existed)."""
+    """`"timm:<repo|dir>"`, `"big_vision:<file.npz>"`, `"transformers:<repo|dir>"`, `"mu2hub:<repo|dir>[#task]"`;
+    bare `.npz` -> big_vision, anything else bare -> transformers (what `root.init` meant before these formats)."""
     fmt, sep, rest = init.partition(":")
     if sep and fmt in FORMATS:
         return fmt, rest
@@ -398,6 +431,8 @@ def read_checkpoint(init: str, *, head: bool = True, **hub: Any) -> Checkpoint:
     fmt, where = parse_init(init)
     if fmt == "timm":
         return read_timm_checkpoint(where, head=head, **hub)
+    if fmt == "mu2hub":
+        return read_mu2hub_checkpoint(where, head=head, **hub)
     if fmt == "big_vision":
         return read_big_vision_checkpoint(where, head=head)
     structure, params, labels = read_transformers_checkpoint(where, **hub)
@@ -442,6 +477,8 @@ def checkpoint_dims(init: str, **hub: Any) -> Dims:
     fmt, where = parse_init(init)
     if fmt == "big_vision":
         return _bv_dims(_npz_shapes(Path(where)), where)[0]
+    if fmt == "mu2hub":
+        return open_store(where.partition("#")[0], **hub).read_config().dims
     fetch = _fetcher(where, **hub)
     config_path = fetch("config.json")
     config = load_json(config_path.read_bytes(), str(config_path))

@@ -178,8 +178,10 @@ def check_config(data: Any, where: str = "config.json") -> dict[str, Any]:
 
 #: metrics: accuracies in [0, 1] (or null where not measured), counters as integers; others bounded JSON.
 _FRACTIONS = ("test_accuracy", "validation_accuracy", "chance", "quality", "from_scratch_test_accuracy",
+              "from_scratch_lineage_test_accuracy", "finetune_test_accuracy", "finetune_lineage_test_accuracy",
               "source_test_accuracy")
-_COUNTS = ("train_steps", "children", "generation", "num_test_examples")
+_COUNTS = ("train_steps", "children", "generation", "num_test_examples", "search_examples", "lineage_examples",
+           "num_test_classes")
 _SIZES = ("activated_params", "bytes", "new_params")
 
 

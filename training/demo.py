@@ -20,6 +20,7 @@ from evolve import load_config  # noqa: E402
 
 import mu2hub  # noqa: E402
 from mu2hub.data.registry import get_task  # noqa: E402
+from mu2hub.evolution.comparison import comparison  # noqa: E402
 from mu2hub.evolution.evolve import evolve  # noqa: E402
 from mu2hub.publish import export_system  # noqa: E402
 from mu2hub.report import table  # noqa: E402
@@ -56,17 +57,32 @@ def main() -> int:
                      f"{s['share_of_system']:.0%}", f"{tf.sizes.get('new_params', 0):,}",
                      f"{shared_earlier}/{len(ids)}" + (f" ({', '.join(earlier)})" if earlier else "")])
         seen.add(t)
-    print(f"\nmu2hub demo — evolved {len(order)} tasks in {evolve_s / 60:.1f} min into {a.workdir}; exported to {export_dir}")
+    print(f"\nmu2hub demo — evolved {len(order)} tasks in {evolve_s / 60:.1f} min (with baselines) into {a.workdir}; "
+          f"exported to {export_dir}")
     print(table(rows, ["task", "test acc (chance)", "activated params", "share of system", "new params",
                        "components shared with earlier tasks"]))
+    print(verdict_report({t: files[t] for t in order}, config))
     print(f"\nsystem: {info['components']} components, {info['params']:,} parameters, {info['bytes'] / 1e6:.2f} MB")
     print(f"from_pretrained({str(export_dir)!r}, task={a.task!r}): {len(model.components)} components, "
           f"{model.activated_params:,} activated parameters; test accuracy through TaskModel.predict: {api_acc:.3f} "
           f"on {len(test.labels)} images")
     print(f"figures: {a.workdir / 'figures' / 'evolution.png'} (validation accuracy per generation), "
-          f"{a.workdir / 'figures' / 'params.png'}; published: {export_dir / 'figures'}")
+          f"{a.workdir / 'figures' / 'params.png'}, {a.workdir / 'figures' / 'baselines.png'} (evolved vs baselines); "
+          f"published: {export_dir / 'figures'}")
     print(space_preload_status(export_dir))
     return 0
+
+
+def verdict_report(files: dict, config: dict) -> str:
+    """Evolved vs the baselines trained in the same run, with Δ per task and the verdict in words."""
+    rows, headers, findings = comparison(files)
+    if len(headers) <= 3:
+        return "\nno baselines were measured (config `baselines`, or `--baselines all`)"
+    budget = {t: f"{tf.metrics.get('search_examples', 0):,} / {tf.metrics.get('lineage_examples', 0):,}" for t, tf in files.items()}
+    return "\n".join([
+        f"\nEvolved vs baselines (held-out test accuracy; seed {config['seed']}; budgets in training examples, "
+        "total search / winning lineage: " + "; ".join(f"{t} {b}" for t, b in budget.items()) + ")",
+        table(rows, headers), *[f"- {f}" for f in findings]])
 
 
 def space_preload_status(export_dir: Path) -> str:

@@ -38,6 +38,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--compilation-cache", default=None, metavar="DIR|off",
                     help="folder for compiled steps, or 'off' (default: $MU2HUB_COMPILATION_CACHE or "
                          "~/.cache/mu2hub/compilation)")
+    ap.add_argument("--baselines", default=None, metavar="LIST|all|none",
+                    help="baselines trained per task after its evolution, e.g. 'scratch:total,finetune:lineage' "
+                         "(default: the config's `baselines`; docs/TRAINING.md \"Baselines\")")
     ap.add_argument("--plan", action="store_true", help="resolve every task and price the run (no training, offline)")
     ap.add_argument("--throughput", type=float, default=None, help="--plan: training images/s per device")
     ap.add_argument("--measure", action="store_true", help="--plan: measure the throughput on this machine's device")
@@ -62,6 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     from mu2hub.evolution.evolve import evolve
 
     config = load_config(a.config)
+    if a.baselines is not None:
+        config["baselines"] = a.baselines
     multihost = bool(config.get("multihost") or a.coordinator or a.num_processes)
     try:
         cluster = connect(a.coordinator, a.num_processes, a.process_id, timeout_s=a.coordinator_timeout) if multihost else None

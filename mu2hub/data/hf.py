@@ -193,6 +193,7 @@ def task_from_dataset_dict(
         ours: ds.cast_column(image_column, datasets.Image(decode=False)) if ds.features[image_column].decode else ds
         for ours, ds in parts.items()
     }
+    carved = tuple(s for s in ("validation", "test") if s not in parts)
     parts = _carve_missing(name, parts, seed)
     rng = np.random.default_rng(seed)
     if max_examples is not None:
@@ -209,7 +210,7 @@ def task_from_dataset_dict(
         resized = [decode(image, size) for image in images]
         result[ours] = Split(np.stack(resized) if resized else np.zeros((0, 1, 1, 3), np.uint8), labels)
     label_names = list(features[label_column].names)
-    return TaskData(name, label_names, result["train"], result["validation"], result["test"])
+    return TaskData(name, label_names, result["train"], result["validation"], result["test"], carved=carved)
 
 
 def _pick_column(name: str, features: Any, column: str | None, feature_type: type, what: str, fix: str) -> str:

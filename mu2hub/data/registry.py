@@ -187,6 +187,7 @@ class TaskData:
     train: Split
     validation: Split
     test: Split
+    carved: tuple[str, ...] = ()  # splits cut out of train because the source had none (data.hf)
 
     def __post_init__(self) -> None:
         problems = list(self._problems())

@@ -82,13 +82,19 @@ def evolve(config: dict[str, Any], workdir: str | os.PathLike, *, resume: bool =
 
 
 def write_figures(run: RunDir) -> list[Path]:
-    """`figures/evolution.png` (accuracy and score per generation) and `figures/params.png` — the same plot, from
-    the same function, as the published `figures/params.png` of these tasks."""
-    from ..figures import params_png
+    """`figures/evolution.png` (accuracy and score per generation), `figures/params.png` — the same plot, from
+    the same function, as the published `figures/params.png` of these tasks — and, when baselines were measured,
+    `figures/baselines.png` (evolved vs each baseline per task)."""
+    from ..figures import baselines_png, params_png
     from ..metadata import stream_order
     from ..store import atomic_write
+    from .comparison import baselines_of
 
     best = run.best_tasks()
-    params = run.root / "figures" / "params.png"
-    atomic_write(params, params_png({t: best[t] for t in stream_order(best)}))
-    return [plot_evolution(run.history(), run.root / "figures" / "evolution.png"), params]
+    ordered = {t: best[t] for t in stream_order(best)}
+    out = [plot_evolution(run.history(), run.root / "figures" / "evolution.png"), run.root / "figures" / "params.png"]
+    atomic_write(out[1], params_png(ordered))
+    if any(baselines_of(tf.metrics) for tf in ordered.values()):
+        out.append(run.root / "figures" / "baselines.png")
+        atomic_write(out[2], baselines_png(ordered))
+    return out

@@ -38,6 +38,7 @@ from ..format import ComponentRef, SystemConfig, TaskFile
 from ..prefix import PrefixCache
 from ..roots import root_dims, root_from_config
 from ..train import ChildResult, batch_key, data_parallel_mesh, evaluate, momentum_dtype, train_child, train_children
+from . import baselines, comparison
 from .children import Child, shape_key, structure_of
 from .cluster import Cluster
 from .flops import forward_flops
@@ -73,6 +74,13 @@ class Agent:
         if self.defaults["ds_image_size"] % self.dims.patch_size:
             raise ValueError(f"image size {self.defaults['ds_image_size']} is not a multiple of the root's patch size "
                              f"{self.dims.patch_size}: the root cannot serve it")
+        comparison.parse(config.get("baselines"))  # a bad name is refused before anything trains
+        if frozen_random_blocks(config):
+            self.log(f"WARNING: the root is random-init with {config['root']['num_layers']} blocks, and children share "
+                     "them frozen: nothing useful transfers. The reference never does this — start from a pretrained "
+                     "root (root.init: 'mu2hub:<folder>', 'timm:…', 'big_vision:…', a transformers ViT; "
+                     "training/pretrain_root.py makes one), or a root with 0 blocks whose layers are inserted "
+                     "trainable (the Ti/16 '0 layers' configuration: num_layers 0, a space with num_layers > 0).")
         self._opened: dict[str, TrainingData] = dict(data or {})
         self._pixel_scales: dict[str, int] = {}  # catalog tasks whose raw pixels the reference scales (dSprites' 0/1)
         self._current: tuple[str, TrainingData] | None = None  # the one task whose data is decoded
@@ -466,8 +474,12 @@ class Agent:
 
         # data_parallel: every process measures it together; else process 0 alone, on one of its devices
         test = test_accuracy() if self.mesh is not None else None
-        out = self.cluster.on_primary(lambda: self._publish(best, data, test if test is not None else test_accuracy(),
-                                                            ctx["scores"][best_id]), f"publishing {task}")
+
+        def publish() -> dict[str, Any]:
+            measured = test if test is not None else test_accuracy()
+            return self._publish(best, data, measured, ctx["scores"][best_id], self.baseline_metrics(best, data, task))
+
+        out = self.cluster.on_primary(publish, f"publishing {task}")
         self.log(f"[{self.agent}] task {task}: best {best.id} val {best.metrics['quality']:.4f} test {out['test']:.4f} "
                  f"(chance {data.chance:.3f}) score {ctx['scores'][best_id]:.4f}"
                  + ("" if out["published"] else " — a better path is already published"))
@@ -475,8 +487,60 @@ class Agent:
             live = {c["id"] for pid in [ROOT_ID, best.id, *ctx["live"]] for c in self.run.read_path(pid).components.values()}
             self.run.forget(live)
 
-    def _publish(self, rec: PathRecord, data: TrainingData, test: float, score: float) -> dict[str, Any]:
-        return {"published": self.run.publish_if_better(self.task_file(rec, data, test, score)), "test": test}
+    def _publish(self, rec: PathRecord, data: TrainingData, test: float, score: float,
+                 extra: dict[str, Any]) -> dict[str, Any]:
+        return {"published": self.run.publish_if_better(self.task_file(rec, data, test, score, extra)), "test": test}
+
+    # ---------------------------------------------------------------------------------------------
+    # Baselines (`baselines`): the same ViT trained alone, and plain fine-tuning
+    # ---------------------------------------------------------------------------------------------
+    def baseline_metrics(self, best: PathRecord, data: TrainingData, task: str) -> dict[str, Any]:
+        """The config's baselines for `task`'s winning path, as task-file metrics (empty when none are asked)."""
+        names = comparison.parse(self.cfg.get("baselines"))
+        if not names:
+            return {}
+
+        def parent_of(pid: str) -> tuple[str | None, str | None]:
+            parent = self.run.read_path(pid).parent
+            return parent, self.run.read_path(parent).task if parent else None
+
+        budgets = baselines.search_budgets(self.run.history(), task, best.id, parent_of)
+        start_id = self.finetune_start(best, task)
+        start = self.run.read_path(start_id)
+        start_name = "root" if start_id == ROOT_ID else start.task
+        structure = structure_of(self.dims, best.hparams)
+        results = []
+        for name in names:
+            kind, budget = name.split(":")
+            if self.cluster.process_count > 1:
+                results.append(baselines.BaselineResult(name, None, None, 0, 0, "not measured on a multi-host job"))
+                continue
+            seed = self.cfg["seed"] + 1
+            params = (baselines.scratch_params(structure, seed) if kind == "scratch" else
+                      baselines.finetune_params(structure, {s: self._component(c["id"]) for s, c in start.components.items()}, seed))
+            results.append(baselines.train_baseline(
+                name, structure, params, data, best.hparams, budgets.examples(budget), batch_size=self.cfg["batch_size"],
+                num_validations=self.cfg["num_validations"], seed=self.cfg["seed"], dtype=self.dtype,
+                variant=self.rules.schedule, momentum=self.cfg.get("momentum_dtype"),
+                preprocessing=self.preprocessing(task, structure.image_size)))
+        shown = ", ".join(f"{r.name} {r.test_accuracy:.4f}" if r.test_accuracy is not None else f"{r.name} n/a ({r.reason})"
+                          for r in results)
+        self.log(f"[{self.agent}] task {task}: baselines (test) {shown}; search {budgets.total:,} examples in "
+                 f"{budgets.children} children, winning lineage {budgets.lineage:,}; fine-tuned from {start_name}")
+        return baselines.metrics_of(results, budgets, start_name if any(n.startswith("finetune") for n in names) else None)
+
+    def finetune_start(self, best: PathRecord, task: str) -> str:
+        """The best pretrained starting point: the root when it is pretrained; else the earlier task the winning
+        lineage started from, or the first other task published (the root itself when there is none)."""
+        if root_is_pretrained(self.cfg):
+            return ROOT_ID
+        rec = best
+        while rec.parent is not None and rec.task == task:
+            rec = self.run.read_path(rec.parent)
+        if rec.task != task and rec.id != ROOT_ID:
+            return rec.id
+        others = [tf for t, tf in self.run.best_tasks().items() if t != task]
+        return others[0].lineage["path_id"] if others else ROOT_ID
 
     def _data_lineage(self, task: str) -> dict[str, str]:
         """`lineage.data` where the task's data names its source (a catalog task: `hf:<Hub id>`, `tfds:…`, `local:…`),
@@ -485,7 +549,7 @@ class Agent:
         return {"data": spec} if spec else {}
 
     def task_file(self, rec: PathRecord, data: TrainingData, test_accuracy: float,
-                  score: float | None = None) -> TaskFile:
+                  score: float | None = None, extra_metrics: dict[str, Any] | None = None) -> TaskFile:
         structure = structure_of(self.dims, rec.hparams)
         refs = [ComponentRef(s, rec.components[s]["id"], rec.components[s]["params"], rec.components[s]["bytes"]) for s in structure.slots()]
         new_params = sum(c["params"] for c in rec.components.values() if c["id"] in rec.created)
@@ -497,12 +561,23 @@ class Agent:
             metrics={"validation_accuracy": rec.metrics["quality"], "test_accuracy": test_accuracy,
                      "score": rec.score if score is None else score,
                      "accounted_params": rec.metrics["accounted_params"], "chance": data.chance,
-                     "num_test_examples": len(data.test)},
+                     "num_test_examples": len(data.test), **(extra_metrics or {})},
             lineage={"path_id": rec.id, "parent": rec.parent, "parent_task": parent.task if parent else None,
                      "created": rec.created, **self._data_lineage(rec.task)},
             sizes={"activated_params": sum(r.params for r in refs), "bytes": sum({r.id: r.bytes for r in refs}.values()),
                    "new_params": new_params},
         )
+
+
+def root_is_pretrained(config: dict[str, Any]) -> bool:
+    """`root_pretrained` where a config states it (a published system's root), else whether `root.init` names a
+    checkpoint."""
+    return bool(config.get("root_pretrained", config["root"].get("init", "random") != "random"))
+
+
+def frozen_random_blocks(config: dict[str, Any]) -> bool:
+    """A random-init root with blocks that children share frozen (not the reference's 0-block, insert-trainable root)."""
+    return not root_is_pretrained(config) and config["root"].get("num_layers", 0) > 0
 
 
 def _rng(state: dict[str, Any]) -> np.random.Generator:

@@ -221,6 +221,9 @@ def run_config(system: PublishedSystem, task: str, space_name: str, settings: Ma
                      "patch_size": d.patch_size, "num_layers": config.root_num_layers,
                      "image_size": config.root_image_size, "init": "random", "layer_norm_eps": d.layer_norm_eps,
                      "activation": d.activation},
+            # the root's components come from the system; whether it was pretrained is what its root.json says
+            "root_pretrained": bool(system.root is not None
+                                    and system.root.lineage.get("init", "random") not in ("random", None)),
             "space": space_name, "hparams": defaults,
             "scorer": {"base": 1.0, "num_params": None, "root_counts": False, **dict(settings.get("scorer") or {})},
             "generations": math.ceil(budget / cpg), "children_per_generation": cpg,
