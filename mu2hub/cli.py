@@ -264,7 +264,7 @@ def cmd_push_task(a: argparse.Namespace) -> int:
 
 
 def _push(result, a: argparse.Namespace) -> int:
-    """Push an add-task result (refused, exit 2, when it lost to the from-scratch baseline and --force is not given)."""
+    """Push an add-task result (refused, exit 2, when it lost to a baseline and --force is not given)."""
     from .contribute import push_task
 
     pushed = push_task(result, create_pr=not a.no_pr, token=a.token, force=a.force)
@@ -372,7 +372,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--space", default=None, help="search space (default: inferred from the system's paths)")
     p.add_argument("--children-per-generation", type=int, default=None)
     p.add_argument("--scorer-base", type=float, default=None, help="size penalty base of the score (default 1.0)")
-    p.add_argument("--no-baseline", action="store_true", help="skip training the same ViT from scratch")
+    p.add_argument("--no-baseline", action="store_true", help="skip training the baselines (the same ViT from scratch, plain fine-tuning)")
     p.add_argument("--workdir", default=None, help="keep the run (and the new components) here")
     p.add_argument("--push", action="store_true", help="open a pull request with the task file and new components")
     _push_args(p)

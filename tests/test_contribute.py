@@ -110,7 +110,7 @@ def test_new_task_pull_request_adds_only_new_files(hub, system, contributed):
     # the PR description reports metrics, parameters, bytes and lineage
     details = HfApi().get_discussion_details(REPO, pushed.pr_num)
     text = details.events[0].content
-    for needle in ("test accuracy", "from scratch", "activated parameters", "new parameters", "bytes", "Lineage",
+    for needle in ("test accuracy", "scratch (total)", "fine-tune (total)", "test images", "activated parameters", "new parameters", "bytes", "Lineage",
                    f"{tf.metrics['test_accuracy']:.4f}", "mu2hub validate"):
         assert needle in text, needle
     # lazily downloaded: only sampled parents' components, counted by the server; less than the whole system
@@ -135,11 +135,12 @@ def test_validate_accepts_and_merge_keeps_old_tasks_bit_identical(hub, system, c
     new = mu2hub.from_pretrained(REPO, task="shapes_png", cache_dir=tmp_path / "after")
     m = new.task_file.metrics
     assert m["test_accuracy"] > m["chance"] and m["from_scratch_test_accuracy"] is not None
+    assert m["finetune_test_accuracy"] is not None and m["search_examples"] == contributed.result.train_steps * 32
     assert new.predict(Image.new("RGB", (20, 20)))[0]["label"] in new.labels
     with capsys.disabled():
         r = contributed.result
-        print(f"\n[add-task] shapes_png: test {m['test_accuracy']:.4f} vs from scratch {m['from_scratch_test_accuracy']:.4f} "
-              f"(same {r.train_steps} steps; chance {m['chance']:.3f}); PR {contributed.pushed.bytes:,} B "
+        print(f"\n[add-task] shapes_png: test {m['test_accuracy']:.4f} vs from scratch {m['from_scratch_test_accuracy']:.4f}, "
+              f"fine-tuned {m['finetune_test_accuracy']:.4f} (same {r.train_steps} steps; chance {m['chance']:.3f}); PR {contributed.pushed.bytes:,} B "
               f"({len(r.new_components)} new components, {r.new_bytes:,} B); downloaded {r.downloaded_bytes:,} of "
               f"{r.system_bytes:,} B")
 
@@ -195,6 +196,69 @@ def test_validate_rejects_bad_pull_requests(hub, contributed, case):
 # ---------------------------------------------------------------------------------------------------
 # Bad input: clear errors, nothing pushed
 # ---------------------------------------------------------------------------------------------------
+
+
+def test_contribution_transfers_beating_the_same_vit_trained_alone(contributed):
+    """The parent system starts from a pretrained root (tests/tiny_config.py), so the evolved task must beat the same
+    ViT trained from scratch on every example the search trained — the reason to contribute at all."""
+    r = contributed.result
+    m = r.task_file.metrics
+    assert r.verdict_kind in ("wins", "ties", "loses")  # measurable: 90 test images, 3 classes, nothing carved
+    assert m["test_accuracy"] > m["from_scratch_test_accuracy"], r.verdict()
+    assert m["num_test_examples"] >= 50 and m["num_test_classes"] == 3
+
+
+def _judged(metrics_update: dict) -> "AddTaskResult":
+    from mu2hub.contribute import AddTaskResult
+
+    tf = random_task_file()
+    tf.metrics.update(metrics_update)
+    return AddTaskResult("o/r", "0" * 40, tf.task, tf, Path("."), [], 0, 0, {}, {}, 4, 100, 1.0)
+
+
+def random_task_file():
+    from mu2hub.format import ComponentRef, TaskFile
+
+    comps = [ComponentRef(s, f"{i:064x}", 1, 8) for i, s in enumerate(["patch_embed", "cls", "pos_embed", "norm", "head"])]
+    return TaskFile("t", 8, 0, comps, ["a", "b"], metrics={"test_accuracy": 0.8, "validation_accuracy": 0.8, "chance": 0.5, "score": 0.8,
+                                                             "num_test_examples": 100, "num_test_classes": 2})
+
+
+def test_a_tie_is_not_a_win_and_is_not_refused():
+    tied = _judged({"from_scratch_test_accuracy": 0.8, "finetune_test_accuracy": 0.7})
+    assert tied.verdict_kind == "ties" and tied.beats_baseline is False
+    assert "a tie is not a win" in tied.verdict()
+    won = _judged({"from_scratch_test_accuracy": 0.79, "finetune_test_accuracy": 0.7})
+    assert won.verdict_kind == "wins" and won.beats_baseline is True
+    lost = _judged({"from_scratch_test_accuracy": 0.7, "finetune_test_accuracy": 0.81})  # loses to either: refused
+    assert lost.verdict_kind == "loses" and lost.beats_baseline is False
+    with pytest.raises(mu2hub.errors.BaselineNotBeatenError, match=r"below fine-tune \(total\) \(0.8100"):
+        push_task(lost)
+
+
+@pytest.mark.parametrize("update, says", [
+    ({"num_test_examples": 49}, "the test split has 49 images (at least 50 are needed)"),
+    ({"num_test_classes": 1}, "the test split holds 1 class (at least 2 are needed)"),
+    ({"carved": {"validation": 12, "test": 60}}, "the validation split carved from train has 12 images"),
+])
+def test_too_little_data_is_not_measurable_not_a_win(update, says):
+    r = _judged({"from_scratch_test_accuracy": 0.2, "finetune_test_accuracy": 0.2, **update})
+    assert r.verdict_kind == "not measurable" and r.beats_baseline is None
+    assert r.verdict().startswith("Not measurable") and says in r.verdict()
+    assert "Not measurable" in mu2hub.contribute.describe(r)
+
+
+def test_small_folder_end_to_end_says_not_measurable(hub, system, tmp_path):
+    """A folder with no test split: 5% of ~180 training images carved for validation and test (9 each)."""
+    data = mu2hub.data.get_task("shapes/label_scale", image_size=8, n_train=180, n_validation=1, n_test=1, seed=5)
+    for i, (image, label) in enumerate(zip(data.train.images, data.train.labels // 3)):
+        folder = tmp_path / "small" / ["small", "large"][label]
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image).save(folder / f"{i}.png")
+    result = mu2hub.add_task(REPO, task="small_scale", data=f"imagefolder:{tmp_path / 'small'}", budget=2,
+                             evolution=SETTINGS, cache_dir=tmp_path / "c", workdir=tmp_path / "w", progress=False)
+    assert result.verdict_kind == "not measurable", result.verdict()
+    assert "the test split has 9 images" in result.verdict() and "carved from train has 9 images" in result.verdict()
 
 
 def test_one_class_data_fails_before_any_download(hub, system, tmp_path):
@@ -358,15 +422,16 @@ def test_push_task_from_the_workdir_never_evolves_again(hub, system, tmp_path, c
 
     shutil.copytree(work, losing)
     acc = saved["task_file"]["metrics"]["test_accuracy"]
-    (losing / "add_task_result.json").write_text(json.dumps({**saved, "baseline_test_accuracy": acc + 0.1}))
-    with pytest.raises(mu2hub.errors.BaselineNotBeatenError, match=r"below the same ViT trained from scratch.*force=True"):
+    metrics = {**saved["task_file"]["metrics"], "from_scratch_test_accuracy": min(1.0, acc + 0.1)}
+    (losing / "add_task_result.json").write_text(json.dumps({**saved, "task_file": {**saved["task_file"], "metrics": metrics}}))
+    with pytest.raises(mu2hub.errors.BaselineNotBeatenError, match=r"below scratch \(total\).*force=True"):
         push_task(losing)
     heads = {p: hub.head(repo) for p in ("main",)}
     assert cli.main(["push-task", str(losing)]) == 2
     captured = capsys.readouterr()
-    assert "WORSE than the same ViT trained from scratch" in captured.out and "--force" in captured.err
+    assert "LOSES to a baseline" in captured.out and "--force" in captured.err
     assert hub.head(repo) == heads["main"]
-    assert "WORSE than the same ViT trained from scratch" in mu2hub.contribute.describe(AddTaskResult.load(losing))
+    assert "LOSES to a baseline" in mu2hub.contribute.describe(AddTaskResult.load(losing))
     assert cli.main(["push-task", str(losing), "--force", "--no-pr"]) == 0  # insisted: a commit on the pinned parent
     assert ": commit " in capsys.readouterr().out and "tasks/sizes.json" in hub.files(repo)
 
