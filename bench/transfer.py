@@ -33,8 +33,8 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "training"))
 sys.path.insert(0, str(ROOT / "bench"))
+sys.path.insert(0, str(ROOT / "training"))  # first: bench/ has an evolve.py of its own
 
 from _common import machine  # noqa: E402
 from evolve import load_config  # noqa: E402

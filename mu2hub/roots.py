@@ -407,7 +407,9 @@ def read_mu2hub_checkpoint(where: str, *, head: bool = True, **hub: Any) -> Chec
     if not head:
         params["head"] = _zero_head(structure.dims.hidden_size)
         structure, labels = dataclasses.replace(structure, num_classes=1), ["root"]
-    return Checkpoint(structure, params, labels, f"mu2hub:{where}",
+    # a local folder is named by its name only: a published root.json must not carry this machine's paths
+    name = Path(repo).name if os.path.isdir(repo) else repo
+    return Checkpoint(structure, params, labels, f"mu2hub:{name}#{task}",
                       {"format": "mu2hub", "task": task, "image_size": tf.image_size, "num_layers": tf.num_layers,
                        "test_accuracy": tf.metrics.get("test_accuracy")})
 
