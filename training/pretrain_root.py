@@ -15,8 +15,8 @@ from data it generates (nothing is downloaded):
   safetensors components, a model card with provenance and held-out accuracy per factor), which a config names
   as `root.init = "mu2hub:<folder>"`.
 
-Run: `python training/pretrain_root.py --preset quickstart` (about 2 minutes on 2 CPU cores) and
-`--preset tiny` (tests/assets/tiny_root, seconds). Deterministic for a given preset and seed on one machine.
+Run: `python training/pretrain_root.py --preset quickstart` (about 7 CPU-minutes) and `--preset tiny`
+(tests/assets/tiny_root, under a minute). Deterministic for a given preset and seed on one machine.
 """
 
 from __future__ import annotations
@@ -166,7 +166,12 @@ def write_root(out: Path, structure: Structure, params, *, preset: str, seed: in
                "new_params": sum(r.params for r in refs)},
     ))
     rows = "\n".join(f"| {k} | {n} | {accuracy[k]:.3f} | {1 / n:.3f} |" for k, (n, _, _) in FACTORS.items())
-    card = f"""# {out.name}: a pretrained root for mu2hub ({preset})
+    card = f"""---
+library_name: mu2hub
+tags: [mu2hub, vit, pretrained-root]
+license: apache-2.0
+---
+# {out.name}: a pretrained root for mu2hub ({preset})
 
 A {structure.num_layers}-block ViT (hidden {structure.dims.hidden_size}, {structure.dims.num_heads} heads, MLP \
 {structure.dims.mlp_dim}, patch {structure.dims.patch_size}, {structure.image_size}×{structure.image_size} px) \
