@@ -413,3 +413,27 @@ class CompilationCacheError(Mu2hubError, PermissionError):
 
 class CompilationCacheWarning(UserWarning):
     """A compilation cache entry was ignored (damaged or foreign) or could not be written; the run goes on."""
+
+
+class MissingExtraError(Mu2hubError, ImportError):
+    """An optional part of mu2hub is needed and its packages are not installed; names the extra that adds them.
+
+    Message: `to_transformers needs transformers, which the base install leaves out: pip install 'mu2hub[interop]'`.
+    """
+
+    def __init__(self, module: str, extra: str, purpose: str):
+        self.module, self.extra, self.purpose = module, extra, purpose
+        super().__init__(f"{purpose} needs {module}, which the base install leaves out: pip install 'mu2hub[{extra}]'",
+                         name=module)
+
+
+def require_extra(module: str, extra: str, purpose: str):
+    """Import `module` (an optional dependency) or raise `MissingExtraError` naming `pip install 'mu2hub[extra]'`."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as e:
+        if e.name is None or e.name.split(".")[0] != module.split(".")[0]:
+            raise  # the extra is there but broken inside: not a missing install
+        raise MissingExtraError(module, extra, purpose) from e
