@@ -28,6 +28,11 @@ test: $(STAMP)
 fresh-install: $(STAMP)
 	$(BIN)/python tests/fresh_install.py
 
+# The API reference of mu2hub.__all__ from the docstrings, strictly (a warning or an undocumented name fails):
+# build/api/mu2hub.html.
+docs: $(STAMP)
+	$(BIN)/python docs/api.py build/api
+
 clean:
 	rm -rf $(VENV) runs .pytest_cache
 
