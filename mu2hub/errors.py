@@ -172,14 +172,15 @@ class BaselineNotBeatenError(Mu2hubError, ValueError):
     """An evolved task scored below the same ViT trained from scratch; `push_task` refuses unless `force=True`.
 
     Message: `my_task: the evolved path's test accuracy 0.7333 is below the same ViT trained from scratch (0.9000,
-    same 128 steps): it does not help the system. Not pushed; pass force=True (CLI --force) to push anyway`.
+    same 128 steps): it does not help the system. Not pushed; pass force=True to push anyway` (the CLI names the
+    command: `mu2hub push-task WORKDIR --force`).
     """
 
-    def __init__(self, task: str, accuracy: float, baseline: float, steps: int):
-        self.task, self.accuracy, self.baseline = task, accuracy, baseline
+    def __init__(self, task: str, accuracy: float, baseline: float, steps: int, *, retry: str = "pass force=True"):
+        self.task, self.accuracy, self.baseline, self.steps = task, accuracy, baseline, steps
         super().__init__(f"{task}: the evolved path's test accuracy {accuracy:.4f} is below the same ViT trained from "
                          f"scratch ({baseline:.4f}, same {steps} steps): it does not help the system. Not pushed; "
-                         "pass force=True (CLI --force) to push anyway")
+                         f"{retry} to push anyway")
 
 
 class PartialListingWarning(UserWarning):
