@@ -104,3 +104,11 @@ def test_an_exported_folder_is_named_for_the_run_not_the_folder(system, tmp_path
     card = ModelCard.load(tmp_path / "export" / "README.md")
     assert card.data.model_name == "random-system"  # config.json's name, the run's
     assert card.text.lstrip().startswith("# random-system")
+
+
+def test_the_space_header_names_the_system_not_a_path(system, hub, tmp_path):
+    from mu2hub.space import SpaceSystem
+
+    assert SpaceSystem(system).system_markdown().startswith("**random-system**:")  # a folder: the run's name
+    hub.commit_folder("native/spaced", system)
+    assert SpaceSystem("native/spaced").system_markdown().startswith("**native/spaced** @ `")  # a repo: its id
