@@ -16,7 +16,6 @@ from __future__ import annotations
 import logging
 import os
 import re
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
@@ -59,22 +58,22 @@ Params = dict[str, dict[str, np.ndarray]]
 # ---------------------------------------------------------------------------------------------------
 
 
+class _NoTorchAdvice(logging.Filter):
+    """Drops transformers' import-time advice "PyTorch was not found. Models won't be available": mu2hub reads and
+    writes configs and safetensors only, never torch models (and transformers' `__init__` runs twice, so it came
+    twice: on import, and again when `save_pretrained` of the image processor re-imports it)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "PyTorch was not found" not in record.getMessage()
+
+
 def _transformers():
     """transformers, imported when a conversion needs its config and processor classes (the `interop` extra):
-    the generic readers below (`_read_safetensors`, the fetchers) serve timm and big_vision roots without it.
-
-    Its import-time advice "PyTorch was not found. Models won't be available" (printed twice: its `__init__` runs
-    twice) is silenced for that import: mu2hub reads and writes configs and safetensors only, never torch models."""
-    if "transformers" in sys.modules:
-        return sys.modules["transformers"]
-    quiet = "TRANSFORMERS_NO_ADVISORY_WARNINGS" not in os.environ
-    if quiet:
-        os.environ["TRANSFORMERS_NO_ADVISORY_WARNINGS"] = "1"
-    try:
-        return require_extra("transformers", "interop", "reading or writing a transformers ViT checkpoint")
-    finally:
-        if quiet:
-            os.environ.pop("TRANSFORMERS_NO_ADVISORY_WARNINGS", None)
+    the generic readers below (`_read_safetensors`, the fetchers) serve timm and big_vision roots without it."""
+    quiet = logging.getLogger("transformers")
+    if not any(isinstance(f, _NoTorchAdvice) for f in quiet.filters):
+        quiet.addFilter(_NoTorchAdvice())
+    return require_extra("transformers", "interop", "reading or writing a transformers ViT checkpoint")
 
 
 def _as_vit_config(cfg: Mapping[str, Any] | transformers.ViTConfig) -> transformers.ViTConfig:
