@@ -4,12 +4,12 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo space bench clean
+.PHONY: test demo space bench clean fresh-install docs
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[test,data,space]'
+	$(BIN)/pip install -q -e '.[test,data,space,interop,figures]'
 	# timm (parity tests) imports torchvision, whose PyPI build needs CUDA torch and breaks transformers' imports
 	# beside our CPU torch: keep both out of the environment, in a folder only tests/timm_reference.py puts on its path.
 	$(BIN)/pip install -q --no-deps --target $(VENV)/timm-site 'timm>=1.0,<2' 'torchvision==0.28.0'
@@ -22,6 +22,16 @@ $(STAMP): pyproject.toml
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+# The wheel from this tree, base dependencies only, in a fresh virtualenv: loads + predicts a task from a loopback Hub
+# repo with nothing else installed (needs a package registry for pip; about 2 minutes).
+fresh-install: $(STAMP)
+	$(BIN)/python tests/fresh_install.py
+
+# The API reference of mu2hub.__all__ from the docstrings, strictly (a warning or an undocumented name fails):
+# build/api/mu2hub.html.
+docs: $(STAMP)
+	$(BIN)/python docs/api.py build/api
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

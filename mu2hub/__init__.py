@@ -18,6 +18,7 @@ from .errors import (
     ImageInputError,
     LocalFilesMissingError,
     LocalFolderNotFoundError,
+    MissingExtraError,
     Mu2hubError,
     ShapeMismatchError,
     TaskNotFoundError,
@@ -58,5 +59,5 @@ __all__ = [
     "export", "verify", "add_task", "push_task", "validate",
     "Mu2hubError", "FormatError", "FormatVersionError", "UnsafePathError", "TaskNotFoundError", "TaskRequiredError",
     "ComponentIntegrityError", "LocalFilesMissingError", "LocalFolderNotFoundError", "ShapeMismatchError",
-    "HubRequestError", "HubUnavailableError", "DownloadTimeoutError", "ImageInputError",
+    "HubRequestError", "HubUnavailableError", "DownloadTimeoutError", "ImageInputError", "MissingExtraError",
 ]

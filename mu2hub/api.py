@@ -39,13 +39,33 @@ jax.tree_util.register_pytree_node(
 )
 
 
-def _device_component(cid: str, tensors: dict[str, np.ndarray], device_key: str = "default") -> _DeviceTensors:
-    key = (cid, device_key)
+def _device_component(cid: str, tensors: dict[str, np.ndarray], device: jax.Device | None = None) -> _DeviceTensors:
+    key = (cid, "default" if device is None else str(device))
     hit = _LOADED.get(key)
     if hit is None:
-        hit = _DeviceTensors({k: jax.device_put(v) for k, v in tensors.items()})
+        hit = _DeviceTensors({k: jax.device_put(v, device) for k, v in tensors.items()})
         _LOADED[key] = hit
     return hit
+
+
+def resolve_device(device: Any) -> jax.Device | None:
+    """`device=` of `from_pretrained`: None (JAX's default), a `jax.Device`, or `"cpu"` / `"gpu"` / `"tpu"` with an
+    optional index (`"gpu:1"`); torch's `"cuda"` means `"gpu"`."""
+    if device is None or isinstance(device, jax.Device):
+        return device
+    text = str(device).strip().lower() if isinstance(device, str) else ""
+    m = re.fullmatch(r"(cpu|gpu|cuda|tpu)(?::(\d+))?", text)
+    if not m:
+        raise ArgumentError(f"device={device!r}: pass 'cpu', 'gpu', 'tpu' (optionally ':N', e.g. 'gpu:1') or a jax.Device")
+    platform, index = ("gpu" if m.group(1) == "cuda" else m.group(1)), int(m.group(2) or 0)
+    try:
+        devices = jax.devices(platform)
+    except RuntimeError:
+        devices = []
+    if index >= len(devices):
+        have = ", ".join(sorted({str(d.platform) for d in jax.devices()}))
+        raise ArgumentError(f"device={device!r}: this process has {len(devices)} {platform} device(s) (JAX sees: {have})")
+    return devices[index]
 
 
 def resolve_dtype(dtype: Any) -> Any:
@@ -65,13 +85,45 @@ class TaskModel:
         config (`SystemConfig`): the system's shared dimensions.
         task_file (`TaskFile`): the path, labels, preprocessing, metrics and lineage.
         params (`{slot: {tensor: jax.Array}}`): the path's component parameters (float32 masters).
-        repo_id (`str`): where it was loaded from (repo id or folder); `revision` the pinned commit, if any.
+        repo_id (`str`): where it was loaded from (repo id or folder); `revision` the pinned commit, if any;
+            `subfolder` the folder of the repo the system lives in, if any.
+
+    Loading, saving and sharing follow huggingface_hub's `ModelHubMixin`: `TaskModel.from_pretrained(repo, task=...)`,
+    `model.save_pretrained(folder)`, `model.push_to_hub(repo_id)`.
+
+    Example:
+        >>> model = TaskModel.from_pretrained("org/system", task="digits")
+        >>> model.save_pretrained("digits-only/")        # a standalone one-task repo, loadable the same way
+        >>> model.push_to_hub("me/digits")               # only the files me/digits lacks
     """
 
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, *, task: str,
+                        revision: str | None = None, cache_dir: str | os.PathLike | None = None,
+                        token: str | bool | None = None, force_download: bool = False, local_files_only: bool = False,
+                        subfolder: str | None = None, device: Any = None, dtype: Any = None) -> "TaskModel":
+        """`mu2hub.from_pretrained(repo, task=...)` as a classmethod, in `ModelHubMixin`'s argument names.
+
+        Args:
+            pretrained_model_name_or_path (`str`): a Hub repo id (`"org/name"`) or a local folder.
+            task (`str`): the task to load (`mu2hub.list_tasks(repo)` lists them).
+            revision, cache_dir, token, force_download, local_files_only, subfolder, device, dtype: as in
+                `mu2hub.from_pretrained`.
+
+        Returns:
+            `TaskModel`.
+        """
+        if task is None:
+            raise ArgumentError("TaskModel.from_pretrained needs task=...; mu2hub.from_pretrained(repo, tasks=[...]) "
+                                "loads several")
+        return from_pretrained(pretrained_model_name_or_path, task=task, revision=revision, cache_dir=cache_dir,
+                               token=token, force_download=force_download, local_files_only=local_files_only,
+                               subfolder=subfolder, device=device, dtype=dtype)
+
     def __init__(self, config: SystemConfig, task_file: TaskFile, params: dict[str, dict[str, jax.Array]], *,
-                 repo_id: str = "", revision: str | None = None, dtype: Any = None):
+                 repo_id: str = "", revision: str | None = None, dtype: Any = None, subfolder: str | None = None):
         self.config, self.task_file, self.params = config, task_file, params
-        self.repo_id, self.revision = repo_id, revision
+        self.repo_id, self.revision, self.subfolder = repo_id, revision, subfolder
         self.dtype = resolve_dtype(dtype)
         problems = vit.check_shapes(self.structure, params)
         if problems:
@@ -176,7 +228,8 @@ class TaskModel:
         """Top-k labels with probabilities, like transformers' image-classification pipeline.
 
         `images` are always images (see `preprocess`), never an already preprocessed batch (use `logits` for those):
-        one image -> `[{"label", "score"}, ...]`; a list or batch -> one such list per image.
+        one image -> `[{"label", "score"}, ...]`; a list or batch -> one such list per image. `top_k` (`int`,
+        defaults to 5): how many labels each.
         """
         single = not isinstance(images, (list, tuple)) and not (isinstance(images, np.ndarray) and images.ndim == 4)
         self._check_top_k(top_k)
@@ -184,7 +237,7 @@ class TaskModel:
         return out[0] if single else out
 
     def predictions(self, logits: Any, *, top_k: int = DEFAULT_TOP_K) -> list[list[dict[str, Any]]]:
-        """Top-k `{"label", "score"}` per row of `logits` (what `predict` returns for a batch)."""
+        """Top-k (`top_k`, defaults to 5) `{"label", "score"}` per row of `logits` (what `predict` returns for a batch)."""
         self._check_top_k(top_k)
         probs = np.asarray(jax.nn.softmax(jnp.asarray(logits), axis=-1))
         return [[{"label": self.labels[i], "score": float(row[i])} for i in np.argsort(-row, kind="stable")[:top_k]]
@@ -220,8 +273,24 @@ class TaskModel:
         return evaluate(self, data, split=split, batch_size=batch_size, data_kwargs=data_kwargs, progress=progress)
 
     # -- writing ----------------------------------------------------------------------------------
-    def save_pretrained(self, save_directory: str | os.PathLike) -> Path:
-        """Write a standalone one-task repo in the published format (config, task file, its components)."""
+    def save_pretrained(self, save_directory: str | os.PathLike, *, push_to_hub: bool = False, repo_id: str | None = None,
+                        **push_to_hub_kwargs: Any) -> Path:
+        """Write a standalone one-task repo in the published format (config, task file, its components).
+
+        Args:
+            save_directory (`str` or `os.PathLike`): the folder (created if absent).
+            push_to_hub (`bool`, defaults to `False`): then also `push_to_hub(repo_id, **push_to_hub_kwargs)`.
+            repo_id (`str`, *optional*): the repo to push to; defaults to the folder's name.
+
+        Returns:
+            `Path`: the folder.
+        """
+        out = self._write(save_directory)
+        if push_to_hub:
+            self.push_to_hub(repo_id or out.resolve().name, **push_to_hub_kwargs)
+        return out
+
+    def _write(self, save_directory: str | os.PathLike) -> Path:
         store = LocalStore(_output_folder(save_directory))
         refs = []
         for ref in self.components:
@@ -235,7 +304,8 @@ class TaskModel:
         return Path(save_directory)
 
     def to_transformers(self, save_directory: str | os.PathLike) -> Path:
-        """Write this task as a `ViTForImageClassification` checkpoint + `preprocessor_config.json`."""
+        """Write this task into the folder `save_directory` as a `ViTForImageClassification` checkpoint +
+        `preprocessor_config.json` (needs the `interop` extra: `pip install 'mu2hub[interop]'`)."""
         from .interop import write_transformers_checkpoint
 
         params = {slot: {k: np.asarray(v) for k, v in t.items()} for slot, t in self.params.items()}
@@ -273,7 +343,16 @@ class TaskModel:
         """Upload this task to `repo_id`, sending only the files the repo lacks.
 
         `save_pretrained` into a temporary folder, then the exporter's incremental push (config, task file, the
-        components missing there, card and figures); with `create_pr=True` a pull request that only adds files.
+        components missing there, card and figures); with `create_pr=True` a pull request that only adds files. The
+        repo then loads with `TaskModel.from_pretrained(repo_id, task=model.task)`; its model card shows the install
+        line and that snippet.
+
+        Args:
+            repo_id (`str`): `"org/name"`, created if missing.
+            token (`str` or `bool`, *optional*): as in `huggingface_hub`.
+            private (`bool`, *optional*): the visibility of a repo this creates.
+            create_pr (`bool`, defaults to `False`): open a pull request instead of committing to main.
+            commit_message (`str`, *optional*): the commit or pull request title.
 
         Returns:
             `mu2hub.finetune.PushResult`: the files and bytes sent, the commit or the pull request.
@@ -299,8 +378,9 @@ def _as_image_list(images: Any) -> list[Any]:
     return [images]
 
 
-def load_task(store: Store, task: str, *, dtype: Any = None, repo_id: str = "", revision: str | None = None) -> TaskModel:
-    """Assemble a TaskModel from any store: read the task file, fetch exactly its components, place them."""
+def load_task(store: Store, task: str, *, dtype: Any = None, repo_id: str = "", revision: str | None = None,
+              device: jax.Device | None = None, subfolder: str | None = None) -> TaskModel:
+    """Assemble a TaskModel from any store: read the task file, fetch exactly its components, place them (on `device`)."""
     config = store.read_config()
     tf = store.read_task(task)
     comps = task_components(store, tf)
@@ -309,8 +389,9 @@ def load_task(store: Store, task: str, *, dtype: Any = None, repo_id: str = "", 
         kind, tensors = comps[ref.id]
         if kind != ref.kind:
             raise ShapeMismatchError(f"{ref.slot} names component {ref.id} of kind {kind!r}", path=tf.filename)
-        params[ref.slot] = _device_component(ref.id, tensors)
-    return TaskModel(config, tf, params, repo_id=repo_id or store.name, revision=revision, dtype=dtype)
+        params[ref.slot] = _device_component(ref.id, tensors, device)
+    return TaskModel(config, tf, params, repo_id=repo_id or store.name, revision=revision, dtype=dtype,
+                     subfolder=subfolder)
 
 
 def from_pretrained(
@@ -323,6 +404,8 @@ def from_pretrained(
     token: str | bool | None = None,
     local_files_only: bool = False,
     force_download: bool = False,
+    subfolder: str | None = None,
+    device: Any = None,
     dtype: Any = None,
 ) -> Any:
     """Load one task of a mu2hub system (or several), downloading only the components their paths activate.
@@ -334,6 +417,9 @@ def from_pretrained(
             component once (pass `task` or `tasks`, not both).
         revision (`str`, *optional*): branch, tag or commit; resolved once and pinned for every file.
         cache_dir, token, local_files_only, force_download: as in `huggingface_hub.hf_hub_download`.
+        subfolder (`str`, *optional*): the system lives in this folder of the repo (or of the local folder).
+        device (*optional*): where the parameters go: `"cpu"`, `"gpu"`, `"gpu:1"`, `"tpu"` or a `jax.Device`;
+            defaults to JAX's default device.
         dtype (*optional*): compute dtype (`"bfloat16"`); parameters stay float32.
 
     Returns:
@@ -357,16 +443,20 @@ def from_pretrained(
     """
     if task is not None and tasks is not None:
         raise ArgumentError(f"pass task={task!r} (one task) or tasks={tasks!r} (several), not both")
+    where = resolve_device(device)
     store = open_store(repo_id_or_path, revision=revision, cache_dir=cache_dir, token=token,
-                       force_download=force_download, local_files_only=local_files_only)
+                       force_download=force_download, local_files_only=local_files_only, subfolder=subfolder)
     commit = getattr(store, "commit", None)
+    sub = getattr(store, "subfolder", None)
     if tasks is not None:
         from .multitask import MultiTaskModel
 
-        return MultiTaskModel.from_store(store, tasks, dtype=dtype, repo_id=str(repo_id_or_path), revision=commit)
+        return MultiTaskModel.from_store(store, tasks, dtype=dtype, repo_id=str(repo_id_or_path), revision=commit,
+                                         device=where)
     if task is None:
         raise TaskRequiredError(str(repo_id_or_path), store.list_tasks())
-    return load_task(store, task, dtype=dtype, repo_id=str(repo_id_or_path), revision=commit)
+    return load_task(store, task, dtype=dtype, repo_id=str(repo_id_or_path), revision=commit, device=where,
+                     subfolder=sub)
 
 
 def from_transformers(

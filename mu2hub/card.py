@@ -15,6 +15,7 @@ changes nothing uploads no card. What it states is what the files say, checked b
 
 from __future__ import annotations
 
+import re
 from typing import Any, Mapping
 
 from .constants import LIBRARY_NAME
@@ -26,6 +27,22 @@ TAGS = ["mu2hub", "mu2net", "multitask", "evolutionary", "vision-transformer", "
 SYSTEM_FIGURE = "figures/system.png"
 PARAMS_FIGURE = "figures/params.png"
 DEFAULT_LICENSE = "apache-2.0"
+
+
+def display_name(text: str | None) -> str:
+    """A system's name as the card (title, model-index name) and the Space header show it: its repo id or the run's
+    name, reduced to the characters those use and bounded, since it may come from a stranger's `config.json`."""
+    clean = re.sub(r"[^\w.\-/ ]+", "", str(text or "")).strip(" /")[:96]
+    return clean or "mu2hub system"
+
+
+def install_and_usage(repo_id: str, task: str) -> list[str]:
+    """The card's install line and 3-line usage snippet for one task of `repo_id` (Markdown lines)."""
+    return ["```bash", "pip install mu2hub", "```", "", "```python",
+            "from mu2hub import TaskModel",
+            f'model = TaskModel.from_pretrained("{repo_id}", task="{task}")',
+            'print(model.predict("image.png"))  # [{\'label\': ..., \'score\': ...}, ...]',
+            "```"]
 
 
 def card_task_order(text: str) -> list[str]:
@@ -70,7 +87,7 @@ def base_models(files: Mapping[str, TaskFile], repo_id: str) -> tuple[list[str],
 
 
 def render_card(files: Mapping[str, TaskFile], config: SystemConfig, *, repo_id: str, root: TaskFile | None = None,
-                license: str = DEFAULT_LICENSE) -> str:
+                license: str = DEFAULT_LICENSE, name: str | None = None) -> str:
     """Model card text: YAML metadata (library, license, pipeline tag, datasets, base model, model-index) + a page.
 
     Args:
@@ -79,10 +96,12 @@ def render_card(files: Mapping[str, TaskFile], config: SystemConfig, *, repo_id:
         repo_id (`str`): the repo (or folder) the card is for: its name, and the usage snippet.
         root (`TaskFile`, *optional*): the root path (`root.json`), whose components are stored too.
         license (`str`, defaults to `"apache-2.0"`): the card's license id.
+        name (`str`, *optional*): the title and model-index name; defaults to `repo_id` (an export to a folder passes
+            the run's name, `config.name`, rather than the folder's).
     """
     from huggingface_hub import ModelCard, ModelCardData
 
-    name = repo_id.rstrip("/").rsplit("/", 1)[-1] or config.name or "mu2hub system"
+    name = display_name(name or repo_id or config.name)
     sources = {t: data_source(t, tf.lineage) for t, tf in files.items()}
     bases, relation = base_models(files, repo_id)
     data = ModelCardData(
@@ -108,6 +127,8 @@ def render_card(files: Mapping[str, TaskFile], config: SystemConfig, *, repo_id:
         "## Data", "",
         *[f"- {', '.join(f'`{t}`' for t in ts)}: {desc}" for desc, ts in _by_description(sources).items()], "",
         "## Usage", "",
+        *install_and_usage(repo_id, first), "",
+        "Every task, and how the numbers above were measured:", "",
         "```python",
         "import mu2hub", "",
         f'model = mu2hub.from_pretrained("{repo_id}", task="{first}")  # fetches only this task\'s files',

@@ -9,7 +9,7 @@ from typing import Sequence
 
 from . import __version__
 from .constants import DEFAULT_TOP_K
-from .errors import ArgumentError, Mu2hubError
+from .errors import ArgumentError, BaselineNotBeatenError, LocalFilesMissingError, Mu2hubError
 from .report import human_bytes, table
 
 
@@ -81,6 +81,8 @@ def cmd_download(a: argparse.Namespace) -> int:
     tf = d.task_file
     print(f"{tf.task}: {d.components} components, {tf.activated_params:,} parameters, "
           f"{human_bytes(d.bytes)}" + (f" at {d.revision}" if d.revision else ""))
+    if d.folder:
+        print(d.folder)  # the last line is the path, as `hf download` prints it
     return 0
 
 
@@ -267,7 +269,11 @@ def _push(result, a: argparse.Namespace) -> int:
     """Push an add-task result (refused, exit 2, when it lost to a baseline and --force is not given)."""
     from .contribute import push_task
 
-    pushed = push_task(result, create_pr=not a.no_pr, token=a.token, force=a.force)
+    try:
+        pushed = push_task(result, create_pr=not a.no_pr, token=a.token, force=a.force)
+    except BaselineNotBeatenError as e:  # say the exact command that pushes it anyway
+        raise BaselineNotBeatenError(e.task, e.accuracy, e.baseline, e.steps, against=e.against,
+                                     retry=f"mu2hub push-task {result.workdir} --force") from None
     print(f"pushed: {len(pushed.files)} files, {human_bytes(pushed.bytes)}"
           + (f": PR #{pushed.pr_num} {pushed.pr_url}" if pushed.pr_num else f": commit {pushed.commit}"))
     return 0
@@ -394,8 +400,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: Python keyword hints in error messages, as the command line spells them (errors are written for both).
+_CLI_WORDS = {"force_download=True": "--force-download", "local_files_only=True": "--local-files-only",
+              "without local_files_only": "without --local-files-only", "revisit=True": "--revisit",
+              "force=True": "--force", "max_bytes": "--max-bytes", "skip_corrupt=True": "--skip-corrupt-images"}
+
+
+def _in_cli_words(text: str) -> str:
+    for python, flag in _CLI_WORDS.items():
+        text = text.replace(python, flag)
+    return text
+
+
 def _one_line(e: BaseException) -> str:
-    return " ".join(line.strip() for line in str(e).splitlines() if line.strip()) or type(e).__name__
+    """The error in the command line's words: one line, except a list of files (one per line, as the error has it)."""
+    if isinstance(e, LocalFilesMissingError):
+        return _in_cli_words(str(e))
+    return _in_cli_words(" ".join(line.strip() for line in str(e).splitlines() if line.strip()) or type(e).__name__)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -51,6 +51,7 @@ from .format import ComponentRef, TaskFile, check_task_name, dump_json, load_jso
 from .report import human_bytes, table
 from .review import PushResult, open_pull_request
 from .store import LocalStore, atomic_write
+from .transfer import hub_call
 
 __all__ = ["AddTaskResult", "add_task", "describe", "push_task", "validate"]
 
@@ -396,8 +397,8 @@ def describe(result: AddTaskResult) -> str:
              f"**Against the baselines**: {result.verdict()}.", "",
              f"Lineage: parent `{tf.lineage.get('parent_task') or 'root'}`; per slot:", ""]
     lines += [f"- `{slot}`: {how}" for slot, how in result.lineage.items()]
-    lines += ["", f"Validate: `mu2hub validate {result.repo_id} --pr <this PR's number>` (checks that it only adds files, "
-              "ids, shapes and the probe)."]
+    lines += ["", "`mu2hub validate` checks that it only adds files, ids, shapes and the probe (the exact command is the "
+              "first comment below)."]
     return "\n".join(lines)
 
 
@@ -433,9 +434,16 @@ def push_task(result: AddTaskResult | str | os.PathLike, *, create_pr: bool = Tr
     for c in result.new_components:
         files[component_filename(c.id)] = store.root / c.filename
     verb = "Revisit" if result.revisit else "Add"
-    return open_pull_request(result.repo_id, files, title=title or f"{verb} task {result.task} (mu2hub add-task)",
-                             description=describe(result), parent_commit=result.revision, token=token,
-                             create_pr=create_pr)
+    pushed = open_pull_request(result.repo_id, files, title=title or f"{verb} task {result.task} (mu2hub add-task)",
+                               description=describe(result), parent_commit=result.revision, token=token,
+                               create_pr=create_pr)
+    if pushed.pr_num is not None:  # the number exists only now: the command goes in a comment, not a placeholder
+        from huggingface_hub import HfApi
+
+        with hub_call(result.repo_id, "commenting on the pull request"):
+            HfApi(token=token).comment_discussion(
+                result.repo_id, pushed.pr_num, f"Validate it: `mu2hub validate {result.repo_id} --pr {pushed.pr_num}`")
+    return pushed
 
 
 from .review import validate  # noqa: E402,F401  (re-exported as `mu2hub.validate`)

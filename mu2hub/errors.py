@@ -172,15 +172,16 @@ class BaselineNotBeatenError(Mu2hubError, ValueError):
     """An evolved task scored below the same ViT trained from scratch; `push_task` refuses unless `force=True`.
 
     Message: `my_task: the evolved path's test accuracy 0.7333 is below the same ViT trained from scratch (0.9000,
-    same 128 steps): it does not help the system. Not pushed; pass force=True (CLI --force) to push anyway`.
+    same 128 steps): it does not help the system. Not pushed; pass force=True to push anyway` (the CLI names the
+    command: `mu2hub push-task WORKDIR --force`).
     """
 
-    def __init__(self, task: str, accuracy: float, baseline: float, steps: int,
-                 against: str = "the same ViT trained from scratch"):
-        self.task, self.accuracy, self.baseline = task, accuracy, baseline
+    def __init__(self, task: str, accuracy: float, baseline: float, steps: int, *,
+                 against: str = "the same ViT trained from scratch", retry: str = "pass force=True"):
+        self.task, self.accuracy, self.baseline, self.steps, self.against = task, accuracy, baseline, steps, against
         super().__init__(f"{task}: the evolved path's test accuracy {accuracy:.4f} is below {against} "
                          f"({baseline:.4f}, same {steps} steps): it does not help the system. Not pushed; "
-                         "pass force=True (CLI --force) to push anyway")
+                         f"{retry} to push anyway")
 
 
 class PartialListingWarning(UserWarning):
@@ -414,3 +415,27 @@ class CompilationCacheError(Mu2hubError, PermissionError):
 
 class CompilationCacheWarning(UserWarning):
     """A compilation cache entry was ignored (damaged or foreign) or could not be written; the run goes on."""
+
+
+class MissingExtraError(Mu2hubError, ImportError):
+    """An optional part of mu2hub is needed and its packages are not installed; names the extra that adds them.
+
+    Message: `to_transformers needs transformers, which the base install leaves out: pip install 'mu2hub[interop]'`.
+    """
+
+    def __init__(self, module: str, extra: str, purpose: str):
+        self.module, self.extra, self.purpose = module, extra, purpose
+        super().__init__(f"{purpose} needs {module}, which the base install leaves out: pip install 'mu2hub[{extra}]'",
+                         name=module)
+
+
+def require_extra(module: str, extra: str, purpose: str):
+    """Import `module` (an optional dependency) or raise `MissingExtraError` naming `pip install 'mu2hub[extra]'`."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as e:
+        if e.name is None or e.name.split(".")[0] != module.split(".")[0]:
+            raise  # the extra is there but broken inside: not a missing install
+        raise MissingExtraError(module, extra, purpose) from e

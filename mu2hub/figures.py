@@ -9,11 +9,17 @@ from __future__ import annotations
 
 import io
 import re
-from typing import Mapping
+from typing import Any, Mapping
 
+from .errors import require_extra
 from .format import TaskFile
 
 GREY = "#d9d9d9"
+
+
+def mpl(module: str) -> Any:
+    """A matplotlib module, or `MissingExtraError` naming the `figures` extra (the base install draws nothing)."""
+    return require_extra(f"matplotlib.{module}", "figures", "drawing figures (export, a run's figures/, the Space)")
 
 
 def _slot_columns(files: Mapping[str, TaskFile]) -> list[str]:
@@ -31,9 +37,7 @@ def _short(slot: str) -> str:
 
 
 def _png(fig, *, dpi: int = 100, tight: bool = False) -> bytes:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-
-    FigureCanvasAgg(fig)
+    mpl("backends.backend_agg").FigureCanvasAgg(fig)
     buf = io.BytesIO()
     extra = {"bbox_inches": "tight", "pad_inches": 0.04} if tight else {}  # crop to what is drawn (legend below)
     fig.savefig(buf, format="png", dpi=dpi, metadata={"Software": None}, **extra)
@@ -53,7 +57,8 @@ def _grid(ax, files: Mapping[str, TaskFile], highlight: str | None = None) -> li
     """Tasks (rows) × slots (columns), one cell per component a path takes: numbered per column by first use,
     coloured by the task that created it, bold when shared. With `highlight`, that task's row is framed and every
     component off its path is faded, so the same picture shows one path through the system."""
-    from matplotlib.patches import Patch, Rectangle
+    patches = mpl("patches")
+    Patch, Rectangle = patches.Patch, patches.Rectangle
 
     tasks = list(files)
     cols = _slot_columns(files)
@@ -105,7 +110,7 @@ def _grid(ax, files: Mapping[str, TaskFile], highlight: str | None = None) -> li
 def system_png(files: Mapping[str, TaskFile]) -> bytes:
     """Tasks (rows, in the given order) × slots (columns): which component each path takes, who created it, what
     is shared. Grey cells: the root model or a retired path."""
-    from matplotlib.figure import Figure
+    Figure = mpl("figure").Figure
 
     cols = _slot_columns(files)
     fig = Figure(figsize=(max(6.0, 0.55 * len(cols) + 3.0), max(2.5, 0.42 * len(files) + 1.8)))
@@ -123,7 +128,7 @@ def system_png(files: Mapping[str, TaskFile]) -> bytes:
 
 def params_png(files: Mapping[str, TaskFile]) -> bytes:
     """Activated and new parameters of each task's path in task-stream order, with the system's growth."""
-    from matplotlib.figure import Figure
+    Figure = mpl("figure").Figure
 
     tasks = list(files)
     activated = [tf.activated_params for tf in files.values()]
@@ -157,7 +162,7 @@ def params_png(files: Mapping[str, TaskFile]) -> bytes:
 def path_png(files: Mapping[str, TaskFile], task: str, *, width: float = 5.4) -> bytes:
     """`system_png`'s grid (same numbers, colours and borders) with `task`'s row framed and every component off its
     path faded; the right margin says how many components each other task shares with it. Sized for the Space."""
-    from matplotlib.figure import Figure
+    Figure = mpl("figure").Figure
 
     fig = Figure(figsize=(width, 0.32 * len(files) + 0.9))
     ax = fig.add_subplot()

@@ -122,8 +122,9 @@ class FineTunedModel(TaskModel):
         self.repo_id, self.revision = before if kwargs.get("create_pr") else (repo_id, result.commit or self.revision)
         return result
 
-    def save_pretrained(self, save_directory: str | os.PathLike) -> Path:
-        """Write `config.json`, `tasks/<task>.json` and the new components only (referenced ones stay where they are)."""
+    def _write(self, save_directory: str | os.PathLike) -> Path:
+        """`save_pretrained`: `config.json`, `tasks/<task>.json` and the new components only (referenced ones stay
+        where they are)."""
         store = LocalStore(save_directory)
         for ref in self.components:
             if ref.source is not None:
@@ -146,6 +147,8 @@ class FineTunedModel(TaskModel):
 
 def _source_of(model: TaskModel) -> Source | None:
     """Where untouched components can be referenced: a Hub repo at a pinned commit (a local folder cannot be)."""
+    if getattr(model, "subfolder", None):  # a Source names a repo's root layout: store every component instead
+        return None
     if model.revision and _SHA.match(str(model.revision)) and model.repo_id and not os.path.isdir(model.repo_id):
         return Source(model.repo_id, str(model.revision))
     return None

@@ -17,18 +17,20 @@ import logging
 import os
 import re
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import numpy as np
 import safetensors.flax
 import safetensors.numpy
-import transformers
 from huggingface_hub import hf_hub_download
 from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
 
-from .errors import FormatError, IncompatibleTaskError, ShapeMismatchError
+from .errors import FormatError, IncompatibleTaskError, ShapeMismatchError, require_extra
 from .format import Dims, Structure, check_relpath, load_json
 from .model import expected_shapes, resize_pos_embed, slot_kwargs
+
+if TYPE_CHECKING:
+    import transformers
 
 logger = logging.getLogger(__name__)
 
@@ -56,8 +58,27 @@ Params = dict[str, dict[str, np.ndarray]]
 # ---------------------------------------------------------------------------------------------------
 
 
+class _NoTorchAdvice(logging.Filter):
+    """Drops transformers' import-time advice "PyTorch was not found. Models won't be available": mu2hub reads and
+    writes configs and safetensors only, never torch models (and transformers' `__init__` runs twice, so it came
+    twice: on import, and again when `save_pretrained` of the image processor re-imports it)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "PyTorch was not found" not in record.getMessage()
+
+
+def _transformers():
+    """transformers, imported when a conversion needs its config and processor classes (the `interop` extra):
+    the generic readers below (`_read_safetensors`, the fetchers) serve timm and big_vision roots without it."""
+    quiet = logging.getLogger("transformers")
+    if not any(isinstance(f, _NoTorchAdvice) for f in quiet.filters):
+        quiet.addFilter(_NoTorchAdvice())
+    return require_extra("transformers", "interop", "reading or writing a transformers ViT checkpoint")
+
+
 def _as_vit_config(cfg: Mapping[str, Any] | transformers.ViTConfig) -> transformers.ViTConfig:
     """A `config.json` dict becomes a ViTConfig so that absent keys take transformers' defaults (eps 1e-12)."""
+    transformers = _transformers()
     if isinstance(cfg, transformers.ViTConfig):
         return cfg
     if not isinstance(cfg, Mapping):
@@ -126,7 +147,7 @@ def vit_config_for(dims: Dims, structure: Structure, labels: Sequence[str]) -> t
         raise ValueError(f"{len(labels)} labels for a head with {structure.num_classes} classes")
     if len(set(labels)) != len(labels):
         raise ValueError("labels must be distinct: transformers' label2id maps each name to one class")
-    return transformers.ViTConfig(
+    return _transformers().ViTConfig(
         hidden_size=dims.hidden_size,
         num_hidden_layers=structure.num_layers,
         num_attention_heads=dims.num_heads,
@@ -365,7 +386,7 @@ def _image_processor(
     if pp:
         logger.warning("preprocessing keys %s have no ViTImageProcessor equivalent and are not exported", sorted(pp))
     n = structure.dims.num_channels
-    return transformers.ViTImageProcessorPil(
+    return _transformers().ViTImageProcessorPil(
         do_resize=True,
         size={"height": structure.image_size, "width": structure.image_size},
         resample=_PIL_RESAMPLE[method],

@@ -21,6 +21,10 @@ def list_tasks(repo_id_or_path: str | os.PathLike, *, revision: str | None = Non
     Offline (`local_files_only=True` or `HF_HUB_OFFLINE=1`) the listing is complete when this commit was listed
     online before; otherwise it names only the cached tasks and warns (`PartialListingWarning`).
 
+    Args:
+        repo_id_or_path (`str`): a Hub repo id (`"org/name"`) or a local folder in the mu2hub layout.
+        revision, cache_dir, token, local_files_only: as in `mu2hub.from_pretrained`.
+
     Raises:
         `LocalFolderNotFoundError`: a path such as `./x` or `a/b/c` that is no folder (and no repo id).
     """
@@ -36,6 +40,11 @@ def system_info(repo_id_or_path: str | os.PathLike, *, revision: str | None = No
 
     Reads task files only (small JSON); no component is downloaded. Sharing is always computed over *every* task
     of the system, `tasks` only selects the rows returned, so `info --task t` and `info` agree about `t`.
+
+    Args:
+        repo_id_or_path (`str`): a Hub repo id (`"org/name"`) or a local folder in the mu2hub layout.
+        revision, cache_dir, token, local_files_only: as in `mu2hub.from_pretrained`.
+        tasks (`Iterable[str]`, *optional*): the rows to return; defaults to every task.
 
     Returns:
         `dict`: `tasks` ({task: stats}), `components`, `params`, `bytes` (the tasks' distinct components),
@@ -121,12 +130,14 @@ def sharing_text(stats: dict[str, Any]) -> str:
 
 @dataclass
 class TaskDownload:
-    """What `download` fetched: the task file, the commit it was pinned to, and its verified components."""
+    """What `download` fetched: the task file, the commit it was pinned to, its verified components, and the folder
+    they are in (the Hub cache's snapshot of that commit, or the local folder), as `hf download` prints it."""
 
     task_file: TaskFile
     revision: str | None
     components: int
     bytes: int
+    folder: str | None = None
 
 
 def download(repo_id_or_path: str | os.PathLike, task: str, *, revision: str | None = None, cache_dir=None, token=None,
@@ -135,10 +146,17 @@ def download(repo_id_or_path: str | os.PathLike, task: str, *, revision: str | N
 
     What `from_pretrained` would download, without building the model (no JAX): a later `from_pretrained(...,
     local_files_only=True)` needs no network.
+
+    Args:
+        repo_id_or_path (`str`): a Hub repo id (`"org/name"`) or a local folder in the mu2hub layout.
+        revision, cache_dir, token, local_files_only, force_download: as in `mu2hub.from_pretrained`.
+        task (`str`): the task whose files to fetch.
     """
     store = open_store(repo_id_or_path, revision=revision, cache_dir=cache_dir, token=token,
                        force_download=force_download, local_files_only=local_files_only)
     store.read_config()
     tf = store.read_task(task)
     comps = task_components(store, tf)
-    return TaskDownload(tf, getattr(store, "commit", None), len(comps), tf.download_bytes)
+    config_path = getattr(store, "_config_path", None)  # HubStore: <cache>/snapshots/<commit>/[subfolder/]config.json
+    folder = str(config_path.parent) if config_path is not None else str(getattr(store, "root", "")) or None
+    return TaskDownload(tf, getattr(store, "commit", None), len(comps), tf.download_bytes, folder)

@@ -34,11 +34,12 @@ class MultiTaskModel:
     """
 
     def __init__(self, store: Store, files: dict[str, TaskFile], *, repo_id: str = "", revision: str | None = None,
-                 dtype: Any = None, lazy: bool = False):
+                 dtype: Any = None, lazy: bool = False, device: Any = None):
         if not files:
             raise ArgumentError(f"{repo_id or store.name}: no tasks to load")
         self.store, self.files = store, dict(files)
         self.repo_id, self.revision, self.dtype = repo_id or store.name, revision, dtype
+        self.device = device  # a jax.Device (api.resolve_device) or None: JAX's default
         self._models: dict[str, TaskModel] = {}
         self._lock = threading.Lock()
         self._active = next(iter(self.files))
@@ -83,7 +84,8 @@ class MultiTaskModel:
             if task not in self._models:
                 try:
                     self._models[task] = load_task(self.store, task, dtype=self.dtype, repo_id=self.repo_id,
-                                                   revision=self.revision)
+                                                   revision=self.revision, device=self.device,
+                                                   subfolder=getattr(self.store, "subfolder", None))
                 except TaskNotFoundError as e:  # removed from a local folder since it was opened
                     raise TaskNotFoundError(task, e.available, self.repo_id) from None
             return self._models[task]

@@ -229,13 +229,14 @@ def card_order(files: Mapping[str, TaskFile], previous: Iterable[str] = ()) -> l
 
 
 def _shared_files(union: dict[str, TaskFile], config: SystemConfig, label: str, root: TaskFile | None,
-                  license: str) -> dict[str, bytes]:
+                  license: str, name: str | None = None) -> dict[str, bytes]:
     """Card and figures of a set of tasks (memoised: a retry with the same tasks does not redraw)."""
-    parts = [label.encode(), license.encode(), dump_json(config.to_json()), dump_json(root.to_json()) if root else b""]
+    parts = [label.encode(), license.encode(), dump_json(config.to_json()), dump_json(root.to_json()) if root else b"",
+             str(name).encode()]
     key = sha256_hex(b"\0".join(parts + [t.encode() + dump_json(tf.to_json()) for t, tf in union.items()]))
     files = _RENDERED.get(key)
     if files is None:
-        files = {README_NAME: render_card(union, config, repo_id=label, root=root, license=license).encode(),
+        files = {README_NAME: render_card(union, config, repo_id=label, root=root, license=license, name=name).encode(),
                  SYSTEM_FIGURE: system_png(union), PARAMS_FIGURE: params_png(union)}
         if len(_RENDERED) > 8:
             _RENDERED.clear()
@@ -245,8 +246,10 @@ def _shared_files(union: dict[str, TaskFile], config: SystemConfig, label: str, 
 
 def make_plan(store: Store, config: SystemConfig, files: Mapping[str, TaskFile], snap: Snapshot, *, target: str,
               label: str, probe_for: Callable[[str, TaskFile], dict[str, Any] | None], force: bool = False,
-              prune: bool = False, root: TaskFile | None = None, license: str = DEFAULT_LICENSE) -> ExportPlan:
-    """Decide every file against the target's snapshot; pure apart from reading (and checking) source files."""
+              prune: bool = False, root: TaskFile | None = None, license: str = DEFAULT_LICENSE,
+              name: str | None = None) -> ExportPlan:
+    """Decide every file against the target's snapshot; pure apart from reading (and checking) source files.
+    `name` is the card's title (defaults to `label`)."""
     final: list[FileOp] = []
     if snap.config is None:
         data = dump_json(config.to_json())
@@ -308,7 +311,7 @@ def make_plan(store: Store, config: SystemConfig, files: Mapping[str, TaskFile],
     union_all = {**snap.tasks, **released}
     union = {t: union_all[t] for t in card_order(union_all, snap.card_order)}
     card_root = root if root is not None else snap.root
-    for rel_path, data in _shared_files(union, snap.config or config, label, card_root, license).items():
+    for rel_path, data in _shared_files(union, snap.config or config, label, card_root, license, name).items():
         rf = snap.files.get(rel_path)
         if rf is None or not rf.matches(data):
             final.append(FileOp(rel_path, len(data), "card" if rel_path == README_NAME else "figure", "edit" if rf else "new", data))
@@ -400,7 +403,8 @@ def export(
         tasks (`Iterable[str]`, *optional*): export only these; defaults to every task of the source.
         revision (`str`, *optional*): the source repo's branch, tag or commit.
         token, cache_dir: as in `huggingface_hub` (cache_dir holds what is downloaded from source and target).
-        repo_id (`str`, *optional*): the name the card's usage snippet shows; defaults to the target.
+        repo_id (`str`, *optional*): the name the card's title and usage snippet show; defaults to the target (for a
+            folder, the title is the run's name, `config.name`).
         dry_run (`bool`, defaults to `False`): plan only; `result.plan.format()` lists files and bytes.
         prune (`bool`, defaults to `False`): delete component files at the target that no task uses (do not
             prune while others push to the same repo).
@@ -441,11 +445,14 @@ def export(
     paths = [c.filename for tf in [*files.values(), *([root] if root else [])] for c in tf.components if c.source is None]
     paths = distinct(paths) + [CONFIG_NAME, ROOT_NAME, *SHARED_FILES]
     result = ExportResult(target.name, dry_run=dry_run)
+    # the card names the system by its repo id, or for a folder by the run's name (config.json), not the folder's
+    title = repo_id or (target.repo_id if isinstance(target, HubTarget) else (config.name or Path(target.label).name))
     with contextlib.nullcontext() if dry_run else target.locked():
         for _ in range(4 * max_retries + 8):  # components rounds + conflict retries, bounded
             snap = target.snapshot(paths, list_components=prune)
             plan = result.plan = make_plan(store, config, files, snap, target=target.name, label=repo_id or target.label,
-                                           probe_for=probe_for, force=force, prune=prune, root=root, license=license)
+                                           probe_for=probe_for, force=force, prune=prune, root=root, license=license,
+                                           name=title)
             emit("plan", plan)
             if dry_run:
                 return result

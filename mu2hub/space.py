@@ -24,6 +24,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from PIL import Image
 
+from .card import display_name
 from .constants import CONFIG_NAME, DEFAULT_TOP_K, component_filename, task_filename
 from .errors import Mu2hubError, TaskNotFoundError
 from .figures import path_png
@@ -68,6 +69,9 @@ class SpaceSystem:
         self.repo_id = str(repo_or_dir)
         store = open_store(repo_or_dir, revision=revision, cache_dir=cache_dir, token=token, local_files_only=local_files_only)
         self.revision: str | None = getattr(store, "commit", None)
+        # what the header calls it: the repo id, or for a local folder the run's name (config.json), never a path
+        folder_name = store.read_config().name if isinstance(store, LocalStore) else ""
+        self.name = display_name(folder_name or (Path(self.repo_id).name if isinstance(store, LocalStore) else self.repo_id))
         names = list(tasks) if tasks else store.list_tasks()
         if not names:
             raise Mu2hubError(f"{self.repo_id} has no tasks (no files under tasks/)")
@@ -134,7 +138,7 @@ class SpaceSystem:
 
     def system_markdown(self) -> str:
         rev = f" @ `{self.revision[:12]}`" if self.revision else ""
-        return (f"**{self.repo_id}**{rev}: {len(self.tasks)} tasks, {self.summary['components']} components, "
+        return (f"**{self.name}**{rev}: {len(self.tasks)} tasks, {self.summary['components']} components, "
                 f"{self.summary['params']:,} parameters ({self.summary['bytes'] / 1e6:.2f} MB).")
 
     def figure(self, task: str) -> Image.Image:

@@ -8,6 +8,7 @@ file of that load to it, so a push in the middle of a download cannot mix two ve
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import inspect
 import os
 import re
@@ -37,6 +38,7 @@ from .format import (
     Structure,
     SystemConfig,
     TaskFile,
+    check_relpath,
     check_task_name,
     component_chunks,
     component_id,
@@ -241,29 +243,40 @@ class HubStore:
     names the commit, and every later file of this store is fetched at exactly that commit.
     """
 
-    def __init__(self, repo_id: str, commit: str, config_path: str, *, cache_dir=None, token=None, force_download=False, local_files_only=False):
-        self.repo_id, self.commit, self.name = repo_id, commit, repo_id
+    def __init__(self, repo_id: str, commit: str, config_path: str, *, cache_dir=None, token=None, force_download=False,
+                 local_files_only=False, subfolder: str | None = None):
+        self.repo_id, self.commit, self.subfolder = repo_id, commit, subfolder or None
+        self.name = f"{repo_id}/{subfolder}" if subfolder else repo_id
+        # a system in a folder of a repo lists its own tasks: its listings are saved apart from the root's
+        self._listing_key = commit if not subfolder else f"{commit}.{hashlib.sha256(subfolder.encode()).hexdigest()[:16]}"
+        self._prefix = f"{subfolder}/" if subfolder else ""
         self._config_path = Path(config_path)
         self._kw = dict(cache_dir=cache_dir, token=token)
         self.force_download, self.local_files_only = force_download, local_files_only
         self.listing_complete = True  # False after an offline listing that could only scan the cache
 
     @classmethod
-    def open(cls, repo_id: str, *, revision: str | None = None, cache_dir=None, token=None, force_download=False, local_files_only=False) -> "HubStore":
+    def open(cls, repo_id: str, *, revision: str | None = None, cache_dir=None, token=None, force_download=False,
+             local_files_only=False, subfolder: str | None = None) -> "HubStore":
         from huggingface_hub import constants
 
         local_files_only = local_files_only or constants.HF_HUB_OFFLINE
+        sub = check_subfolder(subfolder)
+        where = f"{sub}/{CONFIG_NAME}" if sub else CONFIG_NAME
         try:
-            path = _download(repo_id, CONFIG_NAME, revision=revision, cache_dir=cache_dir, token=token,
+            path = _download(repo_id, where, revision=revision, cache_dir=cache_dir, token=token,
                              force_download=force_download, local_files_only=local_files_only)
         except RemoteFileNotFoundError:
             at = f" at {revision}" if revision else ""
-            raise FormatError(f"{repo_id}{at} is not a mu2hub repo: it has no {CONFIG_NAME}", path=CONFIG_NAME) from None
-        return cls(repo_id, Path(path).parent.name, path, cache_dir=cache_dir, token=token,
-                   force_download=force_download, local_files_only=local_files_only)
+            raise FormatError(f"{repo_id}{at} is not a mu2hub repo: it has no {where}", path=where) from None
+        snapshot = Path(path).parents[where.count("/")]  # snapshots/<commit>/[subfolder/]config.json
+        return cls(repo_id, snapshot.name, path, cache_dir=cache_dir, token=token, force_download=force_download,
+                   local_files_only=local_files_only, subfolder=sub)
 
     def _get(self, filename: str, *, repo_id: str | None = None, revision: str | None = None, force: bool = False,
              tqdm_class=None, nbytes: int | None = None) -> str:
+        if repo_id is None or (repo_id == self.repo_id and revision in (None, self.commit)):
+            filename = self._prefix + filename  # this system's own files; a referenced repo's sit at its root
         return _download(
             repo_id or self.repo_id, filename, revision=revision or self.commit, force_download=force or self.force_download,
             local_files_only=self.local_files_only, tqdm_class=tqdm_class, nbytes=nbytes, **self._kw,
@@ -282,7 +295,7 @@ class HubStore:
         """
         if self.local_files_only:
             return self._offline_listing()
-        saved = cached_listing(self.repo_id, self.commit)  # a commit never changes: no need to ask the Hub again
+        saved = cached_listing(self.repo_id, self._listing_key)  # a commit never changes: no need to ask the Hub again
         if saved is not None:
             return saved
         from huggingface_hub import HfApi
@@ -290,22 +303,24 @@ class HubStore:
         api = HfApi(token=self._kw["token"])
         try:
             with hub_call(self.repo_id, f"listing {TASKS_DIR}/"):
-                entries = list(api.list_repo_tree(self.repo_id, path_in_repo=TASKS_DIR, recursive=True,
+                entries = list(api.list_repo_tree(self.repo_id, path_in_repo=self._prefix + TASKS_DIR, recursive=True,
                                                   revision=self.commit))
         except RemoteFileNotFoundError:  # a repo without tasks/ answers 404
             return []
-        names = sorted(e.path[len(TASKS_DIR) + 1 : -5] for e in entries if e.path.endswith(".json") and hasattr(e, "size"))
+        skip = len(self._prefix + TASKS_DIR) + 1
+        names = sorted(e.path[skip:-5] for e in entries if e.path.endswith(".json") and hasattr(e, "size"))
         with contextlib.suppress(OSError):  # a read-only assets cache only costs the offline listing
-            save_listing(self.repo_id, self.commit, names)
+            save_listing(self.repo_id, self._listing_key, names)
         return names
 
     def _offline_listing(self) -> list[str]:
-        saved = cached_listing(self.repo_id, self.commit)
+        saved = cached_listing(self.repo_id, self._listing_key)
         if saved is not None:
             return saved
         tree = _cached_tree(self.repo_id, self.commit, self._kw["cache_dir"])
         if tree is not None:
-            return sorted(p[len(TASKS_DIR) + 1 : -5] for p in tree if p.startswith(f"{TASKS_DIR}/") and p.endswith(".json"))
+            top = f"{self._prefix}{TASKS_DIR}/"
+            return sorted(p[len(top) : -5] for p in tree if p.startswith(top) and p.endswith(".json"))
         base = self._config_path.parent / TASKS_DIR
         names = sorted(p.relative_to(base).with_suffix("").as_posix() for p in base.rglob("*.json")) if base.is_dir() else []
         self.listing_complete = False
@@ -425,18 +440,38 @@ def read_sourced(refs: Iterable[ComponentRef], *, desc: str = "") -> dict[str, t
 
 
 def open_store(repo_or_dir: str | os.PathLike, *, revision: str | None = None, cache_dir=None, token=None,
-               force_download: bool = False, local_files_only: bool = False) -> LocalStore | HubStore:
-    """A local folder if `repo_or_dir` is one, otherwise a Hub repo id (huggingface_hub's rule, as ModelHubMixin)."""
+               force_download: bool = False, local_files_only: bool = False,
+               subfolder: str | None = None) -> LocalStore | HubStore:
+    """A local folder if `repo_or_dir` is one, otherwise a Hub repo id (huggingface_hub's rule, as ModelHubMixin).
+
+    `subfolder`: the system lives in that folder of the repo (or of the local folder), as in `hf_hub_download`."""
     if force_download and local_files_only:
         raise ArgumentError("force_download=True and local_files_only=True contradict each other: pick one")
     if os.path.isdir(repo_or_dir):
         if revision is not None:
             raise ArgumentError(f"revision={revision!r} given for the local folder {repo_or_dir}: folders have no revisions")
-        return LocalStore(repo_or_dir)
+        sub = check_subfolder(subfolder)
+        root = Path(repo_or_dir) / sub if sub else Path(repo_or_dir)
+        if not root.is_dir():
+            raise LocalFolderNotFoundError(str(root))
+        return LocalStore(root)
     if not looks_like_repo_id(str(repo_or_dir)):
         raise LocalFolderNotFoundError(str(repo_or_dir))
     return HubStore.open(str(repo_or_dir), revision=revision, cache_dir=cache_dir, token=token,
-                         force_download=force_download, local_files_only=local_files_only)
+                         force_download=force_download, local_files_only=local_files_only, subfolder=subfolder)
+
+
+def check_subfolder(subfolder: str | None) -> str | None:
+    """`subfolder=` as a relative path inside the repo (no `..`, not absolute); `""` and `"."` mean the root."""
+    if subfolder is None or str(subfolder) in ("", ".", "./"):
+        return None
+    if not isinstance(subfolder, (str, os.PathLike)):
+        raise ArgumentError(f"subfolder must be a folder path inside the repo, got {subfolder!r}")
+    sub = str(subfolder).rstrip("/")
+    try:
+        return check_relpath(sub, where="subfolder")
+    except FormatError as e:
+        raise ArgumentError(f"subfolder={subfolder!r}: a folder inside the repo, relative and without '..'") from e
 
 
 _REPO_ID = re.compile(r"^(?:[A-Za-z0-9][\w.\-]*/)?[A-Za-z0-9][\w.\-]*$")

@@ -50,7 +50,7 @@ def test_card_round_trip_one_result_per_task(hub, evolved):
         assert r.metric_name == f"test accuracy ({tf.metrics['num_test_examples']:,} images)"
         assert r.dataset_type == "mu2hub-builtin" and r.dataset_config in r.dataset_name
     assert data.license == "apache-2.0" and data.datasets is None and data.base_model is None
-    assert data.model_name == "system"
+    assert data.model_name == evolved.repo and card.text.lstrip().startswith(f"# {evolved.repo}")  # the repo id names it
     assert "scikit-learn's bundled handwritten digits" in card.text and "generated dSprites-style" in card.text
     # every count on the card agrees with the files in the repo (root path included)
     comps = _component_files(files)
@@ -85,7 +85,7 @@ def test_variant_card_names_itself_its_data_and_its_base(hub, tmp_path):
     card = ModelCard.load("card/variant")
     card.validate()
     d = card.data
-    assert d.model_name == "variant" and d.base_model == source and d.to_dict()["base_model_relation"] == "finetune"
+    assert d.model_name == "card/variant" and d.base_model == source and d.to_dict()["base_model_relation"] == "finetune"
     (r,) = d.eval_results
     n = variant.task_file.metrics["num_test_examples"]
     assert n == 30 and r.metric_name == f"test accuracy ({n} images)"

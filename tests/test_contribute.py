@@ -429,7 +429,8 @@ def test_push_task_from_the_workdir_never_evolves_again(hub, system, tmp_path, c
     heads = {p: hub.head(repo) for p in ("main",)}
     assert cli.main(["push-task", str(losing)]) == 2
     captured = capsys.readouterr()
-    assert "LOSES to a baseline" in captured.out and "--force" in captured.err
+    assert "LOSES to a baseline" in captured.out
+    assert f"mu2hub push-task {losing} --force to push anyway" in captured.err and "force=True" not in captured.err
     assert hub.head(repo) == heads["main"]
     assert "LOSES to a baseline" in mu2hub.contribute.describe(AddTaskResult.load(losing))
     assert cli.main(["push-task", str(losing), "--force", "--no-pr"]) == 0  # insisted: a commit on the pinned parent

@@ -323,3 +323,25 @@ def test_folder_without_safetensors_is_refused(tmp_path):
     (tmp_path / "pytorch_model.bin").write_bytes(b"not read")
     with pytest.raises(FileNotFoundError, match="pickle"):
         read_transformers_checkpoint(tmp_path)
+
+
+def test_to_transformers_without_pytorch_says_nothing_about_it(tmp_path):
+    """transformers advises "PyTorch was not found" on import, and its `__init__` runs twice (the second time from
+    the image processor's `save_pretrained`): mu2hub needs no torch, so the advice is dropped both times."""
+    import subprocess
+    import sys
+
+    from mu2hub.format import Dims
+    from mu2hub.synthetic import random_system
+
+    random_system(tmp_path / "sys", dims=Dims(16, 2, 32, 4), image_size=8, num_layers=2, num_tasks=1, num_classes=3)
+    script = (
+        "import sys; sys.modules['torch'] = None  # as if PyTorch were not installed\n"
+        "import mu2hub\n"
+        f"m = mu2hub.from_pretrained({str(tmp_path / 'sys')!r}, task='task_0')\n"
+        f"m.to_transformers({str(tmp_path / 'hf')!r})\n"
+        "import transformers.utils as u; assert not u.is_torch_available()\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (tmp_path / "hf" / "preprocessor_config.json").is_file() and (tmp_path / "hf" / "model.safetensors").is_file()
+    assert "PyTorch was not found" not in done.stderr + done.stdout

@@ -115,7 +115,7 @@ def test_plan_prices_the_slice_and_lists_missing_data(slice_config, capsys, monk
     assert c10.flops_per_image > 0
     # The full stream offline: every task listed, data missing but not fatal, costs bounded by the caps.
     full = load_config(f"{CONFIG}:large")
-    assert main(["--config", f"{CONFIG}:large", "--workdir", "unused", "--plan", "--tasks", "cifar10,cifar10/1k",
+    assert main(["--config", f"{CONFIG}:large", "--plan", "--tasks", "cifar10,cifar10/1k",  # no --workdir needed
                  "--throughput", "100"]) == 0
     out = capsys.readouterr().out
     assert "| cifar10 | hub:uoft-cs/cifar10 | missing | ≤ 8,008 | 128 | ≤ 65,601,536 |" in out

@@ -371,6 +371,7 @@ def test_browser_answer_card_and_path_above_the_fold(app, images, chromium):
             expect(answer).to_have_text(expected, timeout=30_000)
             card = page.locator("#mu2hub-task-card")
             expect(card).to_contain_text("test accuracy")
+            expect(page.get_by_text(REPO, exact=True).first).to_be_visible()  # the header names the repo, not a path
             figure = page.locator("#mu2hub-path-figure img").first
             expect(figure).to_be_visible()
             page.wait_for_timeout(300)  # let the layout settle before measuring

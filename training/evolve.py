@@ -30,7 +30,7 @@ def load_config(spec: str) -> dict:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--config", required=True, help="config file, optionally with ':arg' (e.g. quickstart.py:runlocal)")
-    ap.add_argument("--workdir", required=True, type=Path)
+    ap.add_argument("--workdir", type=Path, help="the run directory (required, except with --plan)")
     ap.add_argument("--resume", action="store_true", help="continue the run in --workdir")
     ap.add_argument("--agent", default="main", help="agent name, for several concurrent agents on one workdir")
     ap.add_argument("--tasks", default=None, help="comma-separated subset of the config's tasks for this agent")
@@ -61,6 +61,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"measured: {throughput:,.1f} training images/s per device")
         print(format_plan(plan(config, tasks=a.tasks.split(",") if a.tasks else None), throughput))
         return 0
+    if a.workdir is None:
+        ap.error("--workdir is required to evolve (only --plan runs without one)")
     from mu2hub.evolution.cluster import connect
     from mu2hub.evolution.evolve import evolve
 

@@ -11,6 +11,7 @@ import jax
 from tqdm.auto import tqdm
 
 from ..compilation import enable_compilation_cache
+from ..figures import mpl
 from . import storage
 from .cluster import Cluster, connect
 from .loop import Agent
@@ -41,6 +42,7 @@ def evolve(config: dict[str, Any], workdir: str | os.PathLike, *, resume: bool =
         SharedStorageError: the run directory's filesystem lacks what this job needs (docs/TRAINING.md).
         ClusterError: a process stopped answering (every process stops; resume the whole job).
     """
+    mpl("figure")  # the run ends by drawing its figures: a missing `figures` extra is named now, not hours later
     if cluster is None:
         cluster = connect() if config.get("multihost") else Cluster()
     enable_compilation_cache(compilation_cache)  # after connecting: it must not start JAX's backend before that

@@ -6,10 +6,12 @@ The run's parameters-per-task figure is the published one (`mu2hub.figures.param
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
+from ..figures import mpl
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 def plot_evolution(history: list[dict[str, Any]], out: str | Path) -> Path:
@@ -24,7 +26,7 @@ def evolution_figure(history: list[dict[str, Any]]) -> Figure:
     Dots are children; the line follows the path kept as best (highest score), so in the top panel it shows that
     path's accuracy, which can dip when a smaller path with a higher score wins.
     """
-    fig = Figure(figsize=(8, 6.2))  # the object API: no pyplot state, safe in threads
+    fig = mpl("figure").Figure(figsize=(8, 6.2))  # the object API: no pyplot state, safe in threads
     acc_ax, score_ax = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [2.2, 1]})
     tasks = list(dict.fromkeys(r["task"] for r in history))
     gen_index: dict[tuple, int] = {}
@@ -63,7 +65,7 @@ def _save(fig, out: str | Path) -> Path:
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp.png")
-    FigureCanvasAgg(fig)
+    mpl("backends.backend_agg").FigureCanvasAgg(fig)
     fig.tight_layout()
     fig.savefig(tmp, dpi=110)
     tmp.replace(out)
