@@ -413,3 +413,14 @@ class CompilationCacheError(Mu2hubError, PermissionError):
 
 class CompilationCacheWarning(UserWarning):
     """A compilation cache entry was ignored (damaged or foreign) or could not be written; the run goes on."""
+
+
+class MissingExtraError(Mu2hubError, ImportError):
+    """A command needs an optional extra that is not installed.
+
+    Message: `mu2hub serve needs the 'serve' extra (fastapi is not installed): pip install 'mu2hub[serve]'`.
+    """
+
+    def __init__(self, what: str, extra: str, module: str):
+        self.extra, self.module = extra, module
+        super().__init__(f"{what} needs the '{extra}' extra ({module} is not installed): pip install 'mu2hub[{extra}]'")
