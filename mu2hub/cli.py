@@ -300,15 +300,17 @@ def _push_args(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_serve(a: argparse.Namespace) -> int:
-    import importlib.util
+    import importlib
     import time
 
     from .errors import MissingExtraError
 
     started = time.monotonic()
     for module in ("fastapi", "uvicorn", "prometheus_client"):
-        if importlib.util.find_spec(module) is None:
-            raise MissingExtraError("mu2hub serve", "serve", module)
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            raise MissingExtraError("mu2hub serve", "serve", module) from None
     from .serving.server import serve
     from .serving.service import Settings
 

@@ -127,22 +127,22 @@ class Batcher:
                 self.on_batch(len(batch), time.monotonic() - start)
 
     async def _next_batch(self) -> list[Pending]:
-        while not self._queue:
-            self._more.clear()
-            await self._more.wait()
-        start = self._queue[0].enqueued
-        while len(self._queue) < self.max_batch_size:
-            remaining = start + self.max_wait - time.monotonic()
-            if remaining <= 0:
-                break
-            self._more.clear()
-            try:
-                await asyncio.wait_for(self._more.wait(), remaining)
-            except asyncio.TimeoutError:
-                break
-            if not self._queue:  # every waiting row was abandoned
-                return await self._next_batch()
-        return [self._queue.popleft() for _ in range(min(self.max_batch_size, len(self._queue)))]
+        """Rows to run now: `max_batch_size` of them, or fewer once the oldest has waited `max_wait`."""
+        while True:
+            while not self._queue:
+                self._more.clear()
+                await self._more.wait()
+            while self._queue and len(self._queue) < self.max_batch_size:
+                remaining = self._queue[0].enqueued + self.max_wait - time.monotonic()
+                if remaining <= 0:
+                    break
+                self._more.clear()
+                try:
+                    await asyncio.wait_for(self._more.wait(), remaining)
+                except asyncio.TimeoutError:
+                    pass
+            if self._queue:  # else every waiting row was abandoned
+                return [self._queue.popleft() for _ in range(min(self.max_batch_size, len(self._queue)))]
 
     def _compute(self, rows: list[tuple[str, np.ndarray, int]]) -> list[Any]:
         """In the worker thread: pin each task's components, run the engine, unpin. Per row: logits or an error."""

@@ -6,9 +6,12 @@ in flight finish (the batcher keeps running until then), stops the batcher, and 
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import sys
+import threading
 import time
-from typing import Any
+from typing import Any, Iterator
 
 from ..compilation import enable_compilation_cache
 from ..store import open_store
@@ -48,6 +51,27 @@ def serve(repo: str, *, host: str = "127.0.0.1", port: int = 8000, tasks: str = 
         print(f"mu2hub serve: task {task!r} unavailable: {reason}", file=sys.stderr, flush=True)
     config = uvicorn.Config(create_app(service), host=host, port=port, log_level=log_level, access_log=False,
                             lifespan="on")
-    uvicorn.Server(config).run()
+    _server_class(uvicorn)(config).run()
     print("mu2hub serve: drained and stopped", file=sys.stderr, flush=True)
     return 0
+
+
+def _server_class(uvicorn: Any) -> type:
+    """uvicorn's server, exiting 0 after a drain: uvicorn itself re-raises the SIGTERM once it has drained, so the
+    process would end killed by the signal (status -15) although every request was answered."""
+
+    class DrainingServer(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            if threading.current_thread() is not threading.main_thread():
+                yield
+                return
+            handled = (signal.SIGINT, signal.SIGTERM)
+            previous = {sig: signal.signal(sig, self.handle_exit) for sig in handled}
+            try:
+                yield
+            finally:
+                for sig, handler in previous.items():
+                    signal.signal(sig, handler)
+
+    return DrainingServer
