@@ -111,7 +111,7 @@ def _as_dicts(out):
 
 def test_every_task_through_the_inference_client_and_a_load_test(system, tmp_path):
     folder, models, images = system
-    with _server(tmp_path, REPO, "--preload", "all", "--max-batch-size", "16", "--max-wait-ms", "5", "--max-body-bytes", "100000",
+    with _server(tmp_path, REPO, "--preload", "all", "--max-batch-size", "4", "--max-wait-ms", "5", "--max-body-bytes", "100000",
                  "--cache-dir", str(tmp_path / "cache")) as (url, proc, log):
         health = httpx.get(url + "/health").json()
         assert health["status"] == "ok" and health["ready_s"] > 0 and len(health["revision"]) == 40

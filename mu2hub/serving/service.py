@@ -101,7 +101,7 @@ class Service:
     def warm_up(self, tasks: Sequence[str]) -> int:
         """Load `tasks` and compile every program their batches can need (each bucket size); the number of programs.
 
-        One task per distinct set of stage shapes is run alone at each bucket size, so every call it makes is exactly
+        One task per new (stage, sizes, image size) is run alone at each bucket size, so every call it makes is exactly
         that size; mixed batches later are padded to the same sizes and find their programs compiled.
         """
         covered: set[tuple] = set()
@@ -111,7 +111,7 @@ class Service:
                 self.load(t)
             except TaskUnavailableError:
                 continue
-            need = {(s.kind, s.static) for s in path_stages(self.files[t])}
+            need = {(s.kind, s.static, self.files[t].image_size) for s in path_stages(self.files[t])}  # + token shape
             if not need <= covered:
                 reps.append(t)
                 covered |= need
