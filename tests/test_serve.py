@@ -189,6 +189,19 @@ def test_every_task_through_the_inference_client_and_a_load_test(system, tmp_pat
         assert _metric(url, "mu2hub_requests_total", task="", status="404") == 2
 
 
+def test_every_task_of_the_evolved_demo_system(evolved, tmp_path):
+    """The tiny real evolution the everyday-use tests share (a task name with a slash is a route too)."""
+    images = list(probe_images(3, 2, 12))
+    with _server(tmp_path, evolved.repo, "--preload", "all", "--max-batch-size", "2",
+                 "--cache-dir", str(tmp_path / "cache")) as (url, proc, log):
+        assert sorted(t["task"] for t in httpx.get(url + "/tasks").json()) == sorted(evolved.tasks)
+        client = InferenceClient()
+        for t in evolved.tasks:
+            model = mu2hub.from_pretrained(evolved.folder, task=t)
+            for image in images:
+                _same(_as_dicts(client.image_classification(_png(image), model=f"{url}/models/{t}")), model.predict(image))
+
+
 def test_overload_deadline_disconnect_and_an_unavailable_task(system, tmp_path):
     folder, models, images = system
     broken = tmp_path / "broken"

@@ -20,7 +20,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, H
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from .batcher import QueueFullError, TaskUnavailableError
-from .service import RequestError, Service
+from .service import RETRY_AFTER_S, RequestError, Service
 
 _CLIENT_GONE = 499  # nginx's code for a client that closed the connection (recorded in metrics only)
 
@@ -132,9 +132,11 @@ async def _answer(service: Service, task: str, request: Request, start: float) -
     try:
         logits = pending.future.result()
     except TaskUnavailableError as e:
-        raise RequestError(503, str(e), headers={"Retry-After": "30"}) from None
+        raise RequestError(503, str(e), headers={"Retry-After": str(RETRY_AFTER_S)}) from None
     except asyncio.CancelledError:
         raise RequestError(503, "the server is shutting down", headers={"Retry-After": "1"}) from None
+    except Exception as e:  # noqa: BLE001 - a failed batch: this request fails, the server keeps serving
+        raise RequestError(500, f"internal error: {type(e).__name__}: {e}"[:500]) from None
     return service.answer(task, logits, top_k, function)
 
 
