@@ -32,6 +32,8 @@ from pathlib import Path
 
 from _common import VARIANTS, machine
 
+from mu2hub.format import Dims
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -160,16 +162,20 @@ def stream(url: str, jobs: list[tuple[str, int]], pngs: list[bytes], concurrency
     latencies: list[float] = [0.0] * len(jobs)
     answers: list[str | None] = [None] * len(jobs)
     errors = []
-    client = httpx.Client(timeout=120, limits=httpx.Limits(max_connections=concurrency))
+    client = httpx.Client(timeout=900, limits=httpx.Limits(max_connections=concurrency))
 
     def one(i: int) -> None:
         task, image = jobs[i]
         t = time.perf_counter()
-        r = client.post(f"{url}/models/{task}", content=pngs[image])
+        try:
+            r = client.post(f"{url}/models/{task}", content=pngs[image])
+        except httpx.HTTPError as e:
+            errors.append(type(e).__name__)
+            r = None
         latencies[i] = time.perf_counter() - t
-        if r.status_code != 200:
+        if r is not None and r.status_code != 200:
             errors.append(r.status_code)
-        else:
+        elif r is not None:
             answers[i] = r.json()[0]["label"]
 
     start = time.perf_counter()
@@ -198,7 +204,8 @@ def http_rows(folder: Path, tasks: list[str], work: Path, a: argparse.Namespace)
     pngs = []
     for _ in range(16):
         buf = io.BytesIO()
-        Image.fromarray(rng.integers(0, 256, (a.image_size, a.image_size, 3), dtype=np.uint8)).save(buf, format="PNG")
+        size = a.http_image_size
+        Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(buf, format="PNG")
         pngs.append(buf.getvalue())
     pick = random.Random(1)
     jobs = [(pick.choice(tasks), pick.randrange(len(pngs))) for _ in range(a.requests)]
@@ -208,6 +215,8 @@ def http_rows(folder: Path, tasks: list[str], work: Path, a: argparse.Namespace)
         ("mu2hub serve, batching on", ours + ["--max-batch-size", str(a.max_batch_size)]),
         ("mu2hub serve, batching off", ours + ["--max-batch-size", "1"]),
         ("peer: a transformers.pipeline per task", [sys.executable, str(Path(__file__)), "--peer", str(exports)]),
+        ("peer, torch on 1 thread (OMP_NUM_THREADS=1)",
+         ["env", "OMP_NUM_THREADS=1", sys.executable, str(Path(__file__)), "--peer", str(exports)]),
         ("mu2hub serve, budget = half", ours + ["--max-batch-size", str(a.max_batch_size),
                                                 "--device-memory-budget", str(unique // 2)]),
     ]
@@ -225,6 +234,9 @@ def http_rows(folder: Path, tasks: list[str], work: Path, a: argparse.Namespace)
                                 if line.startswith("mu2hub_resident_component_bytes"))
             result.update(name=name, ready=ready, resident=resident, rss=_rss_bytes(proc.pid))
             rows.append(result)
+            print(f"{name}: {result['rps']:.2f} req/s, p50 {result['p50']:.3f} s, p99 {result['p99']:.3f} s, "
+                  f"errors {result['errors']}, resident {resident / 1e6:.1f} MB, RSS {result['rss'] / 1e6:.0f} MB, "
+                  f"ready {ready:.1f} s", file=sys.stderr, flush=True)
         finally:
             proc.send_signal(signal.SIGTERM)
             proc.wait(60)
@@ -248,6 +260,8 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=2, help="images per predict_all batch")
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--http-tasks", type=int, default=8, help="tasks served in the HTTP stream (0: skip it)")
+    ap.add_argument("--http-image-size", type=int, default=64, help="image size of the HTTP stream's system")
+    ap.add_argument("--skip-predict-all", action="store_true")
     ap.add_argument("--requests", type=int, default=256)
     ap.add_argument("--concurrency", type=int, default=32)
     ap.add_argument("--max-batch-size", type=int, default=32)
@@ -256,19 +270,30 @@ def main() -> None:
     if a.peer is not None:
         return peer_server(a.peer, a.port)
 
-    import numpy as np
-
     from mu2hub.compilation import enable_compilation_cache
-    from mu2hub.format import Dims
-    from mu2hub.synthetic import mixed_system, random_system
+    from mu2hub.synthetic import random_system
 
     work = Path(tempfile.mkdtemp(prefix="mu2hub-bench-serve-"))
     os.environ.setdefault("MU2HUB_COMPILATION_CACHE", str(work / "compilation"))  # servers share compiled programs
     enable_compilation_cache()
     hidden, heads, mlp, patch, layers, _ = VARIANTS[a.variant]
+    print(f"\n{machine()}\n")
+    if not a.skip_predict_all:
+        predict_all_part(a, work, Dims(hidden, heads, mlp, patch), layers)
+    if a.http_tasks:
+        random_system(work / "http", dims=Dims(hidden, heads, mlp, patch), image_size=a.http_image_size,
+                      num_layers=layers, num_tasks=a.http_tasks, own_blocks=a.own_blocks)
+        http_part(a, work)
+
+
+def predict_all_part(a: argparse.Namespace, work: Path, dims, layers: int) -> None:
+    import numpy as np
+
+    from mu2hub.synthetic import mixed_system, random_system
+
     t = time.perf_counter()
     mixed_system(work / "small", dims=Dims(16, 2, 32, 4), image_size=8, num_layers=3)
-    random_system(work / "paper", dims=Dims(hidden, heads, mlp, patch), image_size=a.image_size, num_layers=layers,
+    random_system(work / "paper", dims=dims, image_size=a.image_size, num_layers=layers,
                   num_tasks=a.tasks, own_blocks=a.own_blocks)
     print(f"systems written in {time.perf_counter() - t:.0f} s", file=sys.stderr)
     rng = np.random.default_rng(0)
@@ -277,7 +302,6 @@ def main() -> None:
             predict_all_row(f"paper-shaped ViT-{a.variant} {a.image_size} px, own top {a.own_blocks} blocks",
                             work / "paper", rng.integers(0, 256, (a.images, a.image_size, a.image_size, 3), dtype=np.uint8),
                             a.repeats)]
-    print(f"\n{machine()}\n")
     print("| system | tasks | images | stage applications shared / every path | rows through stages | wall s shared / "
           "every path | speed-up | top-1 agree |")
     print("|---|---|---|---|---|---|---|---|")
@@ -286,22 +310,24 @@ def main() -> None:
               f"({r['apps_every'] / r['apps_shared']:.1f}x) | {r['rows_shared']:.0f} / {r['rows_every']} | "
               f"{r['s_shared']:.3f} / {r['s_every']:.3f} | {r['s_every'] / r['s_shared']:.2f}x | {r['agree']:.3f} |")
     sys.stdout.flush()
-    if a.http_tasks:
-        from mu2hub.store import LocalStore
 
-        served = LocalStore(work / "paper").list_tasks()[: a.http_tasks]
-        http, info = http_rows(work / "paper", served, work, a)
-        print(f"\nHTTP: {info['tasks']} tasks of the paper-shaped system, {a.requests} requests, concurrency "
-              f"{a.concurrency}, {a.image_size}x{a.image_size} PNG bodies; unique component bytes "
-              f"{info['unique'] / 1e6:.1f} MB\n")
-        print("| server | req/s | × peer | p50 ms | p99 ms | errors | resident MB (params) | RSS MB | ready s | "
-              "top-1 = batched |")
-        print("|---|---|---|---|---|---|---|---|---|---|")
-        peer = next(r for r in http if r["name"].startswith("peer"))
-        for r in http:
-            print(f"| {r['name']} | {r['rps']:.1f} | {r['rps'] / peer['rps']:.2f} | {1000 * r['p50']:.0f} | "
-                  f"{1000 * r['p99']:.0f} | {r['errors']} | {r['resident'] / 1e6:.1f} | {r['rss'] / 1e6:.0f} | "
-                  f"{r['ready']:.1f} | {r['agree']:.3f} |")
+
+def http_part(a: argparse.Namespace, work: Path) -> None:
+    from mu2hub.store import LocalStore
+
+    served = LocalStore(work / "http").list_tasks()
+    http, info = http_rows(work / "http", served, work, a)
+    print(f"\nHTTP: {info['tasks']} tasks, ViT-{a.variant} at {a.http_image_size} px, each cloning its top "
+          f"{a.own_blocks} blocks; {a.requests} requests, concurrency {a.concurrency}, "
+          f"{a.http_image_size}x{a.http_image_size} PNG bodies; unique component bytes {info['unique'] / 1e6:.1f} MB\n")
+    print("| server | req/s | × peer | p50 ms | p99 ms | errors | resident MB (params) | RSS MB | ready s | "
+          "top-1 = batched |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    peer = next(r for r in http if r["name"].startswith("peer"))
+    for r in http:
+        print(f"| {r['name']} | {r['rps']:.1f} | {r['rps'] / peer['rps']:.2f} | {1000 * r['p50']:.0f} | "
+              f"{1000 * r['p99']:.0f} | {r['errors']} | {r['resident'] / 1e6:.1f} | {r['rss'] / 1e6:.0f} | "
+              f"{r['ready']:.1f} | {r['agree']:.3f} |")
 
 
 if __name__ == "__main__":
