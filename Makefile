@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[test,data,space,interop,figures]'
+	$(BIN)/pip install -q -e '.[test,data,space,interop,figures,serve]'
 	# timm (parity tests) imports torchvision, whose PyPI build needs CUDA torch and breaks transformers' imports
 	# beside our CPU torch: keep both out of the environment, in a folder only tests/timm_reference.py puts on its path.
 	$(BIN)/pip install -q --no-deps --target $(VENV)/timm-site 'timm>=1.0,<2' 'torchvision==0.28.0'

@@ -39,6 +39,11 @@ jax.tree_util.register_pytree_node(
 )
 
 
+def loaded_component(cid: str, device: jax.Device | None = None) -> _DeviceTensors | None:
+    """The device copy of component `cid` if some live model in this process holds it (no file is read)."""
+    return _LOADED.get((cid, "default" if device is None else str(device)))
+
+
 def _device_component(cid: str, tensors: dict[str, np.ndarray], device: jax.Device | None = None) -> _DeviceTensors:
     key = (cid, "default" if device is None else str(device))
     hit = _LOADED.get(key)
@@ -184,27 +189,7 @@ class TaskModel:
                 Inf, values out of range, another dtype or rank, a path that is not a file; `CorruptImageError` for a
                 file that is not an image.
         """
-        from .data.pp import apply_pp_spec_numpy, pp_spec
-        from .data.registry import open_image, to_rgb_uint8
-
-        batch = _as_image_list(images)
-        if not batch:
-            raise ImageInputError("no images given")
-        rgb = []
-        for i, image in enumerate(batch):
-            is_path = isinstance(image, (str, os.PathLike))
-            if is_path and not os.path.isfile(image):
-                what = "a folder, not an image file (`mu2hub predict FOLDER` reads one)" if os.path.isdir(image) \
-                    else "no such image file"
-                raise ImageInputError(f"{str(image)!r}: {what}; expected an image: a file path, a PIL image or an "
-                                      "array [H, W], [H, W, C] or [N, H, W, C]")
-            try:
-                rgb.append(open_image(image) if is_path else to_rgb_uint8(image))
-            except CorruptImageError:
-                raise  # it names its file
-            except ImageInputError as e:
-                raise ImageInputError(f"image {i}: {e}" if len(batch) > 1 else str(e)) from None
-        return apply_pp_spec_numpy(rgb, self.task_file.preprocessing or pp_spec(self.task_file.image_size))
+        return preprocess_images(self.task_file, images)
 
     def logits(self, x: Any) -> np.ndarray:
         """Logits (B, classes). `x` is a float batch already preprocessed (finite, in [-1, 1], the task's size and
@@ -232,21 +217,13 @@ class TaskModel:
         defaults to 5): how many labels each.
         """
         single = not isinstance(images, (list, tuple)) and not (isinstance(images, np.ndarray) and images.ndim == 4)
-        self._check_top_k(top_k)
+        check_top_k(top_k)
         out = self.predictions(self.logits(self.preprocess(images)), top_k=top_k)
         return out[0] if single else out
 
     def predictions(self, logits: Any, *, top_k: int = DEFAULT_TOP_K) -> list[list[dict[str, Any]]]:
         """Top-k (`top_k`, defaults to 5) `{"label", "score"}` per row of `logits` (what `predict` returns for a batch)."""
-        self._check_top_k(top_k)
-        probs = np.asarray(jax.nn.softmax(jnp.asarray(logits), axis=-1))
-        return [[{"label": self.labels[i], "score": float(row[i])} for i in np.argsort(-row, kind="stable")[:top_k]]
-                for row in probs]
-
-    @staticmethod
-    def _check_top_k(top_k: Any) -> None:
-        if not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1:
-            raise ArgumentError(f"top_k must be a positive integer, got {top_k!r}")
+        return predictions_from_logits(logits, self.labels, top_k=top_k)
 
     def evaluate(self, data: Any, *, split: str = "test", batch_size: int = 64, data_kwargs: dict | None = None,
                  progress: bool = False) -> Any:
@@ -360,6 +337,44 @@ class TaskModel:
         from .finetune import push_model
 
         return push_model(self, repo_id, token=token, private=private, create_pr=create_pr, commit_message=commit_message)
+
+
+def preprocess_images(task_file: TaskFile, images: Any) -> np.ndarray:
+    """`TaskModel.preprocess` of a task, from its task file alone (the server decodes before any model is loaded)."""
+    from .data.pp import apply_pp_spec_numpy, pp_spec
+    from .data.registry import open_image, to_rgb_uint8
+
+    batch = _as_image_list(images)
+    if not batch:
+        raise ImageInputError("no images given")
+    rgb = []
+    for i, image in enumerate(batch):
+        is_path = isinstance(image, (str, os.PathLike))
+        if is_path and not os.path.isfile(image):
+            what = "a folder, not an image file (`mu2hub predict FOLDER` reads one)" if os.path.isdir(image) \
+                else "no such image file"
+            raise ImageInputError(f"{str(image)!r}: {what}; expected an image: a file path, a PIL image or an "
+                                  "array [H, W], [H, W, C] or [N, H, W, C]")
+        try:
+            rgb.append(open_image(image) if is_path else to_rgb_uint8(image))
+        except CorruptImageError:
+            raise  # it names its file
+        except ImageInputError as e:
+            raise ImageInputError(f"image {i}: {e}" if len(batch) > 1 else str(e)) from None
+    return apply_pp_spec_numpy(rgb, task_file.preprocessing or pp_spec(task_file.image_size))
+
+
+def predictions_from_logits(logits: Any, labels: Sequence[str], *, top_k: int = DEFAULT_TOP_K) -> list[list[dict[str, Any]]]:
+    """Top-k `{"label", "score"}` per row of `logits`, softmax scores (`TaskModel.predictions` of a task)."""
+    check_top_k(top_k)
+    probs = np.asarray(jax.nn.softmax(jnp.asarray(logits), axis=-1))
+    return [[{"label": labels[i], "score": float(row[i])} for i in np.argsort(-row, kind="stable")[:top_k]]
+            for row in probs]
+
+
+def check_top_k(top_k: Any) -> None:
+    if not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1:
+        raise ArgumentError(f"top_k must be a positive integer, got {top_k!r}")
 
 
 def _output_folder(path: str | os.PathLike) -> Path:

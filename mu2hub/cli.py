@@ -302,7 +302,38 @@ def _contribution_args(p: argparse.ArgumentParser, *, batch_size: int | None) ->
 
 def _push_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-pr", action="store_true", help="commit to main on the pinned parent instead of a pull request")
-    p.add_argument("--force", action="store_true", help="push even if the task lost to the same ViT trained from scratch")
+    p.add_argument("--force", action="store_true", help="push even if the task lost to a baseline (scratch or fine-tuning)")
+
+
+def cmd_serve(a: argparse.Namespace) -> int:
+    import time
+
+    from .errors import require_extra
+
+    started = time.monotonic()
+    for module in ("fastapi", "uvicorn", "prometheus_client"):
+        require_extra(module, "serve", "mu2hub serve")
+    from .serving.server import serve
+    from .serving.service import Settings
+
+    settings = Settings(max_batch_size=a.max_batch_size, max_wait_ms=a.max_wait_ms, max_queue=a.max_queue,
+                        timeout_s=a.timeout_s, max_body_bytes=a.max_body_bytes, budget_bytes=a.device_memory_budget,
+                        dtype=a.dtype)
+    return serve(a.repo, host=a.host, port=a.port, tasks=a.tasks, preload=a.preload, settings=settings,
+                 started=started, **_hub_kwargs(a))
+
+
+def _positive(kind: type, *, zero: bool = False):
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if not (value >= 0 if zero else value > 0) or value != value:
+            raise argparse.ArgumentTypeError(f"must be {'>= 0' if zero else 'positive'}, got {text}")
+        return value
+
+    return parse
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -397,6 +428,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache-dir", default=None, help="download here instead of a fresh temporary cache")
     p.add_argument("--token", default=None)
     p.set_defaults(fn=cmd_validate)
+    p = sub.add_parser("serve", help="serve every task over HTTP (the Hub's inference protocol), shared blocks computed "
+                       "once; needs the 'serve' extra (docs/SERVING.md)")
+    _hub_args(p)
+    p.add_argument("--tasks", default="all", help="'all' or comma-separated task names to serve (default: all)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0 in a container)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--preload", default=None, metavar="all|a,b",
+                   help="load and compile these tasks before the port opens (default: none; each task loads on its "
+                        "first request)")
+    p.add_argument("--max-batch-size", type=_positive(int), default=32, help="rows per device batch (default 32)")
+    p.add_argument("--max-wait-ms", type=_positive(float, zero=True), default=5.0,
+                   help="how long the first queued request waits for others to batch with (default 5)")
+    p.add_argument("--max-queue", type=_positive(int), default=1024, help="queued rows before 503 (default 1024)")
+    p.add_argument("--timeout-s", type=_positive(float), default=30.0, help="a request's deadline; past it, 504 (default 30)")
+    p.add_argument("--max-body-bytes", type=_parse_bytes, default=10 * 2**20, help="larger bodies get 413 (default 10MiB)")
+    p.add_argument("--device-memory-budget", type=_parse_bytes, default=None,
+                   help="bytes of components to keep (e.g. 200MB); least recently used ones not in flight are evicted "
+                        "and reloaded from the local cache (default: keep all)")
+    p.add_argument("--dtype", default=None, help="compute dtype: float32 (default) or bfloat16")
+    p.set_defaults(fn=cmd_serve)
     return parser
 
 

@@ -14,7 +14,7 @@ from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from .api import TaskModel, load_task
+from .api import TaskModel, check_top_k, load_task, predictions_from_logits
 from .constants import DEFAULT_TOP_K
 from .errors import ArgumentError, TaskNotFoundError
 from .format import TaskFile
@@ -43,6 +43,7 @@ class MultiTaskModel:
         self._models: dict[str, TaskModel] = {}
         self._lock = threading.Lock()
         self._active = next(iter(self.files))
+        self._engine: Any = None
         if not lazy:
             for t in self.files:
                 self[t]
@@ -115,23 +116,44 @@ class MultiTaskModel:
     def predict_all(self, images: Any, *, tasks: Iterable[str] | None = None, top_k: int = DEFAULT_TOP_K) -> dict[str, Any]:
         """Every task's answer for the same image(s): `{task: what TaskModel.predict returns}`.
 
-        Images are preprocessed once per distinct preprocessing (tasks at one image size share it).
+        Images are preprocessed once per distinct preprocessing, and the tasks' paths run as one tree
+        (`mu2hub.serving.engine`): what several tasks share (the embedding, the lower blocks) is computed once for
+        all of them. Scores equal each task's `predict` within float tolerance (the split program rounds apart).
         """
+        from .serving.engine import Row, preprocessing_key
+
         names = list(tasks) if tasks is not None else self.tasks
         for t in names:
             self._check(t)
+        check_top_k(top_k)
         single = not isinstance(images, (list, tuple)) and not (isinstance(images, np.ndarray) and images.ndim == 4)
         prepared: dict[str, np.ndarray] = {}
-        out = {}
+        rows, params = [], {}
         for t in names:
             model = self[t]
-            key = repr(sorted((model.task_file.preprocessing or {"resize": model.task_file.image_size}).items()))
+            key = preprocessing_key(model.task_file)
             if key not in prepared:
-                prepared[key] = model.preprocess(images)
-            batch = prepared[key]
-            preds = model.predictions(model.logits(batch if batch.ndim == 4 else batch[None]), top_k=top_k)
+                batch = model.preprocess(images)
+                prepared[key] = batch if batch.ndim == 4 else batch[None]
+            rows += [Row(t, image, i) for i, image in enumerate(prepared[key])]
+            params.update({ref.id: model.params[ref.slot] for ref in model.components})
+        logits = self.engine.run(rows, params)
+        out, start = {}, 0
+        for t in names:
+            n = len(prepared[preprocessing_key(self.files[t])])
+            preds = predictions_from_logits(np.stack(logits[start:start + n]), self.files[t].labels, top_k=top_k)
             out[t] = preds[0] if single else preds
+            start += n
         return out
+
+    @property
+    def engine(self) -> Any:
+        """The shared-prefix `mu2hub.serving.engine.Engine` `predict_all` runs on (its `stats` count the work)."""
+        if self._engine is None:
+            from .serving.engine import Engine
+
+            self._engine = Engine(self.store.read_config(), self.files, dtype=self.dtype)
+        return self._engine
 
     def evaluate(self, data: Any, *, task: str | None = None, **kwargs: Any) -> Any:
         """`TaskModel.evaluate` of `task` (default: the active task)."""

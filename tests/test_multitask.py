@@ -34,7 +34,10 @@ def test_outputs_equal_each_task_model_and_shared_components_are_held_once(repo,
     single = multi.predict_all(one)
     for t, model in singles.items():
         np.testing.assert_array_equal(multi.logits(batch, task=t), model.logits(batch))
-        assert every[t] == model.predict(batch) and single[t] == model.predict(one)
+        # predict_all runs the paths as one tree (shared blocks once): the same answers, rounded apart
+        for got, want in zip(every[t] + [single[t]], model.predict(batch) + [model.predict(one)]):
+            assert [p["label"] for p in got] == [p["label"] for p in want]
+            np.testing.assert_allclose([p["score"] for p in got], [p["score"] for p in want], rtol=1e-5, atol=1e-6)
         assert multi.predict(one, task=t) == model.predict(one)
     # resident bytes: every distinct component once, however many tasks use it
     per_task = sum(4 * tf.activated_params for tf in multi.files.values())
