@@ -142,7 +142,8 @@ def test_clone_walk_skips_retired_ancestors(tmp_path):
 def _mu3net(**overrides):
     cfg = _tiny(**{"space": "mu3net-ti0", "hparams": dict(num_layers=2, ds_image_size=32, adapter_dim=8, opt_lr=0.05),
                    "scorer": dict(base=0.99, num_params=1e6, flops=1e6, root_counts=True), **overrides})
-    cfg["root"] = dict(cfg["root"], image_size=32, patch_size=8)
+    # µ3Net-Ti0 paths are 32/48 px: a random root of patch 8 keeps these wiring tests fast (they test the rules)
+    cfg["root"] = dict(hidden_size=16, num_heads=2, mlp_dim=32, patch_size=8, num_layers=2, image_size=32, init="random")
     return cfg
 
 
