@@ -48,6 +48,7 @@ from .format import ComponentRef, TaskFile, check_task_name, dump_json, load_jso
 from .report import human_bytes, table
 from .review import PushResult, open_pull_request
 from .store import LocalStore, atomic_write
+from .trust.text import md_code, md_text
 
 __all__ = ["AddTaskResult", "add_task", "describe", "push_task", "validate"]
 
@@ -379,8 +380,9 @@ def describe(result: AddTaskResult) -> str:
     """The pull request text: metrics, parameters, bytes, lineage, and how to validate it."""
     tf, m, s = result.task_file, result.task_file.metrics, result.task_file.sizes
     base = result.baseline_test_accuracy
-    lines = [f"Adds task **`{tf.task}`** ({len(tf.labels)} classes: {', '.join(tf.labels[:12])}{' …' if len(tf.labels) > 12 else ''}), "
-             f"evolved with `mu2hub add-task` on `{result.repo_id}` @ `{result.revision}`.", "",
+    lines = [f"Adds task **{md_code(tf.task)}** ({len(tf.labels)} classes: {', '.join(md_text(x, 64) for x in tf.labels[:12])}"
+             f"{' …' if len(tf.labels) > 12 else ''}), evolved with `mu2hub add-task` on {md_code(result.repo_id)} @ "
+             f"{md_code(result.revision)}.", "",
              "| metric | value |", "|---|---:|",
              f"| test accuracy | {m['test_accuracy']:.4f} |", f"| validation accuracy | {m['validation_accuracy']:.4f} |",
              f"| same ViT from scratch, {result.train_steps} steps (test) | {'n/a' if base is None else f'{base:.4f}'} |",
@@ -389,8 +391,8 @@ def describe(result: AddTaskResult) -> str:
              f"| new files | {len(result.new_components) + 1} ({result.new_bytes:,} bytes of components) |",
              f"| downloaded to build it | {result.downloaded_bytes:,} of {result.system_bytes:,} bytes |", "",
              f"**Against the baseline**: {result.verdict()}.", "",
-             f"Lineage: parent `{tf.lineage.get('parent_task') or 'root'}`; per slot:", ""]
-    lines += [f"- `{slot}`: {how}" for slot, how in result.lineage.items()]
+             f"Lineage: parent {md_code(tf.lineage.get('parent_task') or 'root')}; per slot:", ""]
+    lines += [f"- {md_code(slot)}: {md_text(how, 2000)}" for slot, how in result.lineage.items()]
     lines += ["", f"Validate: `mu2hub validate {result.repo_id} --pr <this PR's number>` (checks that it only adds files, "
               "ids, shapes and the probe)."]
     return "\n".join(lines)

@@ -446,6 +446,71 @@ def test_pr_closed_or_discussion_is_rejected(hub, repo, base):
     assert_rejected(hub, repo, disc, "pull request", "a discussion")
 
 
+# ---------------------------------------------------------------------------------------------------
+# 1b. What a contributor writes is inert wherever the owner's repo shows it (card, model-index, tables, links)
+# ---------------------------------------------------------------------------------------------------
+
+_EVIL = "<img src=x onerror=alert(1)> [x](javascript:alert(1)) | a | b ![i](https://evil.example/i.png) `` ` <script>"
+_ALLOWED_LINK = ("https://huggingface.co/", "https://arxiv.org/abs/2205.12755", "figures/")
+
+
+def _hostile(raw: dict) -> None:
+    raw["labels"] = ["<img src=x onerror=alert(1)>", "a|b", "[x](javascript:alert(1))"]
+    raw["lineage"] = {
+        "data": _EVIL, "parent_task": "task_0", "steps": 3, "lr": 0.1, "trained_slots": ["head"],
+        "finetuned_from": {"repo_id": "<script>alert(1)</script>", "revision": "`x`|<b>y</b>", "task": "task_0"},
+        "base": {"repo_id": "[evil](https://evil.example)", "revision": "<i>"}}
+
+
+def _rendered_html_tokens(md: str) -> list:
+    from markdown_it import MarkdownIt
+
+    tokens = MarkdownIt("commonmark").enable("table").parse(md)
+    return tokens + [c for t in tokens for c in (t.children or [])]
+
+
+def test_pr_hostile_text_merges_inert_into_the_card(hub, repo, base):
+    """A contribution whose labels and lineage carry HTML, links, images, pipes and backticks merges (every string
+    can be made inert), and the refreshed README.md holds none of it as markup: no raw HTML, no link or image
+    outside the Hub and the card's own, every table row as wide as its header, the model-index intact."""
+    from huggingface_hub import ModelCard
+
+    files, _ = contribution(base, edit=_hostile)
+    report = mu2hub.validate(repo, open_pr(repo, files), merge=True)
+    assert report.ok and report.merged, report.format()
+    text = hub.files(repo)["README.md"].decode()
+    assert "onerror" in text  # the hostile text is shown (escaped), not dropped
+    card = ModelCard(text)
+    assert sorted(r.dataset_config for r in card.data.eval_results) == ["extra", "task_0", "task_1"]
+    tokens = _rendered_html_tokens(card.text)
+    assert not [t.content for t in tokens if t.type in ("html_inline", "html_block")]
+    links = [t.attrs.get("href") or t.attrs.get("src") for t in tokens if t.type in ("link_open", "image")]
+    assert links and all(str(u).startswith(_ALLOWED_LINK) for u in links), links
+    rows = []
+    for t in tokens:
+        if t.type == "tr_open":
+            rows.append(0)
+        elif t.type in ("th_open", "td_open"):
+            rows[-1] += 1
+    assert rows and len(set(rows)) == 1, rows
+
+
+@pytest.mark.parametrize("case,edit,reason", [
+    ("newline_in_data", _edit("lineage.data", "x\n```\n<script>"), "lineage.data"),
+    ("finetuned_from_task_not_a_task", _edit("lineage.finetuned_from", {"repo_id": "a/b", "task": "<b>x</b>"}),
+     "is not a task name"),
+    ("parent_task_markup", _edit("lineage.parent_task", "[x](javascript:1)"), "is not a task name"),
+    ("trained_slot_markup", _edit("lineage.trained_slots", ["<img>"]), "malformed"),
+    ("steps_a_string", _edit("lineage.steps", "<b>5</b>"), "must be an integer"),
+    ("huge_data", _edit("lineage.data", "x" * 10_000), "lineage.data"),
+    ("metric_name_markup", _edit("metrics.<img src=x>", 0.5), "metrics key"),
+])
+def test_pr_text_that_cannot_be_made_inert_is_rejected(hub, repo, base, case, edit, reason):
+    files, _ = contribution(base, edit=edit)
+    num = open_pr(repo, files)
+    assert_rejected(hub, repo, num, "task files", reason)
+
+
 def test_pr_rejection_leaves_every_reader_working(hub, repo, base, tmp_path):
     """After a rejected PR with a string metric, the Space, the card refresh and verify still read the repo."""
     files, _ = contribution(base, edit=_edit("metrics.test_accuracy", "high"))
