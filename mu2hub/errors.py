@@ -264,6 +264,19 @@ class SharedStorageError(Mu2hubError, OSError):
         return self.args[0]
 
 
+class RunClaimedError(Mu2hubError, RuntimeError):
+    """Another live process is evolving this run directory (`mu2hub.trust.claim`); `holder` is its claim.
+
+    Message: `runs/x is being evolved by agent 'main' on host node-3 (pid 4121, since 2026-12-07 17:02:11); agent
+    'main' cannot write there at the same time. Wait for it to finish, or stop it: a killed holder's claim is taken
+    over on the next start`.
+    """
+
+    def __init__(self, message: str, *, holder: dict | None = None):
+        self.holder = holder or {}
+        super().__init__(message)
+
+
 class HubRequestError(Mu2hubError, OSError):
     """A Hub request failed; carries the repo, the file (or API call) and the HTTP status when there was one.
 

@@ -17,7 +17,7 @@ import re
 import struct
 from typing import Any, Iterable, Mapping
 
-from .constants import FORMAT_VERSION, KINDS, LIBRARY_NAME
+from .constants import FORMAT_VERSION, KINDS, LIBRARY_NAME, ROOT_TASK
 from .errors import FormatError, FormatVersionError, UnsafePathError
 from .strictjson import (  # noqa: F401  (re-exported: the schema's JSON layer)
     MAX_JSON_BYTES,
@@ -269,7 +269,7 @@ def _lineage(c: Obj) -> dict[str, Any]:
     lin.items("created", MAX_LIST, lambda v, k: check_component_id(v, where=c.where, key=k), None)
     for key in ("path_id", "parent", "data", "init", "imported_from", "revision"):
         lin.str(key, LINEAGE_TEXT_CHARS, None, nullable=True)
-    if lin.data.get("parent_task") is not None:
+    if lin.data.get("parent_task") not in (None, ROOT_TASK):
         _shown_task(lin, "parent_task")
     lin.items("trained_slots", 2 * MAX_LAYERS + 5, lambda v, k: check_str(v, k, c.where, 16, pattern=_SLOT), None)
     lin.int("steps", 0, 2**53, None)
