@@ -398,6 +398,19 @@ def _one_line(e: BaseException) -> str:
     return " ".join(line.strip() for line in str(e).splitlines() if line.strip()) or type(e).__name__
 
 
+def _interrupted() -> int:
+    """Exit 130 now. Threads of huggingface_hub's own pools (upload workers) may sit in a socket read that no signal
+    reaches, and Python's exit would wait for them; every file mu2hub writes is atomic and huggingface_hub resumes
+    its `.incomplete` downloads, so leaving them behind keeps the cache and any target consistent."""
+    import threading
+
+    if any(t.is_alive() and not t.daemon for t in threading.enumerate() if t is not threading.main_thread()):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(130)
+    return 130
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command. Every failure is one line on stderr and a non-zero exit, never a traceback: 2 for a named
     error (bad input, the Hub, files), 130 when interrupted, 3 for an unexpected one (a bug: `MU2HUB_TRACEBACK=1`
@@ -407,7 +420,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.fn(args)
     except KeyboardInterrupt:
         print(f"mu2hub {args.command}: interrupted", file=sys.stderr)
-        return 130
+        return _interrupted()
     except Exception as e:
         if os.environ.get("MU2HUB_TRACEBACK"):
             raise

@@ -13,7 +13,6 @@ import os
 import re
 import uuid
 import warnings
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Mapping, Protocol, TypeAlias
 
@@ -47,7 +46,7 @@ from .format import (
     parse_component,
     read_component_file,
 )
-from .transfer import hub_call
+from .transfer import hub_call, parallel_map
 
 if TYPE_CHECKING:  # numpy only where tensors are touched: listing tasks needs none
     import numpy as np
@@ -352,8 +351,7 @@ class HubStore:
                     missing.extend(e.missing)
                     return None
 
-            with ThreadPoolExecutor(max_workers=8) as pool:
-                results = [r for r in pool.map(one, todo.values()) if r is not None]
+            results = [r for r in parallel_map(one, todo.values(), workers=8) if r is not None]
         if missing:
             raise LocalFilesMissingError(self.repo_id, sorted(missing))
         return dict(results)

@@ -994,6 +994,41 @@ def test_cli_interrupt_and_traceback_setting(hub, repo, tmp_path):
     assert out.returncode == 1 and "Traceback" in out.stderr and "RepoNotFoundError" in out.stderr
 
 
+@pytest.mark.parametrize("fault", [{"kind": "stall", "seconds": 120}, {"kind": "trickle", "interval": 0.5}])
+def test_cli_ctrl_c_during_component_downloads_exits_130_within_2_s(hub, repo, tmp_path, fault):
+    """Ctrl-C while every component download is stalled or trickling (they run in parallel): exit 130 within 2 s,
+    the cache passes `scan_cache_dir()`, and a later download completes."""
+    import signal
+    import subprocess
+    import sys
+    import threading
+
+    from huggingface_hub import scan_cache_dir
+
+    asked = threading.Event()
+    params = {k: v for k, v in fault.items() if k != "kind"}
+    hub.fault("hook", path_contains="components/", action=asked.set)
+    hub.fault(fault["kind"], path_contains="components/", times=None, **params)
+    cache = tmp_path / "c"
+    cmd = [sys.executable, "-m", "mu2hub.cli", "download", repo, "--task", "task_0", "--cache-dir", str(cache)]
+    env = {**os.environ, "MU2HUB_DOWNLOAD_DEADLINE": "60"}
+    proc = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True)
+    assert asked.wait(60)
+    time.sleep(1.0)  # every worker is inside a transfer now
+    start = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    took = time.monotonic() - start
+    assert proc.returncode == 130 and err.strip().endswith("interrupted") and "Traceback" not in err, err
+    assert took < 2.0, f"exit took {took:.1f} s after Ctrl-C"
+    hub.clear_faults()
+    assert not scan_cache_dir(cache).warnings
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    info = scan_cache_dir(cache)
+    assert not info.warnings and any(r.repo_id == repo for r in info.repos)
+
+
 # ---------------------------------------------------------------------------------------------------
 # 5. Files keep the umask's permissions
 # ---------------------------------------------------------------------------------------------------
