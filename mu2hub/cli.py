@@ -424,6 +424,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as e:
         if os.environ.get("MU2HUB_TRACEBACK"):
             raise
+        from .extras import missing_extra
+
+        e = missing_extra(e) or e  # an optional package we did not wrap: still named, with its extra
         if isinstance(e, (Mu2hubError, OSError, ValueError)):
             print(f"mu2hub {args.command}: error: {_one_line(e)}", file=sys.stderr)
             return 2

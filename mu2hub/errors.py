@@ -264,6 +264,18 @@ class SharedStorageError(Mu2hubError, OSError):
         return self.args[0]
 
 
+class MissingDependencyError(Mu2hubError, ImportError):
+    """An optional package is not installed (`mu2hub.extras`).
+
+    Message: `sklearn is not installed (needed for the bundled digits task and scikit-learn datasets): pip install
+    'mu2hub[data]'`.
+    """
+
+    def __init__(self, module: str, extra: str, purpose: str):
+        self.module, self.extra = module, extra
+        super().__init__(f"{module} is not installed (needed for {purpose}): pip install 'mu2hub[{extra}]'")
+
+
 class RunClaimedError(Mu2hubError, RuntimeError):
     """Another live process is evolving this run directory (`mu2hub.trust.claim`); `holder` is its claim.
 

@@ -22,14 +22,15 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import safetensors.flax
 import safetensors.numpy
-import transformers
 from huggingface_hub import hf_hub_download
 from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
 
 from .errors import FormatError, IncompatibleTaskError, ShapeMismatchError
+from .extras import require
 from .format import Dims, Structure, check_relpath, load_json
 from .model import expected_shapes, resize_pos_embed, slot_kwargs
 
+transformers = require("transformers")
 logger = logging.getLogger(__name__)
 
 CONFIG_FILE = "config.json"
