@@ -27,6 +27,7 @@ from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
 
 from .errors import FormatError, IncompatibleTaskError, ShapeMismatchError
 from .extras import require
+from .trust.files import regular_file
 from .format import Dims, Structure, check_relpath, load_json
 from .model import expected_shapes, resize_pos_embed, slot_kwargs
 
@@ -427,8 +428,9 @@ def _read_safetensors(path: Path) -> dict[str, np.ndarray]:
 def _folder_fetcher(root: Path) -> Callable[[str], Path]:
     def fetch(filename: str) -> Path:
         path = root / check_relpath(filename)
-        if not path.is_file():
+        if not path.exists():
             raise FileNotFoundError(f"{path} does not exist")
+        regular_file(path)  # a FIFO or device in a checkpoint folder is refused before anything opens it
         return path
 
     return fetch
