@@ -38,13 +38,14 @@ from .constants import component_filename, task_filename
 from .data.decode import training_decode_size
 from .data.registry import TaskData
 from .datasource import public_name
-from .errors import BaselineNotBeatenError, ContributionError, RevisitNotBetterError, VaryingImageSizesError
+from .errors import BaselineNotBeatenError, ContributionError, FormatError, RevisitNotBetterError, VaryingImageSizesError
 from .evolution.hparams import get_space
 from .evolution.loop import ROOT_ID, Agent
 from .evolution.published import LazyComponents, PublishedSystem, admit_parents, infer_space, run_config
 from .evolution.run import RunDir
 from .finetune import resolve_data
-from .format import ComponentRef, TaskFile, check_task_name, dump_json, load_json, sha256_hex
+from .format import ComponentRef, TaskFile, check_task_name, dump_json, file_has_id, load_json
+from .schema import MAX_LAYERS, MAX_TEXT_CHARS, Obj, check_component_id, check_int, check_str
 from .report import human_bytes, table
 from .review import PushResult, open_pull_request
 from .store import LocalStore, atomic_write
@@ -149,10 +150,13 @@ class AddTaskResult:
             raise ContributionError(f"{path}: not an add-task result (format {RESULT_FORMAT!r})")
         try:
             tf = TaskFile.from_json(data["task_file"], f"{path}:task_file")
-            scalars = {k: data[k] for k in _SCALARS}
-            ids = list(data["new_components"])
+            scalars = _result_fields(data, str(path))
+            ids = Obj(data, str(path)).items("new_components", 2 * MAX_LAYERS + 5,
+                                             lambda v, k: check_component_id(v, where=str(path), key=k))
         except KeyError as e:
             raise ContributionError(f"{path}: missing {e}") from None
+        except FormatError as e:  # a wrongly typed field: named here, not a TypeError deep in push_task
+            raise ContributionError(f"{path}: {e.message}") from e
         by_id = {c.id: c for c in tf.components}
         unknown = [i for i in ids if i not in by_id]
         if unknown:
@@ -160,7 +164,7 @@ class AddTaskResult:
         store = LocalStore(root / "system")
         for cid in ids:
             f = store.root / component_filename(cid)
-            if not f.is_file() or sha256_hex(f.read_bytes()) != cid:
+            if not file_has_id(f, cid):
                 raise ContributionError(f"{f}: the new component is missing or does not match its id; "
                                         "run add-task again")
         return cls(task_file=tf, workdir=root, new_components=[by_id[i] for i in ids], **scalars)
@@ -170,6 +174,19 @@ RESULT_NAME = "add_task_result.json"
 RESULT_FORMAT = "mu2hub-add-task/1"
 _SCALARS = ("repo_id", "revision", "task", "downloaded_bytes", "system_bytes", "parents", "excluded", "children",
             "train_steps", "baseline_test_accuracy", "wall_time", "revisit", "lineage", "download_seconds")
+
+
+def _result_fields(data: dict[str, Any], where: str) -> dict[str, Any]:
+    """`_SCALARS` of a saved result, each checked for type and range (`FormatError` naming the field)."""
+    c = Obj(data, where)
+    counts = {k: c.int(k, 0, 2**62) for k in ("downloaded_bytes", "system_bytes", "children", "train_steps")}
+    sizes = {k: {name: check_int(v, f"{k}.{name}", where, 0, 2**62)
+                 for name, v in c.sub(k).data.items()} for k in ("parents", "excluded")}
+    return {"repo_id": c.str("repo_id", 200), "revision": c.str("revision", 64), "task": check_task_name(c.str("task")),
+            **counts, **sizes, "baseline_test_accuracy": c.num("baseline_test_accuracy", 0.0, 1.0, nullable=True),
+            "wall_time": c.num("wall_time", 0.0), "revisit": c.bool("revisit"),
+            "lineage": {k: check_str(v, f"lineage.{k}", where, MAX_TEXT_CHARS) for k, v in c.sub("lineage").data.items()},
+            "download_seconds": c.num("download_seconds", 0.0)}
 
 
 def add_task(

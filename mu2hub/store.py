@@ -41,6 +41,7 @@ from .format import (
     component_id,
     distinct,
     dump_json,
+    file_has_id,
     load_json,
     num_params,
     parse_component,
@@ -183,7 +184,7 @@ class LocalStore:
         """`write_component`, also saying whether the file is new (False: these exact parameters were there)."""
         chunks = component_chunks(tensors, kind)  # hashed and written piece by piece: no copy of the tensors
         cid = component_id(chunks)
-        new = not self.has_component(cid)
+        new = not file_has_id(self.root / component_filename(cid), cid)  # a damaged file there is replaced
         if new:
             atomic_write(self.root / component_filename(cid), chunks)
         return ComponentRef(slot or kind, cid, num_params(tensors), sum(len(c) for c in chunks)), new
@@ -201,7 +202,7 @@ class LocalStore:
 
     def write_component_bytes(self, data: bytes) -> str:
         cid = component_id(data)
-        if not self.has_component(cid):
+        if not file_has_id(self.root / component_filename(cid), cid):
             atomic_write(self.root / component_filename(cid), data)
         return cid
 
