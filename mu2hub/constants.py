@@ -10,10 +10,6 @@ COMPONENTS_DIR = "components"
 README_NAME = "README.md"
 FIGURES_DIR = "figures"
 
-#: The pseudo-task owning the root model's components (`lineage.parent_task` of a path bred from the root). Not a
-#: valid task name, so it never collides with one.
-ROOT_TASK = "<root>"
-
 #: Component kinds, in the order they appear along a path.
 KINDS = ("patch_embed", "cls", "pos_embed", "adapter", "block", "norm", "head")
 

@@ -17,7 +17,7 @@ import re
 import struct
 from typing import Any, Iterable, Mapping
 
-from .constants import FORMAT_VERSION, KINDS, LIBRARY_NAME, ROOT_TASK
+from .constants import FORMAT_VERSION, KINDS, LIBRARY_NAME
 from .errors import FormatError, FormatVersionError, UnsafePathError
 from .strictjson import (  # noqa: F401  (re-exported: the schema's JSON layer)
     MAX_JSON_BYTES,
@@ -267,10 +267,8 @@ def _lineage(c: Obj) -> dict[str, Any]:
     lin = c.sub("lineage", {})
     assert lin is not None
     lin.items("created", MAX_LIST, lambda v, k: check_component_id(v, where=c.where, key=k), None)
-    for key in ("path_id", "parent", "data", "init", "imported_from", "revision"):
-        lin.str(key, LINEAGE_TEXT_CHARS, None, nullable=True)
-    if lin.data.get("parent_task") not in (None, ROOT_TASK):
-        _shown_task(lin, "parent_task")
+    for key in ("path_id", "parent", "parent_task", "data", "init", "imported_from", "revision"):  # a reference
+        lin.str(key, LINEAGE_TEXT_CHARS, None, nullable=True)  # state's parent_task is its agent id: any one line
     lin.items("trained_slots", 2 * MAX_LAYERS + 5, lambda v, k: check_str(v, k, c.where, 16, pattern=_SLOT), None)
     lin.int("steps", 0, 2**53, None)
     lin.num("lr", 0.0, math.inf, None)

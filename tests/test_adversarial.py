@@ -499,7 +499,7 @@ def test_pr_hostile_text_merges_inert_into_the_card(hub, repo, base):
     ("newline_in_data", _edit("lineage.data", "x\n```\n<script>"), "lineage.data"),
     ("finetuned_from_task_not_a_task", _edit("lineage.finetuned_from", {"repo_id": "a/b", "task": "<b>x</b>"}),
      "is not a task name"),
-    ("parent_task_markup", _edit("lineage.parent_task", "[x](javascript:1)"), "is not a task name"),
+    ("parent_task_two_lines", _edit("lineage.parent_task", "a\n```\n<b>"), "control/bidi character"),
     ("trained_slot_markup", _edit("lineage.trained_slots", ["<img>"]), "malformed"),
     ("steps_a_string", _edit("lineage.steps", "<b>5</b>"), "must be an integer"),
     ("huge_data", _edit("lineage.data", "x" * 10_000), "lineage.data"),

@@ -13,11 +13,9 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Collection, Iterable, Mapping, NamedTuple, Sequence
 
-from ..constants import ROOT_TASK
-
 #: The pseudo-task that owns the root model's components (the reference's `NOT_TRAINABLE` lock). Not a valid task
 #: name (`format.check_task_name`), so it can never collide with one.
-ROOT = ROOT_TASK
+ROOT = "<root>"
 
 
 class ScoredPath(NamedTuple):
