@@ -108,7 +108,7 @@ def cmd_predict(a: argparse.Namespace) -> int:
                 print(f"{item.name}: " + ", ".join(f"{p['label']} ({p['score']:.3f})" for p in preds))
             else:
                 print(f"{item.name}: error: {error}", file=sys.stderr)
-    return 1 if failed else 0
+    return 2 if failed == len(inputs) else 1 if failed else 0  # 2: nothing answered (as any bad input)
 
 
 def cmd_evaluate(a: argparse.Namespace) -> int:
@@ -315,7 +315,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--task", required=True)
     p.add_argument("--force-download", action="store_true")
     p.set_defaults(fn=cmd_download)
-    p = sub.add_parser("predict", help="classify images (files, folders, hf:/imagefolder: datasets) with one task")
+    p = sub.add_parser("predict", help="classify images (files, folders, hf:/imagefolder: datasets) with one task; "
+                                       "exit 1 when some inputs could not be read, 2 when none could")
     _hub_args(p)
     p.add_argument("--task", required=True)
     p.add_argument("--top-k", type=int, default=DEFAULT_TOP_K)

@@ -27,6 +27,7 @@ from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
 
 from .errors import FormatError, IncompatibleTaskError, ShapeMismatchError
 from .extras import require
+from .transfer import hub_call
 from .trust.files import regular_file
 from .format import Dims, Structure, check_relpath, load_json
 from .model import expected_shapes, resize_pos_embed, slot_kwargs
@@ -439,7 +440,8 @@ def _folder_fetcher(root: Path) -> Callable[[str], Path]:
 def _hub_fetcher(repo_id: str, revision: str | None, **download: Any) -> Callable[[str], Path]:
     def fetch(filename: str) -> Path:
         nonlocal revision
-        path = Path(hf_hub_download(repo_id, check_relpath(filename), revision=revision, **download))
+        with hub_call(repo_id, filename, local_files_only=bool(download.get("local_files_only"))):  # the deadline
+            path = Path(hf_hub_download(repo_id, check_relpath(filename), revision=revision, **download))
         snapshot = path.parents[filename.count("/")]
         if _SHA.match(snapshot.name):
             revision = snapshot.name  # pin the commit: every later file comes from the same one

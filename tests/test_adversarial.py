@@ -913,6 +913,57 @@ def test_cli_predict_bad_image_files_name_the_file(base, tmp_path, capsys, case)
     assert time.monotonic() - start < SECONDS
 
 
+def test_cli_predict_exits_2_when_every_input_is_bad(base, tmp_path, capsys):
+    """1 only when some inputs were answered; when none was, the run failed as a whole: 2 (README, `predict -h`)."""
+    bad = [tmp_path / "a.png", tmp_path / "b.png"]
+    for b in bad:
+        b.write_bytes(b"not an image")
+    assert cli.main(["predict", str(base), "--task", "task_0", *map(str, bad)]) == 2
+    assert capsys.readouterr().err.count("error:") == 2
+
+
+def test_position_embedding_without_patch_tokens_is_a_named_error():
+    from mu2hub.errors import ShapeMismatchError
+    from mu2hub.model import resize_pos_embed
+
+    with pytest.raises(ShapeMismatchError, match="0 patch tokens"):
+        resize_pos_embed(np.zeros((1, 1, 16), np.float32), 2)
+
+
+def test_pr_whose_position_embedding_has_no_patch_tokens_is_rejected_not_crashed_on(hub, repo, base):
+    """A published path's pos_embed swapped for a (1, 1, d) one: validate reports it, no traceback."""
+    files, tf = contribution(base)
+    pos = component_bytes({"embedding": np.zeros((1, 1, DIMS.hidden_size), np.float32)}, "pos_embed")
+    raw = json.loads(files[task_filename("extra")])
+    for c in raw["path"]["components"]:
+        if c["slot"] == "pos_embed":
+            c.update(id=component_id(pos), bytes=len(pos), params=DIMS.hidden_size)
+    files[task_filename("extra")] = json.dumps(raw).encode()
+    files[component_filename(component_id(pos))] = pos
+    report = mu2hub.validate(repo, open_pr(repo, files), merge=True)
+    assert not report.ok and not report.merged, report.format()
+    assert "patch tokens" in report.format() or "pos_embed" in report.format(), report.format()
+
+
+def test_root_checkpoint_from_a_trickling_hub_is_bounded_by_the_deadline(hub, tmp_path, short_deadline):
+    """`root.init = "timm:<repo>"` fetches through the same deadline as every other download."""
+    import mu2hub
+
+    hub.commit_folder("adv/timm-root", _timm_folder(tmp_path / "timm"), message="a timm checkpoint")
+    hub.fault("trickle", method="GET", path_contains="adv/timm-root", interval=0.5, times=None)
+    start = time.monotonic()
+    with pytest.raises(DownloadTimeoutError):
+        mu2hub.from_timm("adv/timm-root", cache_dir=tmp_path / "c")
+    assert time.monotonic() - start < SECONDS
+
+
+def _timm_folder(folder: Path) -> Path:
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text(json.dumps({"architecture": "vit_tiny_patch16_224", "num_classes": 0}))
+    (folder / "model.safetensors").write_bytes(b"\0" * 4096)
+    return folder
+
+
 def test_open_image_refuses_a_decompression_bomb_without_decoding_it(tmp_path):
     with pytest.raises(CorruptImageError, match="limit"):
         open_image(_bomb_png(tmp_path / "bomb.png"))
