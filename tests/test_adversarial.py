@@ -983,6 +983,19 @@ def _imagefolder(root: Path, corrupt: int = 1) -> Path:
     return root
 
 
+@pytest.mark.parametrize("command", ["evaluate", "finetune"])
+def test_cli_evaluate_and_finetune_decode_mixed_sizes_at_the_tasks_size(base, tmp_path, command):
+    root = tmp_path / "mixed"
+    for split in ("train", "validation", "test"):
+        for cls in ("c0", "c1", "c2"):  # the task's own labels
+            d = root / split / cls
+            d.mkdir(parents=True)
+            for i in range(4):
+                _png(d / f"{i}.png", (8, 8) if i % 2 else (13, 11))
+    extra = ["--steps", "2", "--lr", "0.01", "--out", str(tmp_path / "v")] if command == "finetune" else []
+    assert cli.main([command, str(base), "--task", "task_0", "--data", f"imagefolder:{root}", *extra]) == 0
+
+
 def test_imagefolder_with_a_corrupt_file_names_it_and_can_skip_it(tmp_path):
     from mu2hub.data.hf import load_imagefolder
 
