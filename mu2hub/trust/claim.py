@@ -124,8 +124,13 @@ class RunClaim:
     _stop: threading.Event
 
     def release(self) -> None:
+        """Remove the claim, and `claims/` when no other agent holds one (a refused start leaves nothing behind)."""
         self._stop.set()
         _remove_if_same(self.path, self.raw)
+        try:
+            self.path.parent.rmdir()
+        except OSError:
+            pass  # another agent's claim is there
 
     def __enter__(self) -> "RunClaim":
         return self
@@ -138,12 +143,14 @@ def claim_run(root: str | os.PathLike, agent: str = MAIN) -> RunClaim:
     """Claim run directory `root` for `agent`, or raise `RunClaimedError` naming the live holder's host and pid."""
     root = Path(root)
     folder = root / CLAIMS_DIR
-    folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{agent}.json"
     raw = json.dumps({**_me(), "agent": agent}).encode()
-    for _ in range(3):  # a stale claim removed by `_live_holder` is retried
+    for _ in range(5):  # a stale claim removed by `_live_holder`, or `claims/` removed by a release, is retried
         try:
+            folder.mkdir(parents=True, exist_ok=True)
             fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileNotFoundError:
+            continue
         except FileExistsError:
             holder = _live_holder(path)
             if holder is not None:
