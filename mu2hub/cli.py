@@ -399,13 +399,14 @@ def _one_line(e: BaseException) -> str:
     return " ".join(line.strip() for line in str(e).splitlines() if line.strip()) or type(e).__name__
 
 
-def _interrupted() -> int:
-    """Exit 130 now. Threads of huggingface_hub's own pools (upload workers) may sit in a socket read that no signal
-    reaches, and Python's exit would wait for them; every file mu2hub writes is atomic and huggingface_hub resumes
-    its `.incomplete` downloads, so leaving them behind keeps the cache and any target consistent."""
+def _interrupted(process: bool) -> int:
+    """130; as the `mu2hub` process (`process`), exit now. Threads of huggingface_hub's own pools (upload workers)
+    may sit in a socket read that no signal reaches, and Python's exit would wait for them; every file mu2hub writes
+    is atomic and huggingface_hub resumes its `.incomplete` downloads, so leaving them keeps the cache and any
+    target consistent. Called with arguments (from Python), it only returns."""
     import threading
 
-    if any(t.is_alive() and not t.daemon for t in threading.enumerate() if t is not threading.main_thread()):
+    if process and any(t.is_alive() and not t.daemon for t in threading.enumerate() if t is not threading.main_thread()):
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(130)
@@ -421,7 +422,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.fn(args)
     except KeyboardInterrupt:
         print(f"mu2hub {args.command}: interrupted", file=sys.stderr)
-        return _interrupted()
+        return _interrupted(process=argv is None)
     except Exception as e:
         if os.environ.get("MU2HUB_TRACEBACK"):
             raise
