@@ -25,7 +25,7 @@ import safetensors.numpy
 from huggingface_hub import hf_hub_download
 from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
 
-from .errors import FormatError, IncompatibleTaskError, ShapeMismatchError
+from .errors import FormatError, IncompatibleTaskError, LocalFilesMissingError, ShapeMismatchError
 from .extras import require
 from .transfer import hub_call
 from .trust.files import regular_file
@@ -458,8 +458,8 @@ def _weight_files(fetch: Callable[[str], Path], where: str) -> list[Path]:
         try:
             index = fetch(WEIGHTS_INDEX_FILE)
         except (FileNotFoundError, EntryNotFoundError):
-            if isinstance(single_missing, LocalEntryNotFoundError):
-                raise single_missing  # offline with a cold cache: the hub's message says which flag to change
+            if isinstance(single_missing, (LocalEntryNotFoundError, LocalFilesMissingError)):
+                raise single_missing  # offline with a cold cache: the message says which flag to change
             raise FileNotFoundError(
                 f"{where} has neither {WEIGHTS_FILE} nor {WEIGHTS_INDEX_FILE}; mu2hub reads safetensors only "
                 "(pytorch_model.bin is a pickle and is never loaded)"
