@@ -22,6 +22,7 @@ from .constants import LIBRARY_NAME
 from .datasource import data_source
 from .format import ComponentRef, SystemConfig, TaskFile
 from .metadata import sharing_text, summarize, test_accuracy
+from .trust.text import md_code, md_text, one_line, py_string
 
 TAGS = ["mu2hub", "mu2net", "multitask", "evolutionary", "vision-transformer", "sparse-subgraphs", "jax", "flax"]
 SYSTEM_FIGURE = "figures/system.png"
@@ -125,15 +126,15 @@ def render_card(files: Mapping[str, TaskFile], config: SystemConfig, *, repo_id:
         "`from_pretrained` fetches for it; *shared*: components also on other tasks' paths (and components "
         "referenced from another repo).", "",
         "## Data", "",
-        *[f"- {', '.join(f'`{t}`' for t in ts)}: {desc}" for desc, ts in _by_description(sources).items()], "",
+        *[f"- {', '.join(md_code(t) for t in ts)}: {desc}" for desc, ts in _by_description(sources).items()], "",
         "## Usage", "",
         *install_and_usage(repo_id, first), "",
         "Every task, and how the numbers above were measured:", "",
         "```python",
         "import mu2hub", "",
-        f'model = mu2hub.from_pretrained("{repo_id}", task="{first}")  # fetches only this task\'s files',
+        f'model = mu2hub.from_pretrained("{repo_id}", task={py_string(first)})  # fetches only this task\'s files',
         "model.predict(image)        # [{'label': ..., 'score': ...}, ...]",
-        f'model.evaluate("{_data_hint(first, files.get(first))}")  # reproduces the test accuracy above',
+        f'model.evaluate({py_string(_data_hint(first, files.get(first)))})  # reproduces the test accuracy above',
         f'every = mu2hub.from_pretrained("{repo_id}", tasks="all")  # shared components held once',
         "every.predict_all(image)    # {task: [{'label': ..., 'score': ...}, ...]}",
         "```", "",
@@ -169,7 +170,7 @@ def _eval_results(files: Mapping[str, TaskFile], sources: Mapping[str, Any]) -> 
         src = sources[t]
         out.append(EvalResult(
             task_type="image-classification", task_name="Image Classification",
-            dataset_type=src.model_index_type, dataset_name=f"{t} ({src.name})", dataset_config=t,
+            dataset_type=src.model_index_type, dataset_name=one_line(f"{t} ({src.name})"), dataset_config=t,
             dataset_split="test", metric_type="accuracy", metric_value=round(acc, 6),
             metric_name=f"test accuracy ({n:,} images)" if isinstance(n, int) else "test accuracy"))
     return out
@@ -187,7 +188,7 @@ def _intro(files: Mapping[str, TaskFile], stored: dict[str, Any]) -> str:
     if refs:
         repos = sorted({f"{c.source.repo_id}@{c.source.revision[:8]}" for c in refs.values()})
         text += (f" {len(refs)} more component{'s are' if len(refs) != 1 else ' is'} referenced from "
-                 f"{', '.join(f'`{r}`' for r in repos)} at that pinned commit and not stored here.")
+                 f"{', '.join(md_code(r) for r in repos)} at that pinned commit and not stored here.")
     return text + (" Each task activates a *path* through a few components, and `mu2hub.from_pretrained` downloads "
                    "only that path.")
 
@@ -199,15 +200,16 @@ def _lineage(files: Mapping[str, TaskFile]) -> list[str]:
         if src:
             new = [c for c in tf.components if c.source is None]
             ref = [c for c in tf.components if c.source is not None]
-            lines.append(f"- `{t}`: fine-tuned from task `{src.get('task')}` of `{src.get('repo_id')}` @ "
-                         f"`{str(src.get('revision'))[:12]}` on {data_source(t, tf.lineage).name} "
-                         f"({tf.lineage.get('steps')} steps, lr {tf.lineage.get('lr')}; trained "
-                         f"{', '.join(tf.lineage.get('trained_slots') or [])}): {len(new)} components stored here, "
-                         f"{len(ref)} referenced from the source.")
+            slots = ", ".join(md_code(s) for s in tf.lineage.get("trained_slots") or [])
+            lines.append(f"- {md_code(t)}: fine-tuned from task {md_code(src.get('task'))} of {md_code(src.get('repo_id'))} @ "
+                         f"{md_code(str(src.get('revision'))[:12])} on {data_source(t, tf.lineage).name} "
+                         f"({md_text(tf.lineage.get('steps'))} steps, lr {md_text(tf.lineage.get('lr'))}; trained "
+                         f"{slots}): {len(new)} components stored here, {len(ref)} referenced from the source.")
         base = tf.lineage.get("base")
         if base:
-            lines.append(f"- `{t}`: evolved with `mu2hub add-task` on `{base.get('repo_id')}` @ "
-                         f"`{str(base.get('revision'))[:12]}` (parent task `{tf.lineage.get('parent_task') or 'root'}`).")
+            lines.append(f"- {md_code(t)}: evolved with `mu2hub add-task` on {md_code(base.get('repo_id'))} @ "
+                         f"{md_code(str(base.get('revision'))[:12])} (parent task "
+                         f"{md_code(tf.lineage.get('parent_task') or 'root')}).")
     return ["## Lineage", "", *lines, ""] if lines else []
 
 
@@ -219,8 +221,8 @@ def _task_table(files: Mapping[str, TaskFile], info: dict, sources: Mapping[str,
         acc, n = tf.metrics.get("test_accuracy"), tf.metrics.get("num_test_examples")
         acc_text = "" if acc is None else f"{acc:.4f}" + (f" ({n:,} images)" if isinstance(n, int) else "")
         new = tf.sizes.get("new_params")
-        rows.append(f"| {t} | {sources[t].name} | {acc_text} | {tf.activated_params:,} | {s['share_of_system']:.1%} | "
-                    f"{'' if new is None else f'{new:,}'} | {tf.download_bytes / 1e6:.3f} | {sharing_text(s)} |")
+        rows.append(f"| {md_text(t)} | {sources[t].name} | {acc_text} | {tf.activated_params:,} | {s['share_of_system']:.1%} | "
+                    f"{'' if new is None else f'{new:,}'} | {tf.download_bytes / 1e6:.3f} | {md_text(sharing_text(s), 2000)} |")
     return "\n".join(rows)
 
 

@@ -110,7 +110,7 @@ def cmd_predict(a: argparse.Namespace) -> int:
                 print(f"{item.name}: " + ", ".join(f"{p['label']} ({p['score']:.3f})" for p in preds))
             else:
                 print(f"{item.name}: error: {error}", file=sys.stderr)
-    return 1 if failed else 0
+    return 2 if failed == len(inputs) else 1 if failed else 0  # 2: nothing answered (as any bad input)
 
 
 def cmd_evaluate(a: argparse.Namespace) -> int:
@@ -308,11 +308,11 @@ def _push_args(p: argparse.ArgumentParser) -> None:
 def cmd_serve(a: argparse.Namespace) -> int:
     import time
 
-    from .errors import require_extra
+    from .extras import require
 
     started = time.monotonic()
     for module in ("fastapi", "uvicorn", "prometheus_client"):
-        require_extra(module, "serve", "mu2hub serve")
+        require(module)
     from .serving.server import serve
     from .serving.service import Settings
 
@@ -352,7 +352,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--task", required=True)
     p.add_argument("--force-download", action="store_true")
     p.set_defaults(fn=cmd_download)
-    p = sub.add_parser("predict", help="classify images (files, folders, hf:/imagefolder: datasets) with one task")
+    p = sub.add_parser("predict", help="classify images (files, folders, hf:/imagefolder: datasets) with one task; "
+                                       "exit 1 when some inputs could not be read, 2 when none could")
     _hub_args(p)
     p.add_argument("--task", required=True)
     p.add_argument("--top-k", type=int, default=DEFAULT_TOP_K)
@@ -470,6 +471,20 @@ def _one_line(e: BaseException) -> str:
     return _in_cli_words(" ".join(line.strip() for line in str(e).splitlines() if line.strip()) or type(e).__name__)
 
 
+def _interrupted(process: bool) -> int:
+    """130; as the `mu2hub` process (`process`), exit now. Threads of huggingface_hub's own pools (upload workers)
+    may sit in a socket read that no signal reaches, and Python's exit would wait for them; every file mu2hub writes
+    is atomic and huggingface_hub resumes its `.incomplete` downloads, so leaving them keeps the cache and any
+    target consistent. Called with arguments (from Python), it only returns."""
+    import threading
+
+    if process and any(t.is_alive() and not t.daemon for t in threading.enumerate() if t is not threading.main_thread()):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(130)
+    return 130
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command. Every failure is one line on stderr and a non-zero exit, never a traceback: 2 for a named
     error (bad input, the Hub, files), 130 when interrupted, 3 for an unexpected one (a bug: `MU2HUB_TRACEBACK=1`
@@ -479,10 +494,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.fn(args)
     except KeyboardInterrupt:
         print(f"mu2hub {args.command}: interrupted", file=sys.stderr)
-        return 130
+        return _interrupted(process=argv is None)
     except Exception as e:
         if os.environ.get("MU2HUB_TRACEBACK"):
             raise
+        from .extras import missing_extra
+
+        e = missing_extra(e) or e  # an optional package we did not wrap: still named, with its extra
         if isinstance(e, (Mu2hubError, OSError, ValueError)):
             print(f"mu2hub {args.command}: error: {_one_line(e)}", file=sys.stderr)
             return 2

@@ -14,12 +14,16 @@ instruction set the host CPU has, and a CPU executable is machine code for the C
 folder shared by machines of different CPU generations must not hand one's code to the other). A user's own
 JAX cache (`JAX_COMPILATION_CACHE_DIR` / `jax_compilation_cache_dir`) is left as it is and used instead.
 
-Safety. JAX executes what it loads from this folder, so it must be private: it is created `0700`, and a folder
-that is not owned by this user or that others may write is refused (`CompilationCacheError` when it was chosen
-explicitly; a warning and no cache for the default one). Every entry is written atomically (temp file + rename)
-and carries a sha256 of its key and bytes: a truncated, corrupted or foreign entry (another key's bytes, another
-tool's file) is ignored with a `CompilationCacheWarning`, deleted and compiled afresh, never executed. The folder
-is bounded (`max_bytes`, least recently used entries first out).
+Safety. JAX executes what it loads from this folder, so it is trusted only when the whole chain is: the folder is
+created `0700`; it and every folder above it up to the filesystem root (or the user's home) must be owned by this
+user or root and not writable by others — a sticky, world-writable parent such as `/tmp` is allowed, since the
+cache folder itself is private. Anything else is refused (`CompilationCacheError` when the folder was chosen
+explicitly; one warning and no cache for the default one). Every entry is written atomically (temp file +
+rename) and authenticated with an HMAC-SHA256 over its key and bytes under a per-user secret (`<base>/hmac.key`,
+32 random bytes, `0600`, created once with an exclusive link): a plain hash anyone could compute would let
+whoever can put a file there hand JAX code. A truncated, corrupted or foreign entry (another key's bytes, another
+tool's file, another user's key) is ignored with a `CompilationCacheWarning`, deleted and compiled afresh, never
+executed. The folder is bounded (`max_bytes`, least recently used entries first out).
 
 Every compilation is cached (`jax_persistent_cache_min_compile_time_secs = 0`): JAX's default (1 s) would skip
 most of a CPU run's programs. On a GPU, XLA's autotuning cache (`jax_persistent_cache_enable_xla_caches`, JAX's
@@ -31,8 +35,10 @@ docs/PERFORMANCE.md ("Compilation") has the measurements.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import os
 import platform
+import secrets
 import stat
 import threading
 import time
@@ -49,8 +55,10 @@ from .errors import CompilationCacheError, CompilationCacheWarning
 ENV_FOLDER = "MU2HUB_COMPILATION_CACHE"
 ENV_BASE = "MU2HUB_CACHE"
 _OFF = ("0", "false", "off", "no")
-_MAGIC = b"mu2hub-xla-cache-1\n"
+_MAGIC = b"mu2hub-xla-cache-2\n"  # 2: HMAC under the user's key (1 was a plain sha256)
 _DIGEST = hashlib.sha256().digest_size
+KEY_NAME = "hmac.key"
+_KEY_BYTES = 32
 _SUFFIX = ".xla"
 DEFAULT_MAX_BYTES = 4 << 30
 _XLA_CACHES = "xla_gpu_per_fusion_autotune_cache_dir"  # JAX's default for jax_persistent_cache_enable_xla_caches
@@ -119,6 +127,66 @@ def _private_folder(path: Path) -> None:
                                           f"`chmod go-w {path}` makes it private")
 
 
+def _trusted_chain(folder: Path) -> None:
+    """Every folder from `folder` up to the root (or the user's home) is owned by this user or root and not writable
+    by others; a world-writable parent must be sticky (`/tmp`). Why: whoever can rename a parent can swap the
+    private cache folder for one of theirs.
+
+    Raises:
+        CompilationCacheError: naming the first folder that breaks the chain.
+    """
+    if not hasattr(os, "getuid"):
+        return
+    uid, gid, home = os.getuid(), os.getgid(), Path.home().resolve()
+    real = folder.resolve()
+    for p in (real, *real.parents):
+        try:
+            st = p.stat()
+        except OSError as e:
+            raise CompilationCacheError(folder, f"cannot check {p} above it ({e.strerror or e})") from e
+        if st.st_uid not in (uid, 0):
+            raise CompilationCacheError(folder, f"{p} above it belongs to user id {st.st_uid}, who could replace it")
+        writable = st.st_mode & stat.S_IWOTH or (st.st_mode & stat.S_IWGRP and not (st.st_uid == uid and st.st_gid == gid))
+        if writable and not st.st_mode & stat.S_ISVTX:
+            raise CompilationCacheError(folder, f"{p} above it may be written by others (mode "
+                                                f"{stat.S_IMODE(st.st_mode):04o}), who could replace it")
+        if p == home:
+            break
+
+
+def user_key(base: Path) -> bytes:
+    """The per-user secret entries are authenticated with: `<base>/hmac.key`, made once (written to a temp file,
+    then linked into place, so no reader ever sees half a key), and refused unless private to this user."""
+    try:
+        return _read_key(base, base / KEY_NAME)
+    except OSError as e:
+        raise CompilationCacheError(base, f"cannot make or read its key ({e.strerror or e})") from e
+
+
+def _read_key(base: Path, path: Path) -> bytes:
+    if not os.path.lexists(path):
+        tmp = base / f".{KEY_NAME}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(secrets.token_bytes(_KEY_BYTES))
+                f.flush()
+                os.fsync(f.fileno())
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                pass  # another process made it first: use theirs
+        finally:
+            tmp.unlink(missing_ok=True)
+    st = os.lstat(path)
+    if not stat.S_ISREG(st.st_mode) or st.st_size != _KEY_BYTES:
+        raise CompilationCacheError(base, f"its key {path} is not a {_KEY_BYTES}-byte file")
+    if hasattr(os, "getuid") and (st.st_uid != os.getuid() or st.st_mode & 0o077):
+        raise CompilationCacheError(base, f"its key {path} is readable or owned by others (mode "
+                                          f"{stat.S_IMODE(st.st_mode):04o}, user id {st.st_uid})")
+    return path.read_bytes()
+
+
 # ---------------------------------------------------------------------------------------------------
 # The verified folder JAX reads and writes
 # ---------------------------------------------------------------------------------------------------
@@ -131,17 +199,17 @@ class VerifiedFolderCache(CacheInterface):
     compressed. Entries that do not verify are deleted and reported, then JAX compiles afresh.
     """
 
-    def __init__(self, folder: Path, *, max_bytes: int = DEFAULT_MAX_BYTES):
+    def __init__(self, folder: Path, *, max_bytes: int = DEFAULT_MAX_BYTES, key: bytes | None = None):
         self.folder, self.max_bytes, self._path = folder, int(max_bytes), folder
+        self._key = key if key is not None else user_key(folder.parent)
 
     def file(self, key: str) -> Path:
         """`<module name>-<sha256 of the key>.xla`: the key (module name + JAX's hash) never names a path itself."""
         name = "".join(c if c.isalnum() or c in "_-" else "_" for c in key.split("-")[0])[:48]
         return self.folder / f"{name}-{hashlib.sha256(key.encode()).hexdigest()[:40]}{_SUFFIX}"
 
-    @staticmethod
-    def _digest(key: str, value: bytes) -> bytes:
-        return hashlib.sha256(key.encode() + b"\0" + value).digest()
+    def _digest(self, key: str, value: bytes) -> bytes:
+        return hmac.new(self._key, key.encode() + b"\0" + value, hashlib.sha256).digest()
 
     def get(self, key: str) -> bytes | None:
         f = self.file(key)
@@ -153,7 +221,7 @@ class VerifiedFolderCache(CacheInterface):
             _warn(f"cannot read compilation cache entry {f} ({e.strerror or e}); compiling instead")
             return None
         head, digest, value = data[:len(_MAGIC)], data[len(_MAGIC):len(_MAGIC) + _DIGEST], data[len(_MAGIC) + _DIGEST:]
-        if head != _MAGIC or digest != self._digest(key, value):
+        if head != _MAGIC or not hmac.compare_digest(digest, self._digest(key, value)):
             _warn(f"ignored compilation cache entry {f}: truncated, corrupted or not written for this program; "
                   "deleted, compiling afresh")
             f.unlink(missing_ok=True)
@@ -241,12 +309,14 @@ def enable_compilation_cache(directory: str | os.PathLike | bool | None = None, 
         try:
             _private_folder(base)
             _private_folder(folder)
+            _trusted_chain(folder)
+            key = user_key(base)
         except CompilationCacheError as e:
             if explicit:
                 raise
             _warn(f"{e}; training without a compilation cache")
             return None
-        _install(VerifiedFolderCache(folder, max_bytes=max_bytes))
+        _install(VerifiedFolderCache(folder, max_bytes=max_bytes, key=key))
         return folder
 
 

@@ -40,18 +40,20 @@ from .constants import component_filename, task_filename
 from .data.decode import training_decode_size
 from .data.registry import TaskData
 from .datasource import public_name
-from .errors import BaselineNotBeatenError, ContributionError, RevisitNotBetterError, VaryingImageSizesError
+from .errors import BaselineNotBeatenError, ContributionError, FormatError, RevisitNotBetterError, VaryingImageSizesError
 from .evolution.comparison import LABELS, baselines_of, judge
 from .evolution.hparams import get_space
 from .evolution.loop import ROOT_ID, Agent
 from .evolution.published import LazyComponents, PublishedSystem, admit_parents, infer_space, run_config
 from .evolution.run import RunDir
 from .finetune import resolve_data
-from .format import ComponentRef, TaskFile, check_task_name, dump_json, load_json, sha256_hex
+from .format import ComponentRef, TaskFile, check_task_name, dump_json, file_has_id, load_json
+from .schema import MAX_LAYERS, MAX_TEXT_CHARS, Obj, check_component_id, check_int, check_str
 from .report import human_bytes, table
 from .review import PushResult, open_pull_request
 from .store import LocalStore, atomic_write
 from .transfer import hub_call
+from .trust.text import md_code, md_text
 
 __all__ = ["AddTaskResult", "add_task", "describe", "push_task", "validate"]
 
@@ -161,10 +163,13 @@ class AddTaskResult:
             raise ContributionError(f"{path}: not an add-task result (format {RESULT_FORMAT!r})")
         try:
             tf = TaskFile.from_json(data["task_file"], f"{path}:task_file")
-            scalars = {k: data[k] for k in _SCALARS}
-            ids = list(data["new_components"])
+            scalars = _result_fields(data, str(path))
+            ids = Obj(data, str(path)).items("new_components", 2 * MAX_LAYERS + 5,
+                                             lambda v, k: check_component_id(v, where=str(path), key=k))
         except KeyError as e:
             raise ContributionError(f"{path}: missing {e}") from None
+        except FormatError as e:  # a wrongly typed field: named here, not a TypeError deep in push_task
+            raise ContributionError(f"{path}: {e.message}") from e
         by_id = {c.id: c for c in tf.components}
         unknown = [i for i in ids if i not in by_id]
         if unknown:
@@ -172,7 +177,7 @@ class AddTaskResult:
         store = LocalStore(root / "system")
         for cid in ids:
             f = store.root / component_filename(cid)
-            if not f.is_file() or sha256_hex(f.read_bytes()) != cid:
+            if not file_has_id(f, cid):
                 raise ContributionError(f"{f}: the new component is missing or does not match its id; "
                                         "run add-task again")
         return cls(task_file=tf, workdir=root, new_components=[by_id[i] for i in ids], **scalars)
@@ -185,6 +190,18 @@ RESULT_NAME = "add_task_result.json"
 RESULT_FORMAT = "mu2hub-add-task/1"
 _SCALARS = ("repo_id", "revision", "task", "downloaded_bytes", "system_bytes", "parents", "excluded", "children",
             "train_steps", "wall_time", "revisit", "lineage", "download_seconds")
+
+
+def _result_fields(data: dict[str, Any], where: str) -> dict[str, Any]:
+    """`_SCALARS` of a saved result, each checked for type and range (`FormatError` naming the field)."""
+    c = Obj(data, where)
+    counts = {k: c.int(k, 0, 2**62) for k in ("downloaded_bytes", "system_bytes", "children", "train_steps")}
+    sizes = {k: {name: check_int(v, f"{k}.{name}", where, 0, 2**62)
+                 for name, v in c.sub(k).data.items()} for k in ("parents", "excluded")}
+    return {"repo_id": c.str("repo_id", 200), "revision": c.str("revision", 64), "task": check_task_name(c.str("task")),
+            **counts, **sizes, "wall_time": c.num("wall_time", 0.0), "revisit": c.bool("revisit"),
+            "lineage": {k: check_str(v, f"lineage.{k}", where, MAX_TEXT_CHARS) for k, v in c.sub("lineage").data.items()},
+            "download_seconds": c.num("download_seconds", 0.0)}
 
 
 def add_task(
@@ -384,8 +401,9 @@ def describe(result: AddTaskResult) -> str:
     tf, m, s = result.task_file, result.task_file.metrics, result.task_file.sizes
     base = [f"| {LABELS[n]}, {result.train_steps} steps (test) | {'n/a' if v is None else f'{v:.4f}'} |"
             for n, v in result.baselines.items()] or ["| baselines | not trained |"]
-    lines = [f"Adds task **`{tf.task}`** ({len(tf.labels)} classes: {', '.join(tf.labels[:12])}{' …' if len(tf.labels) > 12 else ''}), "
-             f"evolved with `mu2hub add-task` on `{result.repo_id}` @ `{result.revision}`.", "",
+    lines = [f"Adds task **{md_code(tf.task)}** ({len(tf.labels)} classes: {', '.join(md_text(x, 64) for x in tf.labels[:12])}"
+             f"{' …' if len(tf.labels) > 12 else ''}), evolved with `mu2hub add-task` on {md_code(result.repo_id)} @ "
+             f"{md_code(result.revision)}.", "",
              "| metric | value |", "|---|---:|",
              f"| test accuracy | {m['test_accuracy']:.4f} |", f"| validation accuracy | {m['validation_accuracy']:.4f} |",
              *base,
@@ -395,8 +413,8 @@ def describe(result: AddTaskResult) -> str:
              f"| new files | {len(result.new_components) + 1} ({result.new_bytes:,} bytes of components) |",
              f"| downloaded to build it | {result.downloaded_bytes:,} of {result.system_bytes:,} bytes |", "",
              f"**Against the baselines**: {result.verdict()}.", "",
-             f"Lineage: parent `{tf.lineage.get('parent_task') or 'root'}`; per slot:", ""]
-    lines += [f"- `{slot}`: {how}" for slot, how in result.lineage.items()]
+             f"Lineage: parent {md_code(tf.lineage.get('parent_task') or 'root')}; per slot:", ""]
+    lines += [f"- {md_code(slot)}: {md_text(how, 2000)}" for slot, how in result.lineage.items()]
     lines += ["", "`mu2hub validate` checks that it only adds files, ids, shapes and the probe (the exact command is the "
               "first comment below)."]
     return "\n".join(lines)

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import PurePath
 from typing import Mapping
 
+from .trust.text import md_code
+
 _HUB_DATASET = re.compile(r"^[A-Za-z0-9][\w.\-]*(/[A-Za-z0-9][\w.\-]*)?$")
 
 #: Data that ships with mu2hub (bundled or generated), by registered name or family (the part before `/`).
@@ -31,7 +33,7 @@ class DataSource:
     """`hub_id`: the Hub dataset id, or None; `kind`: `hub` | `imagefolder` | `builtin` | `other`."""
 
     kind: str
-    name: str  # readable: "scikit-learn digits", "imagefolder `sizes`", "cifar10"
+    name: str  # readable markdown, contributor text in code spans: "scikit-learn digits", "imagefolder `sizes`"
     description: str
     hub_id: str | None = None
 
@@ -60,13 +62,14 @@ def data_source(task: str, lineage: Mapping | None = None) -> DataSource:
         rest = spec[3:]
         if _HUB_DATASET.match(rest):
             return DataSource("hub", rest, f"the Hugging Face dataset [{rest}](https://huggingface.co/datasets/{rest})", rest)
-        local = PurePath(rest.rstrip("/\\")).name or rest
-        return DataSource("other", f"dataset `{local}`", f"a local copy of a dataset (`{local}`)")
+        local = md_code(PurePath(rest.rstrip("/\\")).name or rest)
+        return DataSource("other", f"dataset {local}", f"a local copy of a dataset ({local})")
     if spec.startswith("imagefolder:"):
         folder = PurePath(spec[len("imagefolder:"):].rstrip("/\\")).name
-        return DataSource("imagefolder", f"imagefolder `{folder}`", f"a local image folder (`{folder}/`, one folder per class)")
+        return DataSource("imagefolder", f"imagefolder {md_code(folder)}",
+                          f"a local image folder ({md_code(folder + '/')}, one folder per class)")
     family = spec.split("/")[0]
     if spec in BUILTIN or family in BUILTIN:
         name, description = BUILTIN.get(spec) or BUILTIN[family]
         return DataSource("builtin", name, description)
-    return DataSource("other", spec, f"`{spec}` (not a Hub dataset id)")
+    return DataSource("other", md_code(spec), f"{md_code(spec)} (not a Hub dataset id)")

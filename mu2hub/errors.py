@@ -266,6 +266,19 @@ class SharedStorageError(Mu2hubError, OSError):
         return self.args[0]
 
 
+class RunClaimedError(Mu2hubError, RuntimeError):
+    """Another live process is evolving this run directory (`mu2hub.trust.claim`); `holder` is its claim.
+
+    Message: `runs/x is being evolved by agent 'main' on host node-3 (pid 4121, since 2026-12-07 17:02:11); agent
+    'main' cannot write there at the same time. Wait for it to finish, or stop it: a killed holder's claim is taken
+    over on the next start`.
+    """
+
+    def __init__(self, message: str, *, holder: dict | None = None):
+        self.holder = holder or {}
+        super().__init__(message)
+
+
 class HubRequestError(Mu2hubError, OSError):
     """A Hub request failed; carries the repo, the file (or API call) and the HTTP status when there was one.
 
@@ -418,7 +431,8 @@ class CompilationCacheWarning(UserWarning):
 
 
 class MissingExtraError(Mu2hubError, ImportError):
-    """An optional part of mu2hub is needed and its packages are not installed; names the extra that adds them.
+    """An optional part of mu2hub is needed and its packages are not installed; names the extra that adds them
+    (`mu2hub.extras`: the one table of which extra installs what).
 
     Message: `to_transformers needs transformers, which the base install leaves out: pip install 'mu2hub[interop]'`.
     """
@@ -427,15 +441,3 @@ class MissingExtraError(Mu2hubError, ImportError):
         self.module, self.extra, self.purpose = module, extra, purpose
         super().__init__(f"{purpose} needs {module}, which the base install leaves out: pip install 'mu2hub[{extra}]'",
                          name=module)
-
-
-def require_extra(module: str, extra: str, purpose: str):
-    """Import `module` (an optional dependency) or raise `MissingExtraError` naming `pip install 'mu2hub[extra]'`."""
-    import importlib
-
-    try:
-        return importlib.import_module(module)
-    except ModuleNotFoundError as e:
-        if e.name is None or e.name.split(".")[0] != module.split(".")[0]:
-            raise  # the extra is there but broken inside: not a missing install
-        raise MissingExtraError(module, extra, purpose) from e

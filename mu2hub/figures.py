@@ -11,7 +11,7 @@ import io
 import re
 from typing import Any, Mapping
 
-from .errors import require_extra
+from .extras import require
 from .format import TaskFile
 
 GREY = "#d9d9d9"
@@ -19,7 +19,7 @@ GREY = "#d9d9d9"
 
 def mpl(module: str) -> Any:
     """A matplotlib module, or `MissingExtraError` naming the `figures` extra (the base install draws nothing)."""
-    return require_extra(f"matplotlib.{module}", "figures", "drawing figures (export, a run's figures/, the Space)")
+    return require(f"matplotlib.{module}")
 
 
 def _slot_columns(files: Mapping[str, TaskFile]) -> list[str]:

@@ -29,6 +29,7 @@ from .errors import ShapeMismatchError
 from .format import ComponentRef, Source, TaskFile, component_refs, distinct
 from .review import PushResult, open_pull_request, pull_request_files
 from .store import LocalStore
+from .trust.text import md_code, md_text
 
 _SHA = re.compile(r"^[0-9a-f]{40}$")
 _DATASET_MARKERS = ("dataset_dict.json", "state.json")  # `save_to_disk` output
@@ -301,11 +302,13 @@ def describe_variant(model: TaskModel) -> str:
     src = tf.lineage.get("finetuned_from") or {}
     m = tf.metrics
     return "\n".join([
-        f"Fine-tuned variant `{tf.task}` of `{src.get('task')}` from `{src.get('repo_id')}` @ `{src.get('revision')}`.",
+        f"Fine-tuned variant {md_code(tf.task)} of {md_code(src.get('task'))} from {md_code(src.get('repo_id'))} @ "
+        f"{md_code(src.get('revision'))}.",
         "",
         f"- test accuracy {m.get('test_accuracy', float('nan')):.4f} (validation {m.get('validation_accuracy', float('nan')):.4f}, "
-        f"chance {m.get('chance', float('nan')):.3f}) on `{tf.lineage.get('data')}`",
-        f"- trained slots: {', '.join(tf.lineage.get('trained_slots') or [])} ({tf.lineage.get('steps')} steps, lr {tf.lineage.get('lr')})",
+        f"chance {m.get('chance', float('nan')):.3f}) on {md_code(tf.lineage.get('data'))}",
+        f"- trained slots: {', '.join(md_code(s) for s in tf.lineage.get('trained_slots') or [])} "
+        f"({md_text(tf.lineage.get('steps'))} steps, lr {md_text(tf.lineage.get('lr'))})",
         f"- activated parameters {tf.activated_params:,}; new {sum(c.params for c in new):,} in {len(new)} components "
         f"({sum(c.bytes for c in new):,} bytes)",
     ])

@@ -20,6 +20,7 @@ from . import schema
 from .constants import FORMAT_VERSION, LIBRARY_NAME, component_filename, task_filename
 from .errors import ComponentIntegrityError, FormatError, UnsafePathError
 from .schema import check_component_id, check_task_name, load_json  # noqa: F401  (the format's public checks)
+from .trust.files import is_regular
 
 if TYPE_CHECKING:  # numpy and safetensors are imported where tensors are touched: listing tasks needs neither
     import numpy as np
@@ -84,6 +85,22 @@ def component_bytes(tensors: Mapping[str, np.ndarray], kind: str) -> bytes:
 
 def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """The sha256 of a file's bytes, streamed (a component of hundreds of MB is never held whole)."""
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def file_has_id(path: str | os.PathLike, cid: str) -> bool:
+    """Whether `path` is a regular file whose content is component `cid`. Why: a resume record (a journal entry, a
+    file already at a content-addressed name, a finished add-task workdir) is evidence, not trust — a file there
+    may be truncated, damaged or replaced, and is reused only when its content still hashes to the id."""
+    try:
+        return is_regular(Path(path)) and file_sha256(path) == cid
+    except OSError:
+        return False
 
 
 def component_id(data: bytes | Iterable[bytes | memoryview]) -> str:

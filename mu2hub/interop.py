@@ -25,9 +25,12 @@ import safetensors.numpy
 from huggingface_hub import hf_hub_download
 from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
 
-from .errors import FormatError, IncompatibleTaskError, ShapeMismatchError, require_extra
+from .errors import FormatError, IncompatibleTaskError, LocalFilesMissingError, ShapeMismatchError
+from .extras import require
 from .format import Dims, Structure, check_relpath, load_json
 from .model import expected_shapes, resize_pos_embed, slot_kwargs
+from .transfer import hub_call
+from .trust.files import regular_file
 
 if TYPE_CHECKING:
     import transformers
@@ -73,7 +76,7 @@ def _transformers():
     quiet = logging.getLogger("transformers")
     if not any(isinstance(f, _NoTorchAdvice) for f in quiet.filters):
         quiet.addFilter(_NoTorchAdvice())
-    return require_extra("transformers", "interop", "reading or writing a transformers ViT checkpoint")
+    return require("transformers")
 
 
 def _as_vit_config(cfg: Mapping[str, Any] | transformers.ViTConfig) -> transformers.ViTConfig:
@@ -447,8 +450,9 @@ def _read_safetensors(path: Path) -> dict[str, np.ndarray]:
 def _folder_fetcher(root: Path) -> Callable[[str], Path]:
     def fetch(filename: str) -> Path:
         path = root / check_relpath(filename)
-        if not path.is_file():
+        if not path.exists():
             raise FileNotFoundError(f"{path} does not exist")
+        regular_file(path)  # a FIFO or device in a checkpoint folder is refused before anything opens it
         return path
 
     return fetch
@@ -457,7 +461,8 @@ def _folder_fetcher(root: Path) -> Callable[[str], Path]:
 def _hub_fetcher(repo_id: str, revision: str | None, **download: Any) -> Callable[[str], Path]:
     def fetch(filename: str) -> Path:
         nonlocal revision
-        path = Path(hf_hub_download(repo_id, check_relpath(filename), revision=revision, **download))
+        with hub_call(repo_id, filename, local_files_only=bool(download.get("local_files_only"))):  # the deadline
+            path = Path(hf_hub_download(repo_id, check_relpath(filename), revision=revision, **download))
         snapshot = path.parents[filename.count("/")]
         if _SHA.match(snapshot.name):
             revision = snapshot.name  # pin the commit: every later file comes from the same one
@@ -474,8 +479,8 @@ def _weight_files(fetch: Callable[[str], Path], where: str) -> list[Path]:
         try:
             index = fetch(WEIGHTS_INDEX_FILE)
         except (FileNotFoundError, EntryNotFoundError):
-            if isinstance(single_missing, LocalEntryNotFoundError):
-                raise single_missing  # offline with a cold cache: the hub's message says which flag to change
+            if isinstance(single_missing, (LocalEntryNotFoundError, LocalFilesMissingError)):
+                raise single_missing  # offline with a cold cache: the message says which flag to change
             raise FileNotFoundError(
                 f"{where} has neither {WEIGHTS_FILE} nor {WEIGHTS_INDEX_FILE}; mu2hub reads safetensors only "
                 "(pytorch_model.bin is a pickle and is never loaded)"

@@ -29,6 +29,7 @@ from typing import Any, BinaryIO, Callable
 import numpy as np
 
 from .errors import FormatError
+from .trust.files import open_regular, regular_file
 
 _MAX_DEPTH = 32
 # dtypes a Flax checkpoint of ViT parameters (and their bf16 momentum traces) can hold
@@ -162,7 +163,7 @@ class _Reader:
                     raise self.fail(f"map key {key!r} is not a string")
                 out[key] = self.value(load, depth + 1)
             return self.unchunk(out) if "__msgpack_chunked_array__" in out else out
-        return self.array(self.length(n, "an ext payload"), load)
+        return self.array(self.length(n, "an ext payload"), load, depth + 1)
 
     def unchunk(self, d: dict[str, Any]) -> Any:
         """`flax.serialization`'s split of an array above 2**30 bytes (`{"shape": {"0": d0, …}, "chunks": {"0":
@@ -181,7 +182,7 @@ class _Reader:
             return Spec(shape, parts[0].dtype)
         return np.concatenate(parts).reshape(shape)
 
-    def array(self, n: int, load: bool) -> Any:
+    def array(self, n: int, load: bool, depth: int) -> Any:
         """An ext payload: type 1 (ndarray) or 3 (numpy scalar) = packb((shape, dtype, bytes)), nothing else."""
         code, start = self.take(1)[0], self.f.tell()
         if code not in (1, 3):
@@ -190,12 +191,13 @@ class _Reader:
         shape_kind, dims = self.header()
         if (kind, count) != ("array", 3) or shape_kind != "array":
             raise self.fail("an array is not (shape, dtype, bytes)")
-        shape = tuple(self.value(False) for _ in range(dims))
-        dtype = self.value(False)
+        self.length(dims, f"a shape of {dims} dimensions")
+        shape = tuple(self.value(False, depth + 1) for _ in range(dims))  # depth counts here too (ext in a shape)
+        dtype = self.value(False, depth + 1)
         dtype = dtype.decode() if isinstance(dtype, bytes) else dtype
         data_kind, nbytes = self.header()
-        if not (all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape) and dtype in _DTYPES
-                and data_kind == "bin"):
+        if not (all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)
+                and isinstance(dtype, str) and dtype in _DTYPES and data_kind == "bin"):
             raise self.fail(f"array header shape={shape!r} dtype={dtype!r} is not a numeric array")
         spec = Spec(shape, dtype)
         if nbytes != spec.nbytes or self.f.tell() + nbytes - start != n:
@@ -217,8 +219,8 @@ class MsgpackCheckpoint:
         self.path = Path(path)
         self._where = str(self.path)
         self._index: dict[str, tuple[int, Any]] = {}  # key -> (offset of its value, spec tree)
-        size = self.path.stat().st_size
-        with open(self.path, "rb", buffering=1 << 16) as f:
+        size = regular_file(self.path, "checkpoint").st_size
+        with open_regular(self.path, "checkpoint") as f:
             r = _Reader(f, size, self._where)
             kind, n = r.header()
             if kind != "map":
@@ -245,9 +247,9 @@ class MsgpackCheckpoint:
 
     def read(self, key: str) -> Any:
         offset, _ = self._index[key]
-        with open(self.path, "rb", buffering=1 << 16) as f:
+        with open_regular(self.path, "checkpoint") as f:
             f.seek(offset)
-            return _Reader(f, self.path.stat().st_size, self._where).value(True, 1)
+            return _Reader(f, os.fstat(f.fileno()).st_size, self._where).value(True, 1)
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -43,7 +43,7 @@ epsilon 1e-6; the system is written with `activation="gelu_tanh"`, so republishe
 from __future__ import annotations
 
 import csv
-import json
+import io
 import math
 import os
 import re
@@ -57,6 +57,9 @@ from .errors import FormatError, ShapeMismatchError, TaskNotFoundError
 from .format import Dims, Structure
 from .model import check_shapes
 from .reference_checkpoint import MsgpackCheckpoint, OrbaxCheckpoint, Spec, open_checkpoint
+from .schema import MAX_ADAPTER_DIM, MAX_IMAGE_SIZE, MAX_LAYERS, check_grid
+from .strictjson import load_json, show_value
+from .trust.files import read_bounded
 
 NOT_TRAINABLE = "NOT_TRAINABLE"  # µ2Net's root pseudo-task: recognised, never published
 ROOT_AGENT_TASK = "root_model/"  # µ3Net / µ4Net root agents ("root_model/checkpoint", "root_model/random_init")
@@ -68,6 +71,7 @@ _KEY3 = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*):([^:]+):(\d+)$")  # µ4Net "name:
 _INT = re.compile(r"^[+-]?\d+$")  # regexes, not bare int()/float(): Python reads "0_2" as the number 2
 _FLOAT = re.compile(r"^[+-]?((\d+\.?\d*|\.\d+)([eE][+-]?\d+)?|nan|inf|infinity)$", re.IGNORECASE)
 _IDS = re.compile(r"^\d+(_\d+)*$")
+MAX_CSV_BYTES = 2**28  # a long µ2Net run's components.csv history is tens of MB
 
 Checkpoint = MsgpackCheckpoint | OrbaxCheckpoint
 Params = dict[str, dict[str, Any]]
@@ -164,15 +168,18 @@ def _cell(text: str) -> Any:
         return int(s) if _INT.match(s) else float(s)
     if s[0] in "[{":
         try:
-            return json.loads(s)
+            return load_json(s, "a CSV cell")  # bounded depth and size, like every JSON mu2hub reads
         except ValueError:
             pass
     return text
 
 
-def _as_int(value: Any, what: str, where: str | None = None) -> int:
+def _as_int(value: Any, what: str, where: str | None = None, lo: int = -(2**63), hi: int = 2**63 - 1) -> int:
+    """An integer cell (pandas may write 3 as 3.0) within [lo, hi]: the schema's bounds for sizes and depths."""
     if not (_finite(value) and value == int(value)):
-        raise FormatError(f"{what} must be an integer, got {value!r}", path=where)
+        raise FormatError(f"{what} must be an integer, got {show_value(value)}", path=where)
+    if not lo <= int(value) <= hi:
+        raise FormatError(f"{what} must lie in [{lo:,}, {hi:,}], got {show_value(value)}", path=where)
     return int(value)
 
 
@@ -183,17 +190,21 @@ def adapter_layers_of(value: Any) -> list[int]:
     s = str(int(value)) if _is_num(value) and value == int(value) else str(value).strip().removesuffix(".0")
     if s == "" or s.lower() == "nan":
         return []
-    if not _IDS.match(s):
-        raise FormatError(f"adapter_layers {value!r} is not '_'-joined layer ids")
-    return sorted(int(v) for v in s.split("_"))
+    if len(s) > 4 * MAX_LAYERS or not _IDS.match(s):
+        raise FormatError(f"adapter_layers {show_value(value)} is not '_'-joined layer ids")
+    layers = sorted(int(v) for v in s.split("_"))
+    if layers[-1] >= MAX_LAYERS:
+        raise FormatError(f"adapter_layers {show_value(value)} names a layer past the {MAX_LAYERS} limit")
+    return layers
 
 
 def _read_csv(path: Path, required: Sequence[str]) -> list[tuple[int, dict[str, str]]]:
-    if not path.is_file():
+    if not path.exists():
         raise FormatError(f"missing {path.name}", path=str(path))
+    text = read_bounded(path, MAX_CSV_BYTES, "CSV file")
     rows = []
     try:
-        with open(path, newline="", encoding="utf-8") as f:
+        with io.StringIO(text.decode("utf-8"), newline="") as f:
             reader = csv.reader(f)
             header = next(reader, None) or []
             missing = [c for c in required if c not in header]
@@ -276,7 +287,7 @@ def _read_mu2net(d: Path) -> ReferenceState:
     pop_file, comp_file = d / "population.csv", d / "components.csv"
     pop_rows = _read_csv(pop_file, ("task_name", "id", "parent_id", "components"))
     components: dict[int, dict[str, Any]] = {}
-    for line, row in _read_csv(comp_file, ("id", "name")) if comp_file.is_file() else []:
+    for line, row in _read_csv(comp_file, ("id", "name")) if comp_file.exists() else []:
         cid = _as_int(_cell(row["id"]), f"line {line}: id", str(comp_file))
         if cid in components and components[cid]["name"] != row["name"]:
             raise FormatError(f"line {line}: component {cid} is named {row['name']!r} here and "
@@ -521,12 +532,14 @@ def plan_path(state: ReferenceState, path: ReferencePath, dims: Dims) -> PathPla
     try:
         adapters = adapter_layers_of(hp.get("adapter_layers"))
         first = specs.get(f"adapter.{adapters[0]}") if adapters else None
-        num_layers = _as_int(hp["num_layers"], "hparams.num_layers") if hp.get("num_layers") is not None \
-            else sum(s.startswith("block.") for s in specs)
-        image_size = _as_int(hp["ds_image_size"], "hparams.ds_image_size") if hp.get("ds_image_size") is not None \
-            else int(round(max(n_pos - 1, 0) ** 0.5)) * dims.patch_size
+        num_layers = _as_int(hp["num_layers"], "hparams.num_layers", None, 0, MAX_LAYERS) \
+            if hp.get("num_layers") is not None else sum(s.startswith("block.") for s in specs)
+        image_size = _as_int(hp["ds_image_size"], "hparams.ds_image_size", None, 1, MAX_IMAGE_SIZE) \
+            if hp.get("ds_image_size") is not None else int(round(max(n_pos - 1, 0) ** 0.5)) * dims.patch_size
+        check_grid(image_size, dims.patch_size, None, "hparams.ds_image_size")
         hp_dim = hp.get("adapter_dim")  # -1 or absent when the path has no adapters
-        adapter_dim = first["down.kernel"].shape[-1] if first else int(hp_dim) if _is_num(hp_dim) and hp_dim > 0 else 16
+        adapter_dim = first["down.kernel"].shape[-1] if first else \
+            _as_int(hp_dim, "hparams.adapter_dim", None, 1, MAX_ADAPTER_DIM) if _finite(hp_dim) and hp_dim > 0 else 16
         classes = head.shape[-1] if head is not None and head.ndim == 2 else 0
         structure = Structure(dims, image_size, num_layers, classes, tuple(adapters), int(adapter_dim))
     except FormatError as e:

@@ -43,6 +43,7 @@ from .format import (
     TaskFile,
     check_component_id,
     check_task_name,
+    file_has_id,
     read_component_file,
 )
 from .model import build_module, classify, embed, expected_shapes, slot_kwargs
@@ -117,7 +118,7 @@ class _Journal:
         except (KeyError, TypeError, ValueError):  # FormatError is a ValueError: a damaged entry is decoded again
             return None
         f = store.root / ref.filename if ref else None
-        return ref if f is not None and f.is_file() and f.stat().st_size == ref.bytes else None
+        return ref if f is not None and file_has_id(f, ref.id) and f.stat().st_size == ref.bytes else None
 
     def put(self, key: str, ref: ComponentRef) -> None:
         self.entries[key] = {"slot": ref.slot, "id": ref.id, "params": ref.params, "bytes": ref.bytes}

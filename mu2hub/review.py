@@ -49,6 +49,7 @@ from .review_checks import (
 )
 from .store import _download
 from .transfer import hub_call
+from .trust.text import md_fence, one_line
 
 if TYPE_CHECKING:
     from .store import LocalStore
@@ -444,9 +445,8 @@ def _merge(req: _PullRequest, report: ValidationReport, validated: Mapping[str, 
         if sha256_hex(data) != sha:
             raise ValidationError(f"{path}: the local copy changed after it was checked; nothing was merged")
         ops.append(CommitOperationAdd(path, data))
-    message = f"{req.details.title} (#{req.pr})"
-    description = (f"Validated with `mu2hub validate` at refs/pr/{req.pr} = {report.head}:\n\n```\n"
-                   f"{report.format()}\n```")
+    message = f"{one_line(req.details.title)} (#{req.pr})"
+    description = f"Validated with `mu2hub validate` at refs/pr/{req.pr} = {report.head}:\n\n{md_fence(report.format())}"
     try:
         with hub_call(req.repo_id, f"merge commit on {req.branch}", nbytes=sum(len(op.path_or_fileobj) for op in ops)):
             info = req.api.create_commit(req.repo_id, ops, commit_message=message, commit_description=description,

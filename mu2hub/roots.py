@@ -35,6 +35,9 @@ from .format import Dims, Structure, load_json
 from .interop import _folder_fetcher, _hub_fetcher, _read_safetensors, read_transformers_checkpoint
 from .model import expected_shapes, resize_pos_embed, slot_kwargs
 from .store import open_store, task_components
+from .schema import check_finite
+from .strictjson import MAX_JSON_BYTES
+from .trust.files import malformed, read_bounded, regular_file
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +64,10 @@ class Checkpoint:
     labels: list[str]
     source: str
     info: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self) -> None:  # every reader builds one: a NaN or Inf weight is refused whatever the format
+        for slot, tensors in self.params.items():
+            check_finite(tensors, f"{self.source} ({slot})")
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -204,12 +211,17 @@ def read_timm_checkpoint(dir_or_repo: str | os.PathLike, *, head: bool = True, r
     fetch = _fetcher(dir_or_repo, revision=revision, cache_dir=cache_dir, token=token,
                      local_files_only=local_files_only, force_download=force_download)
     config_path = fetch("config.json")
-    config = load_json(config_path.read_bytes(), str(config_path))
+    config = load_json(read_bounded(config_path, MAX_JSON_BYTES, "config.json"), str(config_path))
     if not isinstance(config, dict) or "architecture" not in config:
         raise FormatError("no 'architecture': not a timm config.json (a transformers ViT? use from_transformers)",
                           path=str(config_path))
     _timm_arch(config, str(config_path))  # a non-ViT fails here, before its weights are downloaded
     weights = fetch("model.safetensors")
+    with malformed(str(weights), "not a plain timm ViT"):
+        return _timm(dir_or_repo, config, weights, head)
+
+
+def _timm(dir_or_repo: Any, config: dict[str, Any], weights: Path, head: bool) -> Checkpoint:
     state = _read_safetensors(weights)
     dims, size, depth = _timm_dims(config, {k: tuple(v.shape) for k, v in state.items()}, str(weights))
     structure = Structure(dims, size, depth, 1)
@@ -333,6 +345,12 @@ def read_big_vision_checkpoint(path: str | os.PathLike, *, head: bool = True) ->
     """
     path = Path(path)
     where = str(path)
+    regular_file(path, "checkpoint")
+    with malformed(where, "not a plain big_vision / vit_jax ViT"):
+        return _big_vision(path, where, head)
+
+
+def _big_vision(path: Path, where: str, head: bool) -> Checkpoint:
     shapes = _npz_shapes(path)
     dims, size, depth = _bv_dims(shapes, where)
     naming, scanned, pos_key = _bv_layout(shapes, where)
@@ -483,7 +501,7 @@ def checkpoint_dims(init: str, **hub: Any) -> Dims:
         return open_store(where.partition("#")[0], **hub).read_config().dims
     fetch = _fetcher(where, **hub)
     config_path = fetch("config.json")
-    config = load_json(config_path.read_bytes(), str(config_path))
+    config = load_json(read_bounded(config_path, MAX_JSON_BYTES, "config.json"), str(config_path))
     if fmt == "transformers":
         from .interop import dims_from_vit_config
 

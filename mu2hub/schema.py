@@ -69,6 +69,7 @@ _HEX40 = re.compile(r"^[0-9a-f]{40}$")
 _SLOT = re.compile(r"^(patch_embed|cls|pos_embed|norm|head|block\.\d{1,3}|adapter\.\d{1,3})$")
 _REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,95}(/[A-Za-z0-9][A-Za-z0-9_.\-]{0,95})?$")
 _TASK_PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+_METRIC_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
 _TENSOR_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.]{0,255}$")
 #: Windows device names: no file or folder may be called this, whatever its extension or case.
 _RESERVED = {"con", "prn", "aux", "nul", *(f"com{i}" for i in range(10)), *(f"lpt{i}" for i in range(10))}
@@ -238,6 +239,8 @@ def _metrics(c: Obj) -> dict[str, Any]:
         m.num("score")
     if m.data.get("accounted_params") is not None:
         m.num("accounted_params", 0.0)
+    for k in m.data:
+        check_str(k, f"{m.prefix} key", c.where, 64, pattern=_METRIC_NAME)
     check_free(m.data, m.prefix, c.where)
     return m.data
 
@@ -257,13 +260,37 @@ def _sizes(c: Obj) -> dict[str, Any]:
     return s.data
 
 
+#: Lineage strings a card, report or Space shows: one line (no newline can end a fence or the front matter), bounded.
+LINEAGE_TEXT_CHARS = 512
+
+
 def _lineage(c: Obj) -> dict[str, Any]:
+    """Known lineage fields typed and bounded (they are shown, escaped, by `card.py`); unknown ones stay free."""
     lin = c.sub("lineage", {})
     assert lin is not None
     lin.items("created", MAX_LIST, lambda v, k: check_component_id(v, where=c.where, key=k), None)
-    lin.str("path_id", MAX_NAME_CHARS, None, nullable=True)
+    for key in ("path_id", "parent", "parent_task", "data", "init", "imported_from", "revision"):  # a reference
+        lin.str(key, LINEAGE_TEXT_CHARS, None, nullable=True)  # state's parent_task is its agent id: any one line
+    lin.items("trained_slots", 2 * MAX_LAYERS + 5, lambda v, k: check_str(v, k, c.where, 16, pattern=_SLOT), None)
+    lin.int("steps", 0, 2**53, None)
+    lin.num("lr", 0.0, math.inf, None)
+    for key in ("base", "finetuned_from"):  # the repo (or local folder) a contributed / fine-tuned task came from
+        ref = lin.sub(key, None)
+        if ref is not None:
+            ref.str("repo_id", LINEAGE_TEXT_CHARS)
+            ref.str("revision", 64, None, nullable=True)
+            if key == "finetuned_from":
+                _shown_task(ref, "task")
     check_free(lin.data, lin.prefix, c.where)
     return lin.data
+
+
+def _shown_task(o: Obj, key: str) -> str:
+    task = o.data.get(key)
+    problem = task_name_problem(task)
+    if problem is not None:
+        raise o.fail(key, f"is not a task name ({problem}): {show_value(task)}")
+    return task
 
 
 def _probe(c: Obj, image_size: int, num_classes: int) -> dict[str, Any] | None:

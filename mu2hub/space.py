@@ -304,8 +304,9 @@ def build_demo(repo_or_dir: str | os.PathLike, *, revision: str | None = None, l
         `gr.Blocks` with endpoints `/classify (image, task) -> prediction`, `/classify_all (image) -> all_tasks`,
         `/task_info (task) -> (task_card, path_figure)`; `demo.mu2hub_system` is the `SpaceSystem` behind it.
     """
-    import gradio as gr
+    from .extras import require
 
+    gr = require("gradio")
     system = SpaceSystem(repo_or_dir, revision=revision, tasks=tasks, cache_dir=cache_dir, token=token,
                          local_files_only=local_files_only)
     if examples is None:

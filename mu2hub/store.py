@@ -14,7 +14,6 @@ import os
 import re
 import uuid
 import warnings
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Mapping, Protocol, TypeAlias
 
@@ -44,12 +43,13 @@ from .format import (
     component_id,
     distinct,
     dump_json,
+    file_has_id,
     load_json,
     num_params,
     parse_component,
     read_component_file,
 )
-from .transfer import hub_call
+from .transfer import hub_call, parallel_map
 
 if TYPE_CHECKING:  # numpy only where tensors are touched: listing tasks needs none
     import numpy as np
@@ -186,7 +186,7 @@ class LocalStore:
         """`write_component`, also saying whether the file is new (False: these exact parameters were there)."""
         chunks = component_chunks(tensors, kind)  # hashed and written piece by piece: no copy of the tensors
         cid = component_id(chunks)
-        new = not self.has_component(cid)
+        new = not file_has_id(self.root / component_filename(cid), cid)  # a damaged file there is replaced
         if new:
             atomic_write(self.root / component_filename(cid), chunks)
         return ComponentRef(slot or kind, cid, num_params(tensors), sum(len(c) for c in chunks)), new
@@ -204,7 +204,7 @@ class LocalStore:
 
     def write_component_bytes(self, data: bytes) -> str:
         cid = component_id(data)
-        if not self.has_component(cid):
+        if not file_has_id(self.root / component_filename(cid), cid):
             atomic_write(self.root / component_filename(cid), data)
         return cid
 
@@ -367,8 +367,7 @@ class HubStore:
                     missing.extend(e.missing)
                     return None
 
-            with ThreadPoolExecutor(max_workers=8) as pool:
-                results = [r for r in pool.map(one, todo.values()) if r is not None]
+            results = [r for r in parallel_map(one, todo.values(), workers=8) if r is not None]
         if missing:
             raise LocalFilesMissingError(self.repo_id, sorted(missing))
         return dict(results)

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 from .card import card_task_order
 from .constants import COMPONENTS_DIR, CONFIG_NAME, README_NAME, ROOT_NAME, TASKS_DIR, task_filename
 from .errors import ComponentIntegrityError, FormatError, NotAMu2hubRepoError
-from .format import SystemConfig, TaskFile, load_json, sha256_hex
+from .format import SystemConfig, TaskFile, file_sha256, load_json, sha256_hex
 from .store import LocalStore, atomic_write
 
 if TYPE_CHECKING:
@@ -114,9 +114,9 @@ class LocalTarget:
                 snap.tasks[t] = tf
         for rel in paths:
             p = self.root / rel
-            if p.is_file():  # components: size only (content-addressed names); shared files: hashed
-                snap.files[rel] = (RemoteFile(p.stat().st_size) if rel.startswith(COMPONENTS_DIR + "/")
-                                   else RemoteFile(p.stat().st_size, sha256_hex(p.read_bytes())))
+            if p.is_file():  # hashed, components streamed: a damaged file at a content-addressed name is rewritten
+                snap.files[rel] = RemoteFile(p.stat().st_size, file_sha256(p) if rel.startswith(COMPONENTS_DIR + "/")
+                                             else sha256_hex(p.read_bytes()))
         if list_components:
             snap.components = {p.stem for p in (self.root / COMPONENTS_DIR).glob("*/*.safetensors")}
         if (self.root / ROOT_NAME).is_file():

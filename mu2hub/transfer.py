@@ -17,10 +17,11 @@ Settings (read on every call, so a test or a long-running Space can change them)
 from __future__ import annotations
 
 import os
+import queue
 import threading
 import time
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any, Callable, Iterable, Iterator, TypeVar
 
 try:  # huggingface_hub 2.x ships its client as `httpx2`; 1.x used `httpx`
     import httpx2 as httpx
@@ -40,6 +41,9 @@ from .errors import (
     RepoNotFoundError,
 )
 
+T = TypeVar("T")
+R = TypeVar("R")
+
 DEFAULT_DEADLINE = 60.0
 DEFAULT_MIN_RATE = 1e6
 _RETRY_HINT = "check your connection and retry (files already downloaded are kept)"
@@ -51,6 +55,16 @@ _installed = False
 
 class _DeadlinePassed(Exception):
     """Raised inside the HTTP client; deliberately not an httpx error, so huggingface_hub does not retry it."""
+
+
+class _Cancelled(Exception):
+    """Raised inside the HTTP client of a `parallel_map` worker once the caller was interrupted (not retried)."""
+
+
+def _check_cancelled() -> None:
+    cancel = getattr(_local, "cancel", None)
+    if cancel is not None and cancel.is_set():
+        raise _Cancelled()
 
 
 def _env_float(name: str, default: float) -> float:
@@ -83,6 +97,7 @@ class _DeadlineStream(httpx.SyncByteStream):
     def __iter__(self) -> Iterator[bytes]:
         try:
             for chunk in self._inner:
+                _check_cancelled()
                 if time.monotonic() > self._end:
                     raise _DeadlinePassed()
                 yield chunk
@@ -98,6 +113,7 @@ def _on_request(request: Any) -> None:
     end = getattr(_local, "end", None)
     if end is None:
         return
+    _check_cancelled()
     left = end - time.monotonic()
     if left <= 0:
         raise _DeadlinePassed()
@@ -157,6 +173,8 @@ def hub_call(repo_id: str, what: str, *, nbytes: int | None = None, local_files_
     _local.last = None
     try:
         yield
+    except _Cancelled:
+        raise KeyboardInterrupt from None
     except _DeadlinePassed:
         last = getattr(_local, "last", None)
         raise DownloadTimeoutError(
@@ -172,6 +190,55 @@ def hub_call(repo_id: str, what: str, *, nbytes: int | None = None, local_files_
         raise mapped from e
     finally:
         _local.end = outer
+
+
+def parallel_map(fn: Callable[[T], R], items: Iterable[T], *, workers: int = 8) -> list[R]:
+    """`[fn(x) for x in items]` on up to `workers` daemon threads, in order; the first error is raised.
+
+    Why not `ThreadPoolExecutor`: on Ctrl-C its `with` block, and then the interpreter's exit, wait for every worker,
+    and a worker blocked on a stalled server waits out its socket timeout (the last round's ~55 s). Here the caller
+    gets `KeyboardInterrupt` at once; workers stop at their next request or chunk (`_Cancelled`) and, being daemon
+    threads, never hold up the exit. What they leave is huggingface_hub's `.incomplete` file, which the next
+    download resumes.
+    """
+    todo = list(enumerate(items))
+    if not todo:
+        return []
+    queue_in: "queue.SimpleQueue[tuple[int, T]]" = queue.SimpleQueue()
+    for job in todo:
+        queue_in.put(job)
+    done: "queue.SimpleQueue[tuple[int, Any, BaseException | None]]" = queue.SimpleQueue()
+    stop = threading.Event()
+
+    def work() -> None:
+        _local.cancel = stop
+        while not stop.is_set():
+            try:
+                i, item = queue_in.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                done.put((i, fn(item), None))
+            except BaseException as e:  # handed to the caller, who raises it
+                done.put((i, None, e))
+
+    for _ in range(min(workers, len(todo))):
+        threading.Thread(target=work, daemon=True, name="mu2hub-transfer").start()
+    results: list[Any] = [None] * len(todo)
+    try:
+        for _ in todo:
+            while True:
+                try:
+                    i, value, error = done.get(timeout=0.1)  # a timed wait: Ctrl-C is seen at once
+                    break
+                except queue.Empty:
+                    continue
+            if error is not None:
+                raise error
+            results[i] = value
+    finally:
+        stop.set()
+    return results
 
 
 def _status(e: BaseException) -> int | None:

@@ -446,6 +446,71 @@ def test_pr_closed_or_discussion_is_rejected(hub, repo, base):
     assert_rejected(hub, repo, disc, "pull request", "a discussion")
 
 
+# ---------------------------------------------------------------------------------------------------
+# 1b. What a contributor writes is inert wherever the owner's repo shows it (card, model-index, tables, links)
+# ---------------------------------------------------------------------------------------------------
+
+_EVIL = "<img src=x onerror=alert(1)> [x](javascript:alert(1)) | a | b ![i](https://evil.example/i.png) `` ` <script>"
+_ALLOWED_LINK = ("https://huggingface.co/", "https://arxiv.org/abs/2205.12755", "figures/")
+
+
+def _hostile(raw: dict) -> None:
+    raw["labels"] = ["<img src=x onerror=alert(1)>", "a|b", "[x](javascript:alert(1))"]
+    raw["lineage"] = {
+        "data": _EVIL, "parent_task": "task_0", "steps": 3, "lr": 0.1, "trained_slots": ["head"],
+        "finetuned_from": {"repo_id": "<script>alert(1)</script>", "revision": "`x`|<b>y</b>", "task": "task_0"},
+        "base": {"repo_id": "[evil](https://evil.example)", "revision": "<i>"}}
+
+
+def _rendered_html_tokens(md: str) -> list:
+    from markdown_it import MarkdownIt
+
+    tokens = MarkdownIt("commonmark").enable("table").parse(md)
+    return tokens + [c for t in tokens for c in (t.children or [])]
+
+
+def test_pr_hostile_text_merges_inert_into_the_card(hub, repo, base):
+    """A contribution whose labels and lineage carry HTML, links, images, pipes and backticks merges (every string
+    can be made inert), and the refreshed README.md holds none of it as markup: no raw HTML, no link or image
+    outside the Hub and the card's own, every table row as wide as its header, the model-index intact."""
+    from huggingface_hub import ModelCard
+
+    files, _ = contribution(base, edit=_hostile)
+    report = mu2hub.validate(repo, open_pr(repo, files), merge=True)
+    assert report.ok and report.merged, report.format()
+    text = hub.files(repo)["README.md"].decode()
+    assert "onerror" in text  # the hostile text is shown (escaped), not dropped
+    card = ModelCard(text)
+    assert sorted(r.dataset_config for r in card.data.eval_results) == ["extra", "task_0", "task_1"]
+    tokens = _rendered_html_tokens(card.text)
+    assert not [t.content for t in tokens if t.type in ("html_inline", "html_block")]
+    links = [t.attrs.get("href") or t.attrs.get("src") for t in tokens if t.type in ("link_open", "image")]
+    assert links and all(str(u).startswith(_ALLOWED_LINK) for u in links), links
+    rows = []
+    for t in tokens:
+        if t.type == "tr_open":
+            rows.append(0)
+        elif t.type in ("th_open", "td_open"):
+            rows[-1] += 1
+    assert rows and len(set(rows)) == 1, rows
+
+
+@pytest.mark.parametrize("case,edit,reason", [
+    ("newline_in_data", _edit("lineage.data", "x\n```\n<script>"), "lineage.data"),
+    ("finetuned_from_task_not_a_task", _edit("lineage.finetuned_from", {"repo_id": "a/b", "task": "<b>x</b>"}),
+     "is not a task name"),
+    ("parent_task_two_lines", _edit("lineage.parent_task", "a\n```\n<b>"), "control/bidi character"),
+    ("trained_slot_markup", _edit("lineage.trained_slots", ["<img>"]), "malformed"),
+    ("steps_a_string", _edit("lineage.steps", "<b>5</b>"), "must be an integer"),
+    ("huge_data", _edit("lineage.data", "x" * 10_000), "lineage.data"),
+    ("metric_name_markup", _edit("metrics.<img src=x>", 0.5), "metrics key"),
+])
+def test_pr_text_that_cannot_be_made_inert_is_rejected(hub, repo, base, case, edit, reason):
+    files, _ = contribution(base, edit=edit)
+    num = open_pr(repo, files)
+    assert_rejected(hub, repo, num, "task files", reason)
+
+
 def test_pr_rejection_leaves_every_reader_working(hub, repo, base, tmp_path):
     """After a rejected PR with a string metric, the Space, the card refresh and verify still read the repo."""
     files, _ = contribution(base, edit=_edit("metrics.test_accuracy", "high"))
@@ -848,6 +913,57 @@ def test_cli_predict_bad_image_files_name_the_file(base, tmp_path, capsys, case)
     assert time.monotonic() - start < SECONDS
 
 
+def test_cli_predict_exits_2_when_every_input_is_bad(base, tmp_path, capsys):
+    """1 only when some inputs were answered; when none was, the run failed as a whole: 2 (README, `predict -h`)."""
+    bad = [tmp_path / "a.png", tmp_path / "b.png"]
+    for b in bad:
+        b.write_bytes(b"not an image")
+    assert cli.main(["predict", str(base), "--task", "task_0", *map(str, bad)]) == 2
+    assert capsys.readouterr().err.count("error:") == 2
+
+
+def test_position_embedding_without_patch_tokens_is_a_named_error():
+    from mu2hub.errors import ShapeMismatchError
+    from mu2hub.model import resize_pos_embed
+
+    with pytest.raises(ShapeMismatchError, match="0 patch tokens"):
+        resize_pos_embed(np.zeros((1, 1, 16), np.float32), 2)
+
+
+def test_pr_whose_position_embedding_has_no_patch_tokens_is_rejected_not_crashed_on(hub, repo, base):
+    """A published path's pos_embed swapped for a (1, 1, d) one: validate reports it, no traceback."""
+    files, tf = contribution(base)
+    pos = component_bytes({"embedding": np.zeros((1, 1, DIMS.hidden_size), np.float32)}, "pos_embed")
+    raw = json.loads(files[task_filename("extra")])
+    for c in raw["path"]["components"]:
+        if c["slot"] == "pos_embed":
+            c.update(id=component_id(pos), bytes=len(pos), params=DIMS.hidden_size)
+    files[task_filename("extra")] = json.dumps(raw).encode()
+    files[component_filename(component_id(pos))] = pos
+    report = mu2hub.validate(repo, open_pr(repo, files), merge=True)
+    assert not report.ok and not report.merged, report.format()
+    assert "patch tokens" in report.format() or "pos_embed" in report.format(), report.format()
+
+
+def test_root_checkpoint_from_a_trickling_hub_is_bounded_by_the_deadline(hub, tmp_path, short_deadline):
+    """`root.init = "timm:<repo>"` fetches through the same deadline as every other download."""
+    import mu2hub
+
+    hub.commit_folder("adv/timm-root", _timm_folder(tmp_path / "timm"), message="a timm checkpoint")
+    hub.fault("trickle", method="GET", path_contains="adv/timm-root", interval=0.5, times=None)
+    start = time.monotonic()
+    with pytest.raises(DownloadTimeoutError):
+        mu2hub.from_timm("adv/timm-root", cache_dir=tmp_path / "c")
+    assert time.monotonic() - start < SECONDS
+
+
+def _timm_folder(folder: Path) -> Path:
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text(json.dumps({"architecture": "vit_tiny_patch16_224", "num_classes": 0}))
+    (folder / "model.safetensors").write_bytes(b"\0" * 4096)
+    return folder
+
+
 def test_open_image_refuses_a_decompression_bomb_without_decoding_it(tmp_path):
     with pytest.raises(CorruptImageError, match="limit"):
         open_image(_bomb_png(tmp_path / "bomb.png"))
@@ -865,6 +981,19 @@ def _imagefolder(root: Path, corrupt: int = 1) -> Path:
         victim = root / "train" / "a" / f"{i}.png"
         victim.write_bytes(victim.read_bytes()[:-40])  # a PNG cut mid-stream ("Truncated File Read")
     return root
+
+
+@pytest.mark.parametrize("command", ["evaluate", "finetune"])
+def test_cli_evaluate_and_finetune_decode_mixed_sizes_at_the_tasks_size(base, tmp_path, command):
+    root = tmp_path / "mixed"
+    for split in ("train", "validation", "test"):
+        for cls in ("c0", "c1", "c2"):  # the task's own labels
+            d = root / split / cls
+            d.mkdir(parents=True)
+            for i in range(4):
+                _png(d / f"{i}.png", (8, 8) if i % 2 else (13, 11))
+    extra = ["--steps", "2", "--lr", "0.01", "--out", str(tmp_path / "v")] if command == "finetune" else []
+    assert cli.main([command, str(base), "--task", "task_0", "--data", f"imagefolder:{root}", *extra]) == 0
 
 
 def test_imagefolder_with_a_corrupt_file_names_it_and_can_skip_it(tmp_path):
@@ -927,6 +1056,41 @@ def test_cli_interrupt_and_traceback_setting(hub, repo, tmp_path):
     out = subprocess.run([sys.executable, "-m", "mu2hub.cli", "info", "adv/does-not-exist"], capture_output=True,
                          text=True, env={**os.environ, "MU2HUB_TRACEBACK": "1"}, timeout=120)
     assert out.returncode == 1 and "Traceback" in out.stderr and "RepoNotFoundError" in out.stderr
+
+
+@pytest.mark.parametrize("fault", [{"kind": "stall", "seconds": 120}, {"kind": "trickle", "interval": 0.5}])
+def test_cli_ctrl_c_during_component_downloads_exits_130_within_2_s(hub, repo, tmp_path, fault):
+    """Ctrl-C while every component download is stalled or trickling (they run in parallel): exit 130 within 2 s,
+    the cache passes `scan_cache_dir()`, and a later download completes."""
+    import signal
+    import subprocess
+    import sys
+    import threading
+
+    from huggingface_hub import scan_cache_dir
+
+    asked = threading.Event()
+    params = {k: v for k, v in fault.items() if k != "kind"}
+    hub.fault("hook", path_contains="components/", action=asked.set)
+    hub.fault(fault["kind"], path_contains="components/", times=None, **params)
+    cache = tmp_path / "c"
+    cmd = [sys.executable, "-m", "mu2hub.cli", "download", repo, "--task", "task_0", "--cache-dir", str(cache)]
+    env = {**os.environ, "MU2HUB_DOWNLOAD_DEADLINE": "60"}
+    proc = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True)
+    assert asked.wait(60)
+    time.sleep(1.0)  # every worker is inside a transfer now
+    start = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    took = time.monotonic() - start
+    assert proc.returncode == 130 and err.strip().endswith("interrupted") and "Traceback" not in err, err
+    assert took < 2.0, f"exit took {took:.1f} s after Ctrl-C"
+    hub.clear_faults()
+    assert not scan_cache_dir(cache).warnings
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    info = scan_cache_dir(cache)
+    assert not info.warnings and any(r.repo_id == repo for r in info.repos)
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -14,11 +14,10 @@ import safetensors.numpy
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
-from huggingface_hub.errors import LocalEntryNotFoundError  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from mu2hub.data.pp import apply_pp_spec_numpy, pp_spec  # noqa: E402
-from mu2hub.errors import FormatError, IncompatibleTaskError  # noqa: E402
+from mu2hub.errors import FormatError, IncompatibleTaskError, LocalFilesMissingError  # noqa: E402
 from mu2hub.format import Structure  # noqa: E402
 from mu2hub.interop import (  # noqa: E402
     dims_from_vit_config,
@@ -312,7 +311,7 @@ def test_hub_repo_from_cache_offline(tmp_path):
     assert _rel_err(_ours(structure, params, pixels), _theirs(model, pixels)) < TOL
 
     (repo / "snapshots" / commit / "model.safetensors").unlink()
-    with pytest.raises(LocalEntryNotFoundError):
+    with pytest.raises(LocalFilesMissingError, match="model.safetensors"):  # named, like every offline miss
         read_transformers_checkpoint("org/tiny-vit", cache_dir=cache, local_files_only=True)
     with pytest.raises(ValueError, match="contradict"):
         read_transformers_checkpoint("org/tiny-vit", local_files_only=True, force_download=True)

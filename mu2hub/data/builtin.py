@@ -55,9 +55,9 @@ def digits(*, seed: int = 0) -> TaskData:
 
 @functools.lru_cache(maxsize=4)
 def _digits(seed: int) -> TaskData:
-    from sklearn.datasets import load_digits
+    from mu2hub.extras import require
 
-    bunch = load_digits()
+    bunch = require("sklearn.datasets").load_digits()
     gray = np.round(bunch.images * (255.0 / 16.0)).astype(np.uint8)  # values are 0..16
     images = np.repeat(gray[..., None], 3, axis=-1)
     labels = bunch.target.astype(np.int32)

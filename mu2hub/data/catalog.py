@@ -33,7 +33,8 @@ import numpy as np
 
 from mu2hub.data.registry import TaskData
 from mu2hub.data.vtab import DERIVATIONS, Derivation, Row, numbered
-from mu2hub.errors import DataSourceError, LabelMismatchError
+from mu2hub.errors import DataSourceError, LabelMismatchError, MissingExtraError
+from mu2hub.extras import require
 
 if TYPE_CHECKING:
     from mu2hub.data.stream import StreamedTask
@@ -296,19 +297,16 @@ def open_split(source: Source, split: str, *, sources: Mapping[str, str] | None 
     local = (sources or {}).get(source.key)
     try:
         if local is not None:
-            import datasets
-
+            datasets = require("datasets")
             loaded = datasets.load_from_disk(local)
             if actual not in loaded:
                 raise DataSourceError(f"{source.key}: {local} has splits {sorted(loaded)}, not {actual!r}")
             return loaded[actual]
         if source.hub:
-            import datasets
-
-            return datasets.load_dataset(source.hub, source.config, revision=source.revision, split=actual,
-                                         cache_dir=cache_dir)
+            return require("datasets").load_dataset(source.hub, source.config, revision=source.revision,
+                                                    split=actual, cache_dir=cache_dir)
         return _tfds_split(source, actual, data_dir)
-    except DataSourceError:
+    except (DataSourceError, MissingExtraError):
         raise
     except Exception as e:  # network off, not downloaded, gated, no such split: all say the same thing to the user
         raise DataSourceError(f"{source.key} ({source.where}) split {actual!r} is not available: "

@@ -25,6 +25,7 @@ import numpy as np
 from mu2hub.data.decode import decode, target_shape
 from mu2hub.data.registry import SPLITS, Split, TaskData, open_image, to_rgb_uint8
 from mu2hub.errors import CorruptImageError, DataError, DataSourceError
+from mu2hub.extras import require
 
 if TYPE_CHECKING:
     import datasets
@@ -64,7 +65,7 @@ def load_hf_task(
     Raises:
         ValueError: no usable image or label column, a missing split, fewer than 2 classes.
     """
-    import datasets
+    datasets = require("datasets")
 
     if os.path.isdir(path) and any(
         os.path.exists(os.path.join(path, marker))
@@ -112,7 +113,7 @@ def load_imagefolder(
     the folder names. See `task_from_dataset_dict` for splits, `max_examples`, `seed` and `skip_corrupt` (a file
     that cannot be decoded raises `CorruptImageError` naming it, or is left out with a warning).
     """
-    import datasets
+    datasets = require("datasets")
 
     if not os.path.isdir(path):
         raise FileNotFoundError(f"imagefolder: {path!r} is not a directory")
@@ -162,7 +163,7 @@ def task_from_dataset_dict(
             columns there are); unlabeled examples (label -1); fewer than 2 classes; images of varying sizes
             with neither `image_size` nor `decode_size`.
     """
-    import datasets
+    datasets = require("datasets")
 
     if max_examples is not None and max_examples < 1:
         raise DataError(f"{name}: max_examples must be at least 1, got {max_examples}")

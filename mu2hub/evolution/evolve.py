@@ -12,6 +12,7 @@ from tqdm.auto import tqdm
 
 from ..compilation import enable_compilation_cache
 from ..figures import mpl
+from ..trust.claim import RunClaim, claim_run
 from . import storage
 from .cluster import Cluster, connect
 from .loop import Agent
@@ -41,10 +42,24 @@ def evolve(config: dict[str, Any], workdir: str | os.PathLike, *, resume: bool =
         JobMismatchError: the processes differ, the layout does not fit, or a resumed run was made by another layout.
         SharedStorageError: the run directory's filesystem lacks what this job needs (docs/TRAINING.md).
         ClusterError: a process stopped answering (every process stops; resume the whole job).
+        RunClaimedError: another live process evolves `workdir` as this agent (or as `main`, or this is `main` and
+            any agent runs there): refused before anything is written (`mu2hub.trust.claim`).
     """
     mpl("figure")  # the run ends by drawing its figures: a missing `figures` extra is named now, not hours later
     if cluster is None:
         cluster = connect() if config.get("multihost") else Cluster()
+    claims: list[RunClaim] = []  # process 0 writes, so it holds the run directory for the whole job
+    cluster.on_primary(lambda: claims.append(claim_run(workdir, agent)), "claiming the run directory")
+    try:
+        return _evolve(config, workdir, resume=resume, agent=agent, tasks=tasks, quiet=quiet, cluster=cluster,
+                       compilation_cache=compilation_cache)
+    finally:
+        for claim in claims:
+            claim.release()
+
+
+def _evolve(config: dict[str, Any], workdir: str | os.PathLike, *, resume: bool, agent: str, tasks: list[str] | None,
+            quiet: bool, cluster: Cluster, compilation_cache: str | os.PathLike | bool | None) -> RunDir:
     enable_compilation_cache(compilation_cache)  # after connecting: it must not start JAX's backend before that
     if "exchange_chunk_bytes" in config:
         cluster = dataclasses.replace(cluster, chunk_bytes=int(config["exchange_chunk_bytes"]))

@@ -32,8 +32,8 @@ import numpy as np
 
 from ..constants import component_filename
 from ..errors import FormatError, Mu2hubError
-from ..format import (ComponentRef, SystemConfig, TaskFile, component_bytes, component_id, dump_json, load_json,
-                      num_params, parse_component)
+from ..format import (ComponentRef, SystemConfig, TaskFile, component_bytes, component_id, dump_json, file_has_id,
+                      load_json, num_params, parse_component)
 from ..store import LocalStore, atomic_write
 from . import storage
 from .scorer import ScorerConfig, accounted_params, sharing
@@ -169,7 +169,7 @@ class RunDir:
         data = component_bytes({k: np.asarray(v) for k, v in tensors.items()}, kind)
         cid = component_id(data)
         rel = f"system/{component_filename(cid)}"
-        if not self.writer or not self._has(rel):
+        if not self.writer or not file_has_id(self.root / rel, cid):  # a resumed run's damaged file is rewritten
             self._put(rel, data)
         return ComponentRef(slot or kind, cid, num_params(tensors), len(data))
 
