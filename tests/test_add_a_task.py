@@ -69,7 +69,8 @@ def test_the_tutorial_commands_run_and_give_the_verdict_it_shows(hub, tmp_path, 
             (tmp_path / "add-task.out").write_text(out.out)
             verdict = re.search(r"^verdict +(.+)$", out.out, flags=re.M)
             assert verdict and verdict.group(1).startswith(doc_verdict()), (out.out, doc_verdict())
-            assert re.search(r"^from scratch, same \d+ steps +0\.\d{4}$", out.out, flags=re.M), out.out
+            assert re.search(r"^scratch \(total\), \d+ steps +[01]\.\d{4}$", out.out, flags=re.M), out.out
+            assert re.search(r"^fine-tune \(total\), \d+ steps +[01]\.\d{4}$", out.out, flags=re.M), out.out
             assert re.search(r"^children trained +4$", out.out, flags=re.M), out.out
         if argv[1] == "push-task":
             assert "PR #1 " in out.out  # the page's `--pr 1`
