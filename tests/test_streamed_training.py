@@ -93,7 +93,7 @@ def test_streamed_evolution_equals_in_memory_and_a_killed_run_resumes_to_it(stan
     held, read = _task_file(memory), _task_file(streamed)
     assert read["path"] == held["path"] and read["metrics"] == held["metrics"]  # bit-identical paths
     assert read["lineage"]["data"] == "local:svhn_cropped"  # a local stand-in is not claimed as the Hub dataset
-    assert read["metrics"]["num_test_examples"] == 100 and read["metrics"]["test_accuracy"] > 0.2
+    assert read["metrics"]["num_test_examples"] == 100 and read["metrics"]["test_accuracy"] > read["metrics"]["chance"]
 
     # SIGKILL mid-run, then --resume: the killed generation is redone and the run ends where it would have.
     workdir = tmp_path / "killed"

@@ -101,7 +101,7 @@ def test_empty_claim_being_written_is_respected(tmp_path):
 
 
 def _cmd(workdir: Path, *extra: str) -> list[str]:
-    return [sys.executable, str(REPO / "training/evolve.py"), "--config", f"{CONFIG}:2", "--workdir", str(workdir),
+    return [sys.executable, str(REPO / "training/evolve.py"), "--config", f"{CONFIG}:4", "--workdir", str(workdir),
             "--quiet", *extra]
 
 
@@ -130,4 +130,4 @@ def test_two_processes_second_refused_then_kill_9_and_resume_takes_over(tmp_path
     out = subprocess.run(_cmd(workdir, "--resume"), env=_env(), capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
     assert not (workdir / claims.CLAIMS_DIR / "main.json").exists()  # released at the end
-    assert json.loads((workdir / "agents/main.json").read_text())["loop"] == 2
+    assert json.loads((workdir / "agents/main.json").read_text())["loop"] == 2  # both tasks, 4 generations each

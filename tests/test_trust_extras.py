@@ -55,10 +55,13 @@ def test_space_without_gradio_names_the_space_extra(monkeypatch, tmp_path):
 def test_interop_without_transformers_names_the_interop_extra(monkeypatch):
     import importlib
 
+    from mu2hub.format import Structure
+
     _missing(monkeypatch, "transformers")
     monkeypatch.delitem(sys.modules, "mu2hub.interop", raising=False)
+    interop = importlib.import_module("mu2hub.interop")  # importable: transformers is loaded only for a conversion
     with pytest.raises(MissingExtraError, match=r"'mu2hub\[interop\]'"):
-        importlib.import_module("mu2hub.interop")
+        interop.vit_config_for(Dims(16, 2, 32, 4), Structure(Dims(16, 2, 32, 4), 8, 1, 2), ["a", "b"])
 
 
 def test_cli_evaluate_on_digits_without_scikit_learn_exits_2_naming_the_extra(monkeypatch, tmp_path, capsys):

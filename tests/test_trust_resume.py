@@ -97,7 +97,7 @@ def _saved_result(system: Path, workdir: Path) -> Path:
     shutil.copytree(system, workdir / "system")
     AddTaskResult(repo_id="org/system", revision="0" * 40, task="task_0", task_file=tf, workdir=workdir,
                   new_components=[tf.components[-1]], downloaded_bytes=10, system_bytes=100, parents={"root": 5},
-                  excluded={}, children=4, train_steps=8, baseline_test_accuracy=0.5, wall_time=1.0,
+                  excluded={}, children=4, train_steps=8, wall_time=1.0,
                   lineage={"head": "new"}).save()
     return workdir / RESULT_NAME
 
@@ -105,7 +105,7 @@ def _saved_result(system: Path, workdir: Path) -> Path:
 @pytest.mark.parametrize("field, value, reason", [
     ("children", "many", "'children' must be an integer"),
     ("parents", {"root": "5"}, "'parents.root' must be an integer"),
-    ("baseline_test_accuracy", "0.9", "'baseline_test_accuracy' must be a number"),
+    ("download_seconds", "0.9", "'download_seconds' must be a number"),
     ("revisit", 1, "'revisit' must be true or false"),
     ("task", "../x", "invalid task name"),
     ("lineage", ["head"], "lineage must be a JSON object"),
