@@ -103,3 +103,12 @@ def test_the_loop_records_baselines_in_the_task_file(tmp_path):
         assert 0.0 <= m[key] <= 1.0
     assert "from_scratch_test_accuracy" not in m  # not asked for
     assert (tmp_path / "run" / "figures" / "baselines.png").stat().st_size > 1000
+
+
+def test_evolve_cli_takes_baselines_and_refuses_unknown_ones(tmp_path, capsys):
+    import evolve as evolve_cli
+
+    code = evolve_cli.main(["--config", str(HERE / "tiny_config.py"), "--workdir", str(tmp_path / "run"),
+                            "--quiet", "--baselines", "scratch:everything"])
+    assert code == 2 and "unknown baselines ['scratch:everything']" in capsys.readouterr().err
+    assert not (tmp_path / "run" / "agents").exists()  # refused before anything trained
