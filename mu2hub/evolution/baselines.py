@@ -85,9 +85,6 @@ def finetune_params(structure: Structure, start: Mapping[str, Mapping[str, np.nd
 class BaselineResult:
     name: str  # "kind:budget"
     test_accuracy: float | None  # None: could not run (reason says why)
-    validation_accuracy: float | None
-    examples: int
-    steps: int
     reason: str = ""
 
 
@@ -98,16 +95,16 @@ def train_baseline(name: str, structure: Structure, params: Mapping[str, Any], d
     `train`: forwarded to `train_child` / `evaluate` (dtype, preprocessing, variant, momentum, mesh)."""
     steps = math.ceil(examples / batch_size)
     if steps < 1:
-        return BaselineResult(name, None, None, 0, 0, "the search trained no examples for this budget")
+        return BaselineResult(name, None, "the search trained no examples for this budget")
     if len(data.validation) == 0 or len(data.test) == 0:
-        return BaselineResult(name, None, None, examples, steps, "the task has no validation or no test examples")
+        return BaselineResult(name, None, "the task has no validation or no test examples")
     k = max(1, min(num_validations, steps))
     per = math.ceil(steps / k)
     result = train_child(structure, {}, dict(params), data, hparams, num_validations=k, steps_per_validation=per,
                          batch_size=batch_size, seed=seed, **train)
     eval_kw = {key: train[key] for key in ("dtype", "mesh", "preprocessing") if key in train}
     test = float(evaluate(structure, result.params, data.test, batch_size, **eval_kw))
-    return BaselineResult(name, test, result.quality, k * per * batch_size, k * per)
+    return BaselineResult(name, test)
 
 
 def metrics_of(results: Iterable[BaselineResult], budgets: Budgets, finetune_from: str | None) -> dict[str, Any]:

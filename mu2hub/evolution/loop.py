@@ -513,7 +513,7 @@ class Agent:
         for name in names:
             kind, budget = name.split(":")
             if self.cluster.process_count > 1:
-                results.append(baselines.BaselineResult(name, None, None, 0, 0, "not measured on a multi-host job"))
+                results.append(baselines.BaselineResult(name, None, "not measured on a multi-host job"))
                 continue
             seed = self.cfg["seed"] + 1
             params = (baselines.scratch_params(structure, seed) if kind == "scratch" else
