@@ -18,9 +18,9 @@ import time
 from _common import VARIANTS, load_average, loopback_hub, machine
 
 import mu2hub
-from mu2hub.format import Dims
-from mu2hub.report import table
-from mu2hub.synthetic import random_system
+from mu2hub.format.system import Dims
+from mu2hub.utils.tables import table
+from mu2hub.testing import random_system
 
 
 def main() -> None:

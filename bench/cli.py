@@ -23,9 +23,9 @@ from pathlib import Path
 from _common import ROOT, loopback_hub, machine
 from PIL import Image
 
-from mu2hub.format import Dims
-from mu2hub.report import table
-from mu2hub.synthetic import random_system
+from mu2hub.format.system import Dims
+from mu2hub.utils.tables import table
+from mu2hub.testing import random_system
 
 
 def _time(cmd: list[str], repeats: int, env: dict) -> tuple[float, float, float]:

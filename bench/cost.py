@@ -36,9 +36,9 @@ from _common import interleaved_rates, load_average, machine, vit_forward_flops
 from gpu import HP, Setting, peer_inference, peer_training
 
 from mu2hub import model as vit
-from mu2hub import train
-from mu2hub.format import Structure
-from mu2hub.report import table
+from mu2hub.train import child as train
+from mu2hub.format.system import Structure
+from mu2hub.utils.tables import table
 
 # munet_spec.md §3.2, "ViT large": samples per task, validations per child, train examples between
 # validations (cap), batch, validation examples (cap); §2.2: image size 384.

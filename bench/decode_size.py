@@ -18,8 +18,8 @@ from _common import ROOT, load_average, loopback_hub, machine
 
 import mu2hub
 from mu2hub.evolution.evolve import evolve
-from mu2hub.publish import export
-from mu2hub.report import table
+from mu2hub.publishing.publish import export
+from mu2hub.utils.tables import table
 
 sys.path.insert(0, str(ROOT / "training"))
 from evolve import load_config  # noqa: E402

@@ -13,9 +13,9 @@ import shutil
 from _common import VARIANTS, loopback_hub, machine
 
 import mu2hub
-from mu2hub.format import Dims
-from mu2hub.report import table
-from mu2hub.synthetic import random_system
+from mu2hub.format.system import Dims
+from mu2hub.utils.tables import table
+from mu2hub.testing import random_system
 
 
 def main() -> None:

@@ -34,9 +34,9 @@ sys.path.insert(0, str(ROOT / "training"))
 from evolve import load_config  # noqa: E402
 
 from mu2hub import model as vit  # noqa: E402
-from mu2hub.format import Dims, Structure  # noqa: E402
-from mu2hub.report import table  # noqa: E402
-from mu2hub.train import data_hparams, init_opt_state, make_optimizer, train_step  # noqa: E402
+from mu2hub.format.system import Dims, Structure  # noqa: E402
+from mu2hub.utils.tables import table  # noqa: E402
+from mu2hub.train.child import data_hparams, init_opt_state, make_optimizer, train_step  # noqa: E402
 
 _COMPILE_EVENTS = ("/jax/core/compile/jaxpr_trace_duration", "/jax/core/compile/jaxpr_to_mlir_module_duration",
                    "/jax/core/compile/backend_compile_duration")

@@ -32,11 +32,11 @@ import numpy as np  # noqa: E402
 from _common import VARIANTS, interleaved_rates, load_average, machine, median_rate, vit_forward_flops
 
 from mu2hub import model as vit
-from mu2hub import train
+from mu2hub.train import child as train
 from mu2hub.data import Split, get_task
-from mu2hub.format import Dims, Structure
-from mu2hub.prefix import PrefixCache
-from mu2hub.report import table
+from mu2hub.format.system import Dims, Structure
+from mu2hub.inference.prefix import PrefixCache
+from mu2hub.utils.tables import table
 
 Timed = tuple  # (fn, items per call, sync(output)): what `_common.interleaved_rates` times
 # the momentum accumulator this device does not use by default: the ablation of `train.momentum_dtype`'s choice

@@ -46,7 +46,7 @@ from cost import BATCH as COST_BATCH, CHILDREN, TRAIN_IMAGES, VAL_IMAGES, cost_r
 from gpu import OTHER_MOMENTUM, Setting, matmul_rate, measure, ours_inference, ours_training, peer_inference, \
     peer_training, prefix_child  # noqa: E402
 
-from mu2hub.report import table  # noqa: E402
+from mu2hub.utils.tables import table  # noqa: E402
 
 # Seconds each section is expected to take on one H200 (compilation included). Estimates until the first
 # session measures them (it prints each section's time): a section starts only if it fits the time left.
@@ -232,7 +232,7 @@ def main() -> int:
     if not session.gpu and not a.smoke:
         print("no GPU here: every GPU row would be a CPU row; run with --smoke to check the code paths", flush=True)
         return 2
-    from mu2hub.compilation import enable_compilation_cache
+    from mu2hub.inference.compilation import enable_compilation_cache
 
     # a rerun on the same (still warm) machine loads our compiled steps instead of compiling them again
     enable_compilation_cache(os.environ.get("MU2HUB_COMPILATION_CACHE") or Path("/tmp") / "mu2hub-compilation")

@@ -15,9 +15,11 @@ from _common import VARIANTS, loopback_hub, machine, median_seconds
 from safetensors.numpy import load_file
 
 import mu2hub
-from mu2hub.format import Dims
-from mu2hub.report import table
-from mu2hub.synthetic import random_system
+import mu2hub.hub.store
+import mu2hub.inference.task
+from mu2hub.format.system import Dims
+from mu2hub.utils.tables import table
+from mu2hub.testing import random_system
 
 
 def main() -> None:
@@ -39,12 +41,12 @@ def main() -> None:
         jax.block_until_ready(arrays)
 
     def ours(**kw):
-        m = mu2hub.api.load_task(mu2hub.store.open_store("bench/load", **kw), "task_0")
+        m = mu2hub.inference.task.load_task(mu2hub.hub.store.open_store("bench/load", **kw), "task_0")
         jax.block_until_ready(m.params)
-        mu2hub.api._LOADED.clear()  # measure a real load, not the in-process sharing cache
+        mu2hub.inference.task._LOADED.clear()  # measure a real load, not the in-process sharing cache
 
     del model
-    mu2hub.api._LOADED.clear()
+    mu2hub.inference.task._LOADED.clear()
     base = median_seconds(baseline, a.repeats)
     offline = median_seconds(lambda: ours(local_files_only=True), a.repeats)
     online = median_seconds(ours, a.repeats)

@@ -127,9 +127,9 @@ def fed_steps(path: Path, steps: int = 16, batch: int = 64, size: int = 64) -> d
     import jax
 
     from mu2hub import model as vit
-    from mu2hub import train
+    from mu2hub.train import child as train
     from mu2hub.data.stream import DatasetSource, Stream, StreamedSplit, materialise
-    from mu2hub.format import Dims, Structure
+    from mu2hub.format.system import Dims, Structure
 
     split = StreamedSplit(DatasetSource(datasets.load_from_disk(str(path))["train"]), (size, size))
     held = materialise(split)

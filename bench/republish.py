@@ -113,7 +113,7 @@ def rss_mb():
 kind, state, out = sys.argv[1:4]
 import jax; jax.devices()
 if kind == "republish":
-    from mu2hub.republish import republish_reference
+    from mu2hub.publishing.republish import republish_reference
 else:
     from flax.training import checkpoints
 imports = rss_mb()

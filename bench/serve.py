@@ -32,7 +32,7 @@ from pathlib import Path
 
 from _common import VARIANTS, machine
 
-from mu2hub.format import Dims
+from mu2hub.format.system import Dims
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -270,8 +270,8 @@ def main() -> None:
     if a.peer is not None:
         return peer_server(a.peer, a.port)
 
-    from mu2hub.compilation import enable_compilation_cache
-    from mu2hub.synthetic import random_system
+    from mu2hub.inference.compilation import enable_compilation_cache
+    from mu2hub.testing import random_system
 
     work = Path(tempfile.mkdtemp(prefix="mu2hub-bench-serve-"))
     os.environ.setdefault("MU2HUB_COMPILATION_CACHE", str(work / "compilation"))  # servers share compiled programs
@@ -289,7 +289,7 @@ def main() -> None:
 def predict_all_part(a: argparse.Namespace, work: Path, dims, layers: int) -> None:
     import numpy as np
 
-    from mu2hub.synthetic import mixed_system, random_system
+    from mu2hub.testing import mixed_system, random_system
 
     t = time.perf_counter()
     mixed_system(work / "small", dims=Dims(16, 2, 32, 4), image_size=8, num_layers=3)
@@ -313,7 +313,7 @@ def predict_all_part(a: argparse.Namespace, work: Path, dims, layers: int) -> No
 
 
 def http_part(a: argparse.Namespace, work: Path) -> None:
-    from mu2hub.store import LocalStore
+    from mu2hub.hub.store import LocalStore
 
     served = LocalStore(work / "http").list_tasks()
     http, info = http_rows(work / "http", served, work, a)

@@ -42,9 +42,9 @@ from evolve import load_config  # noqa: E402
 import mu2hub  # noqa: E402
 from mu2hub.data.builtin import _stratified_split  # noqa: E402
 from mu2hub.data.registry import Split, TaskData, get_task, register_task  # noqa: E402
-from mu2hub.evolution.comparison import COLUMNS, LABELS, baselines_of  # noqa: E402
+from mu2hub.publishing.comparison import COLUMNS, LABELS, baselines_of  # noqa: E402
 from mu2hub.evolution.evolve import evolve  # noqa: E402
-from mu2hub.report import table  # noqa: E402
+from mu2hub.utils.tables import table  # noqa: E402
 
 STREAM = ["mnist5k", "digits", "textures"]
 TEXTURES = ("brick", "grass", "gravel")

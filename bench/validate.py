@@ -30,14 +30,15 @@ import numpy as np
 from _common import loopback_hub, machine, median_seconds
 
 import mu2hub
-from mu2hub.api import TaskModel
+import mu2hub.format.system
+from mu2hub.inference.task import TaskModel
 from mu2hub.constants import component_filename, task_filename
-from mu2hub.format import ComponentRef, Dims, TaskFile, component_bytes, component_id, num_params
-from mu2hub.probe import make_probe
-from mu2hub.report import table
+from mu2hub.format.system import ComponentRef, Dims, TaskFile, component_bytes, component_id, num_params
+from mu2hub.inference.probe import make_probe
+from mu2hub.utils.tables import table
 from mu2hub.space import SpaceSystem
-from mu2hub.store import LocalStore
-from mu2hub.synthetic import random_system
+from mu2hub.hub.store import LocalStore
+from mu2hub.testing import random_system
 
 
 def with_probes(folder, tasks) -> None:
@@ -133,7 +134,7 @@ def main() -> None:
         ["SpaceSystem start-up, fresh cache", median_seconds(lambda: SpaceSystem(repo), a.repeats, fresh)],
         ["SpaceSystem start-up, warm cache", median_seconds(lambda: SpaceSystem(repo), a.repeats, lambda: None)],
         [f"schema only: TaskFile.from_json x {len(texts)}", median_seconds(
-            lambda: [TaskFile.from_json(mu2hub.format.load_json(t, p), p) for p, t in texts.items()], a.repeats, lambda: None)],
+            lambda: [TaskFile.from_json(mu2hub.format.system.load_json(t, p), p) for p, t in texts.items()], a.repeats, lambda: None)],
         [f"  peer: json.loads x {len(texts)}", median_seconds(lambda: [json.loads(t) for t in texts.values()], a.repeats,
                                                      lambda: None)],
     ]

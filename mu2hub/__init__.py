@@ -29,12 +29,12 @@ from .errors import (
 __version__ = "0.1.0"
 
 _LAZY = {
-    "TaskModel": ".api", "from_pretrained": ".api", "from_transformers": ".api",  # JAX
+    "TaskModel": ".inference.task", "from_pretrained": ".api", "from_transformers": ".api",  # JAX
     "from_timm": ".api", "from_big_vision": ".api",
-    "MultiTaskModel": ".multitask",
-    "list_tasks": ".metadata", "system_info": ".metadata", "download": ".metadata",  # JSON only, no JAX
-    "export": ".publish", "verify": ".probe",  # matplotlib and the card only when asked for
-    "add_task": ".contribute", "push_task": ".contribute", "validate": ".contribute",  # the evolution engine
+    "MultiTaskModel": ".inference.multitask",
+    "list_tasks": ".hub.metadata", "system_info": ".hub.metadata", "download": ".hub.metadata",  # JSON only, no JAX
+    "export": ".publishing.publish", "verify": ".inference.probe",  # matplotlib and the card only when asked for
+    "add_task": ".contrib.contribute", "push_task": ".contrib.contribute", "validate": ".contrib.contribute",  # the evolution engine
     "data": ".data",
 }
 

@@ -10,7 +10,7 @@ from typing import Sequence
 from . import __version__
 from .constants import DEFAULT_TOP_K
 from .errors import ArgumentError, BaselineNotBeatenError, LocalFilesMissingError, Mu2hubError
-from .report import human_bytes, table
+from .utils.tables import human_bytes, table
 
 
 def _hub_args(p: argparse.ArgumentParser) -> None:
@@ -49,7 +49,7 @@ def _warnings_as_notes(fn):
 
 @_warnings_as_notes
 def cmd_tasks(a: argparse.Namespace) -> int:
-    from .metadata import list_tasks
+    from .hub.metadata import list_tasks
 
     for t in list_tasks(a.repo, **_hub_kwargs(a)):
         print(t)
@@ -58,7 +58,7 @@ def cmd_tasks(a: argparse.Namespace) -> int:
 
 @_warnings_as_notes
 def cmd_info(a: argparse.Namespace) -> int:
-    from .metadata import sharing_text, system_info
+    from .hub.metadata import sharing_text, system_info
 
     info = system_info(a.repo, tasks=[a.task] if a.task else None, **_hub_kwargs(a))
     rows = []
@@ -75,7 +75,7 @@ def cmd_info(a: argparse.Namespace) -> int:
 
 @_warnings_as_notes
 def cmd_download(a: argparse.Namespace) -> int:
-    from .metadata import download
+    from .hub.metadata import download
 
     d = download(a.repo, a.task, force_download=a.force_download, **_hub_kwargs(a))
     tf = d.task_file
@@ -92,7 +92,7 @@ def cmd_predict(a: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
     from .api import from_pretrained
-    from .images import DATASET_PREFIXES, expand_inputs, predict_in_batches
+    from .data.images import DATASET_PREFIXES, expand_inputs, predict_in_batches
 
     expand_inputs([s for s in a.inputs if not s.startswith(DATASET_PREFIXES)])  # a missing file fails before loading
     model = from_pretrained(a.repo, task=a.task, **_hub_kwargs(a))
@@ -141,7 +141,7 @@ def add_export_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_export(a: argparse.Namespace) -> int:
-    from .publish import export
+    from .publishing.publish import export
 
     result = export(a.run or a.repo, a.to, tasks=a.tasks.split(",") if a.tasks else None, revision=a.revision,
                     token=a.token, cache_dir=a.cache_dir, repo_id=a.repo_id, dry_run=a.dry_run, prune=a.prune,
@@ -153,7 +153,7 @@ def cmd_export(a: argparse.Namespace) -> int:
 
 
 def cmd_verify(a: argparse.Namespace) -> int:
-    from .probe import verify
+    from .inference.probe import verify
 
     report = verify(a.repo, tasks=[a.task] if a.task else None, revision=a.revision, cache_dir=a.cache_dir, token=a.token)
     print(report.format())
@@ -161,7 +161,7 @@ def cmd_verify(a: argparse.Namespace) -> int:
 
 
 def cmd_republish(a: argparse.Namespace) -> int:
-    from .republish import read_labels_file, republish
+    from .publishing.republish import read_labels_file, republish
 
     result, exported = republish(a.state_dir, a.to, tasks=a.tasks.split(",") if a.tasks else None,
                                  labels=read_labels_file(a.labels) if a.labels else None, agent_class=a.agent_class,
@@ -240,7 +240,7 @@ def cmd_finetune(a: argparse.Namespace) -> int:
 
 
 def cmd_add_task(a: argparse.Namespace) -> int:
-    from .contribute import add_task
+    from .contrib.contribute import add_task
 
     evolution = {k: v for k, v in (("space", a.space), ("children_per_generation", a.children_per_generation),
                                    ("batch_size", a.batch_size)) if v is not None}
@@ -258,7 +258,7 @@ def cmd_add_task(a: argparse.Namespace) -> int:
 
 
 def cmd_push_task(a: argparse.Namespace) -> int:
-    from .contribute import AddTaskResult
+    from .contrib.contribute import AddTaskResult
 
     result = AddTaskResult.load(a.workdir)
     print(table(result.summary_rows(), ["push-task", ""]))
@@ -267,7 +267,7 @@ def cmd_push_task(a: argparse.Namespace) -> int:
 
 def _push(result, a: argparse.Namespace) -> int:
     """Push an add-task result (refused, exit 2, when it lost to a baseline and --force is not given)."""
-    from .contribute import push_task
+    from .contrib.contribute import push_task
 
     try:
         pushed = push_task(result, create_pr=not a.no_pr, token=a.token, force=a.force)
@@ -280,7 +280,7 @@ def _push(result, a: argparse.Namespace) -> int:
 
 
 def cmd_validate(a: argparse.Namespace) -> int:
-    from .review import validate
+    from .contrib.review import validate
 
     report = validate(a.repo, a.pr, merge=a.merge, token=a.token, cache_dir=a.cache_dir, probe=not a.no_probe,
                       progress=True, refresh=not a.no_refresh)
@@ -308,7 +308,7 @@ def _push_args(p: argparse.ArgumentParser) -> None:
 def cmd_serve(a: argparse.Namespace) -> int:
     import time
 
-    from .extras import require
+    from .utils.extras import require
 
     started = time.monotonic()
     for module in ("fastapi", "uvicorn", "prometheus_client"):
@@ -498,7 +498,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as e:
         if os.environ.get("MU2HUB_TRACEBACK"):
             raise
-        from .extras import missing_extra
+        from .utils.extras import missing_extra
 
         e = missing_extra(e) or e  # an optional package we did not wrap: still named, with its extra
         if isinstance(e, (Mu2hubError, OSError, ValueError)):

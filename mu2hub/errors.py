@@ -267,7 +267,7 @@ class SharedStorageError(Mu2hubError, OSError):
 
 
 class RunClaimedError(Mu2hubError, RuntimeError):
-    """Another live process is evolving this run directory (`mu2hub.trust.claim`); `holder` is its claim.
+    """Another live process is evolving this run directory (`mu2hub.evolution.claim`); `holder` is its claim.
 
     Message: `runs/x is being evolved by agent 'main' on host node-3 (pid 4121, since 2026-12-07 17:02:11); agent
     'main' cannot write there at the same time. Wait for it to finish, or stop it: a killed holder's claim is taken
@@ -432,7 +432,7 @@ class CompilationCacheWarning(UserWarning):
 
 class MissingExtraError(Mu2hubError, ImportError):
     """An optional part of mu2hub is needed and its packages are not installed; names the extra that adds them
-    (`mu2hub.extras`: the one table of which extra installs what).
+    (`mu2hub.utils.extras`: the one table of which extra installs what).
 
     Message: `to_transformers needs transformers, which the base install leaves out: pip install 'mu2hub[interop]'`.
     """

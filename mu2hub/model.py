@@ -23,7 +23,7 @@ from flax import nnx
 from flax.nnx.nn.dtypes import promote_dtype
 
 from .errors import ShapeMismatchError
-from .format import Dims, Structure
+from .format.system import Dims, Structure
 
 Params = Mapping[str, Mapping[str, jax.Array]]
 

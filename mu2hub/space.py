@@ -24,15 +24,15 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from PIL import Image
 
-from .card import display_name
+from .publishing.card import display_name
 from .constants import CONFIG_NAME, DEFAULT_TOP_K, component_filename, task_filename
 from .errors import Mu2hubError, TaskNotFoundError
-from .figures import path_png
-from .format import distinct
-from .images import load_image
-from .metadata import stream_order, summarize
-from .multitask import MultiTaskModel
-from .store import LocalStore, atomic_write, open_store
+from .publishing.figures import path_png
+from .format.system import distinct
+from .data.images import load_image
+from .hub.metadata import stream_order, summarize
+from .inference.multitask import MultiTaskModel
+from .hub.store import LocalStore, atomic_write, open_store
 
 TOP_K = DEFAULT_TOP_K
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
@@ -304,7 +304,7 @@ def build_demo(repo_or_dir: str | os.PathLike, *, revision: str | None = None, l
         `gr.Blocks` with endpoints `/classify (image, task) -> prediction`, `/classify_all (image) -> all_tasks`,
         `/task_info (task) -> (task_card, path_figure)`; `demo.mu2hub_system` is the `SpaceSystem` behind it.
     """
-    from .extras import require
+    from .utils.extras import require
 
     gr = require("gradio")
     system = SpaceSystem(repo_or_dir, revision=revision, tasks=tasks, cache_dir=cache_dir, token=token,

@@ -17,10 +17,10 @@ events: dict[str, int] = {}
 monitoring.register_event_listener(lambda event, **_: events.__setitem__(event, events.get(event, 0) + 1))
 
 from mu2hub import model as vit  # noqa: E402
-from mu2hub.compilation import enable_compilation_cache  # noqa: E402
+from mu2hub.inference.compilation import enable_compilation_cache  # noqa: E402
 from mu2hub.data import Split, get_task  # noqa: E402
-from mu2hub.format import Dims, Structure  # noqa: E402
-from mu2hub.train import train_child  # noqa: E402
+from mu2hub.format.system import Dims, Structure  # noqa: E402
+from mu2hub.train.child import train_child  # noqa: E402
 
 
 def main(where: str) -> None:

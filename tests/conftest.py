@@ -56,7 +56,7 @@ def evolved(hub, tmp_path_factory):
     from evolve import load_config
 
     from mu2hub.evolution.evolve import evolve
-    from mu2hub.publish import export, export_system
+    from mu2hub.publishing.publish import export, export_system
 
     base = tmp_path_factory.mktemp("evolved")
     cfg = load_config(os.path.join(os.path.dirname(__file__), "tiny_config.py"))

@@ -93,8 +93,8 @@ def main() -> int:
         run([str(py), "-m", "pip", "install", "-q", str(wheel)], env=bare, cwd=tmp)
         print(f"base install: {size_mb(venv):.0f} MB in site-packages (pip included)", flush=True)
 
-        from mu2hub.synthetic import random_system  # the dev environment writes the repo; the fresh one reads it
-        from mu2hub.format import Dims
+        from mu2hub.testing import random_system  # the dev environment writes the repo; the fresh one reads it
+        from mu2hub.format.system import Dims
 
         random_system(tmp / "system", dims=Dims(32, 2, 64, 4), image_size=16, num_layers=2, num_tasks=2, num_classes=4)
         with HubServer(tmp / "server") as server:

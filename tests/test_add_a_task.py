@@ -12,8 +12,8 @@ from PIL import Image
 
 import mu2hub
 from mu2hub import cli
-from mu2hub.format import Dims
-from mu2hub.synthetic import random_system
+from mu2hub.format.system import Dims
+from mu2hub.testing import random_system
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "ADD_A_TASK.md"
 REPO = "tutorial/system"

@@ -28,7 +28,7 @@ from PIL import Image
 
 import mu2hub
 from mu2hub import cli, schema
-from mu2hub.api import TaskModel
+from mu2hub.inference.task import TaskModel
 from mu2hub.constants import component_filename, task_filename
 from mu2hub.data.registry import MAX_PIXELS, open_image, to_rgb_uint8
 from mu2hub.errors import (
@@ -45,7 +45,7 @@ from mu2hub.errors import (
     RepoNotFoundError,
     ValidationError,
 )
-from mu2hub.format import (
+from mu2hub.format.system import (
     ComponentRef,
     Dims,
     SystemConfig,
@@ -57,10 +57,10 @@ from mu2hub.format import (
     parse_component,
     read_component_file,
 )
-from mu2hub.probe import make_probe, verify
+from mu2hub.inference.probe import make_probe, verify
 from mu2hub.space import SpaceSystem
-from mu2hub.store import LocalStore, atomic_write
-from mu2hub.synthetic import random_system
+from mu2hub.hub.store import LocalStore, atomic_write
+from mu2hub.testing import random_system
 
 DIMS = Dims(16, 2, 32, 4)
 CLASSES = 3
@@ -1009,7 +1009,7 @@ def test_imagefolder_with_a_corrupt_file_names_it_and_can_skip_it(tmp_path):
 
 
 def test_cli_skip_corrupt_images_flag_reaches_the_loader(tmp_path):
-    from mu2hub.finetune import resolve_data
+    from mu2hub.train.finetune import resolve_data
 
     root = _imagefolder(tmp_path / "folder", corrupt=1)
     a = cli.build_parser().parse_args(["finetune", "org/x", "--task", "t", "--data", str(root), "--steps", "1",
@@ -1022,7 +1022,7 @@ def test_cli_skip_corrupt_images_flag_reaches_the_loader(tmp_path):
 
 
 def test_download_settings_are_validated(monkeypatch):
-    from mu2hub.transfer import deadline_for
+    from mu2hub.hub.transfer import deadline_for
 
     monkeypatch.setenv("MU2HUB_DOWNLOAD_DEADLINE", "10")
     monkeypatch.setenv("MU2HUB_MIN_DOWNLOAD_RATE", "1000")
@@ -1112,7 +1112,7 @@ def test_written_files_have_the_umasks_permissions(model, tmp_path, umask, mode)
 
 
 def test_run_directory_and_exported_folder_are_readable_by_others(tmp_path, base):
-    from mu2hub.publish import export
+    from mu2hub.publishing.publish import export
 
     old = os.umask(0o022)
     try:

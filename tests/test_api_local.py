@@ -8,8 +8,8 @@ import pytest
 from PIL import Image
 
 import mu2hub
-from mu2hub.format import Dims
-from mu2hub.synthetic import random_system
+from mu2hub.format.system import Dims
+from mu2hub.testing import random_system
 
 DIMS = Dims(32, 2, 64, 4)
 

@@ -10,12 +10,13 @@ import numpy as np
 import pytest
 
 from mu2hub import model as vit
-from mu2hub.evolution import baselines, comparison
+from mu2hub.evolution import baselines
+from mu2hub.publishing import comparison
 from mu2hub.evolution.evolve import evolve
 from mu2hub.evolution.loop import Agent, frozen_random_blocks
 from mu2hub.evolution.run import RunDir
-from mu2hub.format import Dims, Structure
-from mu2hub.roots import checkpoint_dims, read_checkpoint, root_from_config
+from mu2hub.format.system import Dims, Structure
+from mu2hub.convert.roots import checkpoint_dims, read_checkpoint, root_from_config
 
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE.parent / "training"))

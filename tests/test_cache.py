@@ -15,10 +15,10 @@ from huggingface_hub import constants, scan_cache_dir
 
 import mu2hub
 from mu2hub import cli
-from mu2hub.cache import stamp_dir
+from mu2hub.hub.cache import stamp_dir
 from mu2hub.errors import PartialListingWarning
-from mu2hub.format import Dims
-from mu2hub.synthetic import random_system
+from mu2hub.format.system import Dims
+from mu2hub.testing import random_system
 
 
 @pytest.fixture(scope="module")

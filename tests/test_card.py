@@ -16,13 +16,13 @@ from huggingface_hub import ModelCard
 from PIL import Image
 
 import mu2hub
-from mu2hub.card import card_task_order, pool, render_card
-from mu2hub.datasource import data_source, public_name
+from mu2hub.publishing.card import card_task_order, pool, render_card
+from mu2hub.format.datasource import data_source, public_name
 from mu2hub.evolution.plots import evolution_figure
-from mu2hub.format import Dims
-from mu2hub.publish import card_order, export
-from mu2hub.store import LocalStore
-from mu2hub.synthetic import random_system
+from mu2hub.format.system import Dims
+from mu2hub.publishing.publish import card_order, export
+from mu2hub.hub.store import LocalStore
+from mu2hub.testing import random_system
 
 
 def _component_files(files: dict[str, bytes]) -> dict[str, bytes]:
@@ -166,7 +166,7 @@ def _pr_adding_a_copy(repo: str, source: str, new: str) -> int:
 
 def test_validate_merge_refreshes_the_card_unless_told_not_to(hub, tmp_path, capsys):
     from mu2hub import cli
-    from mu2hub.probe import make_probe
+    from mu2hub.inference.probe import make_probe
 
     repo = "card/merge"
     folder = tmp_path / "system"

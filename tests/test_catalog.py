@@ -203,7 +203,7 @@ def test_a_tfds_source_read_from_a_local_data_dir(tmp_path):
 
 def test_lineage_data_names_the_real_dataset_only_when_it_was_read():
     from mu2hub.data.catalog import data_spec
-    from mu2hub.datasource import data_source
+    from mu2hub.format.datasource import data_source
 
     hub = data_source("cifar10", {"data": data_spec(SOURCES["cifar10"], {})})
     assert hub.kind == "hub" and hub.hub_id == "uoft-cs/cifar10"  # the card's `datasets:` lists the Hub id

@@ -4,8 +4,8 @@ the files are; an offline miss lists one file per line."""
 from pathlib import Path
 
 from mu2hub import cli
-from mu2hub.format import Dims
-from mu2hub.synthetic import random_system
+from mu2hub.format.system import Dims
+from mu2hub.testing import random_system
 
 REPO = "words/system"
 

@@ -19,11 +19,11 @@ import pytest
 from jax import monitoring
 
 from mu2hub import model as vit
-from mu2hub.compilation import VerifiedFolderCache, enable_compilation_cache, host_key
+from mu2hub.inference.compilation import VerifiedFolderCache, enable_compilation_cache, host_key
 from mu2hub.data import Split, get_task
 from mu2hub.errors import CompilationCacheError, CompilationCacheWarning
-from mu2hub.format import Dims, Structure
-from mu2hub.train import train_child
+from mu2hub.format.system import Dims, Structure
+from mu2hub.train.child import train_child
 
 REPO = Path(__file__).resolve().parents[1]
 PROBE = REPO / "tests" / "compilation_probe.py"

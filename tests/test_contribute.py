@@ -19,13 +19,13 @@ from PIL import Image
 
 import mu2hub
 from mu2hub import cli
-from mu2hub.contribute import admit_parents, infer_space, push_task
+from mu2hub.contrib.contribute import admit_parents, infer_space, push_task
 from mu2hub.errors import ByteCapError, ContributionError, RevisitNotBetterError, TaskExistsError
 from mu2hub.evolution.evolve import evolve
-from mu2hub.format import Dims, component_bytes, component_id, dump_json
-from mu2hub.publish import export
-from mu2hub.synthetic import random_system
-from mu2hub.probe import probe_images, verify
+from mu2hub.format.system import Dims, component_bytes, component_id, dump_json
+from mu2hub.publishing.publish import export
+from mu2hub.testing import random_system
+from mu2hub.inference.probe import probe_images, verify
 
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE.parent / "training"))
@@ -209,7 +209,7 @@ def test_contribution_transfers_beating_the_same_vit_trained_alone(contributed):
 
 
 def _judged(metrics_update: dict) -> "AddTaskResult":
-    from mu2hub.contribute import AddTaskResult
+    from mu2hub.contrib.contribute import AddTaskResult
 
     tf = random_task_file()
     tf.metrics.update(metrics_update)
@@ -217,7 +217,7 @@ def _judged(metrics_update: dict) -> "AddTaskResult":
 
 
 def random_task_file():
-    from mu2hub.format import ComponentRef, TaskFile
+    from mu2hub.format.system import ComponentRef, TaskFile
 
     comps = [ComponentRef(s, f"{i:064x}", 1, 8) for i, s in enumerate(["patch_embed", "cls", "pos_embed", "norm", "head"])]
     return TaskFile("t", 8, 0, comps, ["a", "b"], metrics={"test_accuracy": 0.8, "validation_accuracy": 0.8, "chance": 0.5, "score": 0.8,
@@ -245,7 +245,7 @@ def test_too_little_data_is_not_measurable_not_a_win(update, says):
     r = _judged({"from_scratch_test_accuracy": 0.2, "finetune_test_accuracy": 0.2, **update})
     assert r.verdict_kind == "not measurable" and r.beats_baseline is None
     assert r.verdict().startswith("Not measurable") and says in r.verdict()
-    assert "Not measurable" in mu2hub.contribute.describe(r)
+    assert "Not measurable" in mu2hub.contrib.contribute.describe(r)
 
 
 def test_small_folder_end_to_end_says_not_measurable(hub, system, tmp_path):
@@ -409,7 +409,7 @@ def test_push_task_from_the_workdir_never_evolves_again(hub, system, tmp_path, c
     assert "PR #" in out
     assert not [r for r in hub.log if r.method == "GET" and (r.repo_file or "").startswith("components/")]  # no evolving
     num = int(out.split("PR #")[1].split()[0])
-    from mu2hub.contribute import AddTaskResult
+    from mu2hub.contrib.contribute import AddTaskResult
 
     result = AddTaskResult.load(work)
     assert hub.pr_files(repo, num)["added"] == sorted(["tasks/sizes.json"] + [c.filename for c in result.new_components])
@@ -432,7 +432,7 @@ def test_push_task_from_the_workdir_never_evolves_again(hub, system, tmp_path, c
     assert "LOSES to a baseline" in captured.out
     assert f"mu2hub push-task {losing} --force to push anyway" in captured.err and "force=True" not in captured.err
     assert hub.head(repo) == heads["main"]
-    assert "LOSES to a baseline" in mu2hub.contribute.describe(AddTaskResult.load(losing))
+    assert "LOSES to a baseline" in mu2hub.contrib.contribute.describe(AddTaskResult.load(losing))
     assert cli.main(["push-task", str(losing), "--force", "--no-pr"]) == 0  # insisted: a commit on the pinned parent
     assert ": commit " in capsys.readouterr().out and "tasks/sizes.json" in hub.files(repo)
 

@@ -24,7 +24,7 @@ from mu2hub.evolution.evolve import evolve
 from mu2hub.evolution.hparams import get_rules
 from mu2hub.evolution.loop import ROOT_ID, Agent, forward_flops
 from mu2hub.evolution.run import PathRecord, RunDir
-from mu2hub.format import Dims, Structure
+from mu2hub.format.system import Dims, Structure
 
 HERE = Path(__file__).parent
 REPO = HERE.parent

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 from mu2hub import model as vit
-from mu2hub import train
+from mu2hub.train import child as train
 from mu2hub.data import Split, get_task, preprocess_eval
-from mu2hub.format import Dims, Structure
-from mu2hub.prefix import PrefixCache, augmentation_off, cacheable_depth, prefix_depth, prefix_slots
+from mu2hub.format.system import Dims, Structure
+from mu2hub.inference.prefix import PrefixCache, augmentation_off, cacheable_depth, prefix_depth, prefix_slots
 
 DIMS = Dims(32, 2, 64, 4)
 HP = dict(opt_lr=0.1, opt_lr_schedule="cosine", opt_lr_warmup_ratio=0.1, opt_momentum=0.9, opt_nesterov=False,

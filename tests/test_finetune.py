@@ -12,11 +12,11 @@ import pytest
 import mu2hub
 from mu2hub import cli
 from mu2hub.data.registry import Split, TaskData
-from mu2hub.finetune import FineTunedModel, trainable_slots
-from mu2hub.format import Dims, Source
-from mu2hub.store import LocalStore
-from mu2hub.synthetic import random_system
-from mu2hub.probe import probe_images, verify
+from mu2hub.train.finetune import FineTunedModel, trainable_slots
+from mu2hub.format.system import Dims, Source
+from mu2hub.hub.store import LocalStore
+from mu2hub.testing import random_system
+from mu2hub.inference.probe import probe_images, verify
 
 REPO = "ft/system"
 LABELS = ["c0", "c1", "c2"]
@@ -165,7 +165,7 @@ def test_cli_finetune_saves_and_pushes(hub, system, tmp_path, capsys):
 def test_a_task_served_without_antialias_is_tuned_and_measured_as_served(tuned):
     """A republished reference task stores `antialias: false`: the variant trains and is scored that way, so its
     recorded test accuracy is what `evaluate` (the public path, the stored spec on the host) reproduces."""
-    from mu2hub.api import TaskModel
+    from mu2hub.inference.task import TaskModel
     from mu2hub.data.pp import pp_spec
 
     m = tuned.model

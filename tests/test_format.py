@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from safetensors.numpy import load as st_load
 
 from mu2hub.errors import ComponentIntegrityError, FormatError, FormatVersionError, UnsafePathError
-from mu2hub.format import (
+from mu2hub.format.system import (
     ComponentRef,
     Dims,
     SystemConfig,

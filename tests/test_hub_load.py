@@ -9,8 +9,8 @@ from huggingface_hub import constants
 import mu2hub
 from mu2hub import cli
 from mu2hub.constants import component_filename
-from mu2hub.format import Dims
-from mu2hub.synthetic import random_system
+from mu2hub.format.system import Dims
+from mu2hub.testing import random_system
 
 DIMS = Dims(32, 2, 64, 4)
 REPO = "tests/tiny-system"

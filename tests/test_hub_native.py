@@ -12,9 +12,9 @@ from huggingface_hub import ModelCard
 import mu2hub
 from mu2hub import TaskModel
 from mu2hub.errors import ArgumentError, LocalFolderNotFoundError
-from mu2hub.format import Dims
-from mu2hub.store import LocalStore
-from mu2hub.synthetic import random_system
+from mu2hub.format.system import Dims
+from mu2hub.hub.store import LocalStore
+from mu2hub.testing import random_system
 
 IMAGE = np.random.default_rng(1).integers(0, 256, (20, 20, 3), dtype=np.uint8)
 
@@ -98,7 +98,7 @@ def test_device_places_the_parameters(system):
 
 
 def test_an_exported_folder_is_named_for_the_run_not_the_folder(system, tmp_path):
-    from mu2hub.publish import export_system
+    from mu2hub.publishing.publish import export_system
 
     export_system(system, tmp_path / "export")
     card = ModelCard.load(tmp_path / "export" / "README.md")

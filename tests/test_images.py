@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from mu2hub.errors import InputNotFoundError, Mu2hubError
-from mu2hub.images import MAX_SIDE, expand_inputs, load_image
+from mu2hub.data.images import MAX_SIDE, expand_inputs, load_image
 
 
 def _image(path, size, mode="RGB", seed=0):
@@ -54,7 +54,7 @@ def test_expand_inputs_files_folders_and_missing(tmp_path):
 
 
 def test_predict_in_batches_keeps_order_duplicates_and_errors(tmp_path):
-    from mu2hub.images import predict_in_batches
+    from mu2hub.data.images import predict_in_batches
 
     good = [_image(tmp_path / f"{i}.png", (4 + i, 4)) for i in range(4)]
     (tmp_path / "bad.png").write_bytes(b"junk")

@@ -18,8 +18,8 @@ from PIL import Image  # noqa: E402
 
 from mu2hub.data.pp import apply_pp_spec_numpy, pp_spec  # noqa: E402
 from mu2hub.errors import FormatError, IncompatibleTaskError, LocalFilesMissingError  # noqa: E402
-from mu2hub.format import Structure  # noqa: E402
-from mu2hub.interop import (  # noqa: E402
+from mu2hub.format.system import Structure  # noqa: E402
+from mu2hub.convert.transformers import (  # noqa: E402
     dims_from_vit_config,
     params_from_transformers,
     params_to_transformers,
@@ -330,8 +330,8 @@ def test_to_transformers_without_pytorch_says_nothing_about_it(tmp_path):
     import subprocess
     import sys
 
-    from mu2hub.format import Dims
-    from mu2hub.synthetic import random_system
+    from mu2hub.format.system import Dims
+    from mu2hub.testing import random_system
 
     random_system(tmp_path / "sys", dims=Dims(16, 2, 32, 4), image_size=8, num_layers=2, num_tasks=1, num_classes=3)
     script = (

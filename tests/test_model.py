@@ -7,7 +7,7 @@ import pytest
 from scipy.ndimage import zoom
 
 from mu2hub import model as vit
-from mu2hub.format import Dims, Structure
+from mu2hub.format.system import Dims, Structure
 
 DIMS = Dims(32, 2, 64, 4)
 

@@ -8,9 +8,9 @@ import pytest
 from PIL import Image
 
 import mu2hub
-from mu2hub.format import Dims
-from mu2hub.probe import probe_images
-from mu2hub.synthetic import random_system
+from mu2hub.format.system import Dims
+from mu2hub.inference.probe import probe_images
+from mu2hub.testing import random_system
 
 REPO = "multi/system"
 

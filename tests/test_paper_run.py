@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from mu2hub.evolution.evolve import evolve
-from mu2hub.plan import format_plan, plan
+from mu2hub.evolution.plan import format_plan, plan
 
 REPO = Path(__file__).parent.parent
 sys.path.insert(0, str(REPO / "training"))

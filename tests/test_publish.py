@@ -23,9 +23,9 @@ from mu2hub import cli
 from mu2hub.constants import component_filename
 from mu2hub.errors import ComponentIntegrityError, ExportError, NotAMu2hubRepoError, PushInterruptedError
 from mu2hub.evolution.evolve import evolve
-from mu2hub.publish import export, export_system
-from mu2hub.store import LocalStore
-from mu2hub.probe import check_probe, make_probe, verify
+from mu2hub.publishing.publish import export, export_system
+from mu2hub.hub.store import LocalStore
+from mu2hub.inference.probe import check_probe, make_probe, verify
 
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE.parent / "training"))
@@ -266,7 +266,7 @@ def test_push_killed_between_commits_then_rerun(hub, runs, tmp_path):
     repo = "publish/killed"
     export(runs.one, repo)
     before = hub.files(repo)
-    code = ("import time\nfrom mu2hub.publish import export\n"
+    code = ("import time\nfrom mu2hub.publishing.publish import export\n"
             "def hold(event, payload):\n    print(event, flush=True)\n    if event == 'commit': time.sleep(120)\n"
             f"export({str(runs.two)!r}, {repo!r}, callback=hold)\n")
     env = dict(os.environ, PYTHONPATH=str(HERE.parent), JAX_PLATFORMS="cpu")

@@ -11,7 +11,7 @@ import pytest
 from flax import serialization
 
 from mu2hub.errors import FormatError
-from mu2hub.reference_checkpoint import Spec, open_checkpoint
+from mu2hub.convert.reference_checkpoint import Spec, open_checkpoint
 
 import reference_states as R
 

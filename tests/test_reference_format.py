@@ -18,10 +18,10 @@ import pytest
 import torch
 
 import mu2hub
-from mu2hub.api import TaskModel
+from mu2hub.inference.task import TaskModel
 from mu2hub.errors import FormatError, ShapeMismatchError, TaskNotFoundError
-from mu2hub.reference_format import adapter_layers_of, convert_component, read_reference_state
-from mu2hub.republish import republish_reference
+from mu2hub.convert.reference_format import adapter_layers_of, convert_component, read_reference_state
+from mu2hub.publishing.republish import republish_reference
 
 import reference_states as R
 

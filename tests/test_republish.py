@@ -26,7 +26,7 @@ from huggingface_hub import ModelCard
 import mu2hub
 from mu2hub import cli
 from mu2hub.errors import FormatError
-from mu2hub.republish import JOURNAL, republish_reference
+from mu2hub.publishing.republish import JOURNAL, republish_reference
 
 import reference_states as R
 import test_reference_format as M2
@@ -155,7 +155,7 @@ def test_mu4net_layout_shards_and_skips(mu4net):
     assert kitti.labels == ["<= 8 m", "(8, 20] m", "(20, 999] m", "no vehicle"] and kitti.num_layers == 4
     assert any(MULTI in n and "multipath" in n for n in result.notes)
     assert result.decoded == len({*CLEVR_PATH.values(), *KITTI_PATH.values()})
-    state_sources = set(mu2hub.reference_format.read_reference_state(system).sources)
+    state_sources = set(mu2hub.convert.reference_format.read_reference_state(system).sources)
     assert f"{CLEVR}/state_3_2/checkpoint_3_2" not in state_sources and f"{CLEVR}/state_2_0/checkpoint_2_0" in state_sources
 
 
@@ -188,7 +188,7 @@ def test_mu4net_shards_must_be_complete_and_disjoint(mu4net, tmp_path):
 def test_killed_republish_resumes(tmp_path):
     state = M2.write_mu2net_state(tmp_path / "experiment", orbax=False)
     out = tmp_path / "out"
-    code = ("import sys; from mu2hub.republish import republish_reference; "
+    code = ("import sys; from mu2hub.publishing.republish import republish_reference; "
             f"republish_reference({str(state)!r}, {str(out)!r}, labels={{{M2.TASK_D!r}: {M2.PET_LABELS!r}}}, progress=False)")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(mu2hub.__file__).parents[1]), os.environ.get("PYTHONPATH", "")])}
     proc = subprocess.Popen([sys.executable, "-c", code], env=env)

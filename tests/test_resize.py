@@ -82,9 +82,9 @@ def test_device_evaluation_applies_a_task_files_preprocessing():
     import jax
 
     from mu2hub import model as vit
-    from mu2hub import train
+    from mu2hub.train import child as train
     from mu2hub.data.registry import Split
-    from mu2hub.format import Dims, Structure
+    from mu2hub.format.system import Dims, Structure
 
     structure = Structure(Dims(16, 2, 32, 4), 8, 1, 5)
     params = vit.init_path(structure, jax.random.key(1))

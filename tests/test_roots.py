@@ -14,9 +14,9 @@ from safetensors.numpy import load_file, save_file
 
 import mu2hub
 from mu2hub.errors import FormatError, RootMismatchError
-from mu2hub.format import component_refs
+from mu2hub.format.system import component_refs
 from mu2hub.model import resize_pos_embed
-from mu2hub.roots import read_big_vision_checkpoint, root_dims, root_from_config
+from mu2hub.convert.roots import read_big_vision_checkpoint, root_dims, root_from_config
 
 HERE = Path(__file__).parent
 # timm + torchvision live outside the test environment (see tests/timm_reference.py for why); `make test` puts them here.

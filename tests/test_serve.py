@@ -29,9 +29,9 @@ from PIL import Image
 
 import mu2hub
 from mu2hub.cli import main
-from mu2hub.format import Dims
-from mu2hub.probe import probe_images
-from mu2hub.synthetic import mixed_system
+from mu2hub.format.system import Dims
+from mu2hub.inference.probe import probe_images
+from mu2hub.testing import mixed_system
 
 REPO = "serve/system"
 TASKS = ["adapter", "larger", "shared_a", "shared_b"]

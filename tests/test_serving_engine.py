@@ -8,14 +8,14 @@ import numpy as np
 import pytest
 
 import mu2hub
-from mu2hub.api import load_task
+from mu2hub.inference.task import load_task
 from mu2hub.errors import ComponentIntegrityError
-from mu2hub.format import Dims
-from mu2hub.probe import probe_images
+from mu2hub.format.system import Dims
+from mu2hub.inference.probe import probe_images
 from mu2hub.serving.engine import Engine, Row, batch_buckets, path_stages
 from mu2hub.serving.pool import ComponentPool
-from mu2hub.store import LocalStore
-from mu2hub.synthetic import mixed_system
+from mu2hub.hub.store import LocalStore
+from mu2hub.testing import mixed_system
 
 DIMS = Dims(16, 2, 32, 4)
 

@@ -25,13 +25,13 @@ from PIL import Image
 
 import mu2hub
 from mu2hub import space
-from mu2hub.images import load_image
+from mu2hub.data.images import load_image
 from mu2hub.constants import component_filename
-from mu2hub import figures
-from mu2hub.figures import path_png
-from mu2hub.format import Dims
-from mu2hub.store import LocalStore
-from mu2hub.synthetic import random_system
+from mu2hub.publishing import figures
+from mu2hub.publishing.figures import path_png
+from mu2hub.format.system import Dims
+from mu2hub.hub.store import LocalStore
+from mu2hub.testing import random_system
 
 gr = pytest.importorskip("gradio")  # the `space` extra; `make test` installs it
 from gradio_client import Client, handle_file  # noqa: E402

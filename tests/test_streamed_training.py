@@ -16,13 +16,13 @@ import numpy as np
 import pytest
 
 from mu2hub import model as vit
-from mu2hub import train
+from mu2hub.train import child as train
 from mu2hub.data import get_task
 from mu2hub.data.stream import DatasetSource, StreamedSplit, StreamedTask
 from mu2hub.evolution.evolve import evolve
 from mu2hub.evolution.loop import Agent
 from mu2hub.evolution.run import RunDir
-from mu2hub.format import Dims, Structure
+from mu2hub.format.system import Dims, Structure
 
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE.parent / "training"))

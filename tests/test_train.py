@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 from mu2hub import model as vit
-from mu2hub import train
+from mu2hub.train import child as train
 from mu2hub.data import get_task, preprocess_eval
-from mu2hub.format import Dims, Structure
+from mu2hub.format.system import Dims, Structure
 
 DIMS = Dims(32, 2, 64, 4)
 HP = dict(opt_lr=0.1, opt_lr_schedule="cosine", opt_lr_warmup_ratio=0.05, opt_momentum=0.9, opt_nesterov=False,
@@ -197,9 +197,10 @@ def test_best_score_threshold_decides_improved(structure, init, digits):
 
 _DP_SCRIPT = textwrap.dedent("""
     import jax, numpy as np
-    from mu2hub import train, model as vit
+    from mu2hub import model as vit
+    from mu2hub.train import child as train
     from mu2hub.data import get_task
-    from mu2hub.format import Dims, Structure
+    from mu2hub.format.system import Dims, Structure
     assert len(jax.devices()) == 4, jax.devices()
     task = get_task("digits")
     s = Structure(Dims(32, 2, 64, 4), 16, 2, task.num_classes)

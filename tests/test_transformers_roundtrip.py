@@ -53,15 +53,15 @@ def test_from_transformers_save_load_to_transformers(tmp_path, cfg):
 
 
 def test_paths_with_adapters_refuse_transformers_export(tmp_path):
-    from mu2hub.format import Dims
-    from mu2hub.synthetic import random_system
+    from mu2hub.format.system import Dims
+    from mu2hub.testing import random_system
 
     random_system(tmp_path / "s", dims=Dims(32, 2, 64, 4), image_size=16, num_layers=2, num_tasks=1)
     m = mu2hub.from_pretrained(tmp_path / "s", task="task_0")
     import jax
 
     from mu2hub import model as vit
-    from mu2hub.api import TaskModel
+    from mu2hub.inference.task import TaskModel
 
     tf = m.task_file
     tf.adapter_layers = (1,)

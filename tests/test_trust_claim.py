@@ -1,4 +1,4 @@
-"""One writer per run directory (`mu2hub.trust.claim`): a live holder refuses every second start, with its host
+"""One writer per run directory (`mu2hub.evolution.claim`): a live holder refuses every second start, with its host
 and pid; a killed holder's claim is taken over. No `flock`: the claim is an `O_EXCL` file (object stores)."""
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from mu2hub.errors import RunClaimedError
-from mu2hub.trust import claim as claims
-from mu2hub.trust.claim import claim_run
+from mu2hub.evolution import claim as claims
+from mu2hub.evolution.claim import claim_run
 
 HERE = Path(__file__).parent
 REPO = HERE.parent

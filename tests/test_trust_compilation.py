@@ -1,4 +1,4 @@
-"""The compilation cache is trusted only when the whole chain is (`mu2hub.compilation`): every folder above it
+"""The compilation cache is trusted only when the whole chain is (`mu2hub.inference.compilation`): every folder above it
 owned by the user or root and not writable by others (sticky `/tmp` allowed), and entries authenticated with a
 per-user HMAC key, not a plain hash anyone could compute and forge."""
 
@@ -10,7 +10,7 @@ import stat
 
 import pytest
 
-from mu2hub.compilation import _MAGIC, KEY_NAME, VerifiedFolderCache, enable_compilation_cache, user_key
+from mu2hub.inference.compilation import _MAGIC, KEY_NAME, VerifiedFolderCache, enable_compilation_cache, user_key
 from mu2hub.errors import CompilationCacheError, CompilationCacheWarning
 
 

@@ -12,8 +12,8 @@ import pytest
 
 from mu2hub import cli
 from mu2hub.errors import MissingExtraError
-from mu2hub.format import Dims
-from mu2hub.synthetic import random_system
+from mu2hub.format.system import Dims
+from mu2hub.testing import random_system
 
 
 def _missing(monkeypatch, *modules: str) -> None:
@@ -55,11 +55,11 @@ def test_space_without_gradio_names_the_space_extra(monkeypatch, tmp_path):
 def test_interop_without_transformers_names_the_interop_extra(monkeypatch):
     import importlib
 
-    from mu2hub.format import Structure
+    from mu2hub.format.system import Structure
 
     _missing(monkeypatch, "transformers")
-    monkeypatch.delitem(sys.modules, "mu2hub.interop", raising=False)
-    interop = importlib.import_module("mu2hub.interop")  # importable: transformers is loaded only for a conversion
+    monkeypatch.delitem(sys.modules, "mu2hub.convert.transformers", raising=False)
+    interop = importlib.import_module("mu2hub.convert.transformers")  # importable: transformers is loaded only for a conversion
     with pytest.raises(MissingExtraError, match=r"'mu2hub\[interop\]'"):
         interop.vit_config_for(Dims(16, 2, 32, 4), Structure(Dims(16, 2, 32, 4), 8, 1, 2), ["a", "b"])
 

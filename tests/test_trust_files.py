@@ -1,6 +1,6 @@
 """Hostile reference states and roots: a `FormatError` naming the file, in bounded time and memory, and exit 2
 through the CLI. Non-regular files (FIFO, device) are refused before anything opens them
-(`mu2hub.trust.files`); depth is counted on every msgpack recursion path; CSV cells and hparams are bounded by
+(`mu2hub.format.files`); depth is counted on every msgpack recursion path; CSV cells and hparams are bounded by
 the same rules as the schema; a root's weights must be finite."""
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ import pytest
 
 from mu2hub import cli
 from mu2hub.errors import FormatError
-from mu2hub.reference_checkpoint import open_checkpoint
-from mu2hub.reference_format import read_reference_state
-from mu2hub.republish import republish_reference
+from mu2hub.convert.reference_checkpoint import open_checkpoint
+from mu2hub.convert.reference_format import read_reference_state
+from mu2hub.publishing.republish import republish_reference
 
 import test_reference_format as M2
 

@@ -13,14 +13,14 @@ import pytest
 
 import mu2hub
 from mu2hub.constants import component_filename
-from mu2hub.contribute import RESULT_NAME, AddTaskResult
+from mu2hub.contrib.contribute import RESULT_NAME, AddTaskResult
 from mu2hub.errors import ContributionError
 from mu2hub.evolution.run import RunDir
-from mu2hub.format import Dims, file_sha256
-from mu2hub.probe import make_probe
-from mu2hub.republish import republish_reference
-from mu2hub.store import LocalStore
-from mu2hub.synthetic import random_system
+from mu2hub.format.system import Dims, file_sha256
+from mu2hub.inference.probe import make_probe
+from mu2hub.publishing.republish import republish_reference
+from mu2hub.hub.store import LocalStore
+from mu2hub.testing import random_system
 
 import test_reference_format as M2
 

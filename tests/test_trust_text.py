@@ -1,4 +1,4 @@
-"""Contributor text is inert in every markdown sink (`mu2hub.trust.text`), checked with a CommonMark + GFM-table
+"""Contributor text is inert in every markdown sink (`mu2hub.utils.text`), checked with a CommonMark + GFM-table
 renderer (markdown-it-py), the family the Hub renders cards with: no tag, entity, link, image or cell break survives.
 
 The end-to-end case (a hostile pull request merged through the loopback Hub, the refreshed README.md parsed with
@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 from markdown_it import MarkdownIt
 
-from mu2hub.trust.text import md_code, md_fence, md_text, one_line, py_string
+from mu2hub.utils.text import md_code, md_fence, md_text, one_line, py_string
 
 HOSTILE = [
     "<img src=x onerror=alert(1)>", "<script>alert(1)</script>", "[click](javascript:alert(1))",

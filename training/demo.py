@@ -20,10 +20,10 @@ from evolve import load_config  # noqa: E402
 
 import mu2hub  # noqa: E402
 from mu2hub.data.registry import get_task  # noqa: E402
-from mu2hub.evolution.comparison import comparison  # noqa: E402
+from mu2hub.publishing.comparison import comparison  # noqa: E402
 from mu2hub.evolution.evolve import evolve  # noqa: E402
-from mu2hub.publish import export_system  # noqa: E402
-from mu2hub.report import table  # noqa: E402
+from mu2hub.publishing.publish import export_system  # noqa: E402
+from mu2hub.utils.tables import table  # noqa: E402
 
 
 def main() -> int:

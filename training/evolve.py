@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     from mu2hub.errors import Mu2hubError
 
     if a.plan:
-        from mu2hub.plan import format_plan, measure_throughput, plan
+        from mu2hub.evolution.plan import format_plan, measure_throughput, plan
 
         config = load_config(a.config)
         throughput = measure_throughput(config) if a.measure else a.throughput

@@ -55,7 +55,7 @@ def digits(*, seed: int = 0) -> TaskData:
 
 @functools.lru_cache(maxsize=4)
 def _digits(seed: int) -> TaskData:
-    from mu2hub.extras import require
+    from mu2hub.utils.extras import require
 
     bunch = require("sklearn.datasets").load_digits()
     gray = np.round(bunch.images * (255.0 / 16.0)).astype(np.uint8)  # values are 0..16

@@ -16,7 +16,7 @@ A task name here is the reference's own (`cifar10`, `clevr/count_all`, `visual_d
   and for republishing a reference state, which has no data;
 - the reference's **input conversion**: `pixel_scale` (dSprites stores 0/1 pixels, VTAB multiplies them by 255).
 
-This is the one table of the paper's tasks: training, `--plan` and republishing (`mu2hub.republish`) read it.
+This is the one table of the paper's tasks: training, `--plan` and republishing (`mu2hub.publishing.republish`) read it.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ import numpy as np
 from mu2hub.data.registry import TaskData
 from mu2hub.data.vtab import DERIVATIONS, Derivation, Row, numbered
 from mu2hub.errors import DataSourceError, LabelMismatchError, MissingExtraError
-from mu2hub.extras import require
+from mu2hub.utils.extras import require
 
 if TYPE_CHECKING:
     from mu2hub.data.stream import StreamedTask

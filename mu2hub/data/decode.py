@@ -21,7 +21,7 @@ from PIL import Image
 
 from mu2hub.data.registry import MAX_SIDE, to_rgb_uint8
 from mu2hub.errors import ArgumentError, VaryingImageSizesError
-from mu2hub.schema import MAX_IMAGE_SIZE
+from mu2hub.format.schema import MAX_IMAGE_SIZE
 
 #: How far above the largest reachable path size training decodes: a crop covering a quarter of the image
 #: (half its side) still sees full path resolution, while memory stays within 4x of decoding at the path size.

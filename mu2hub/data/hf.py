@@ -25,7 +25,7 @@ import numpy as np
 from mu2hub.data.decode import decode, target_shape
 from mu2hub.data.registry import SPLITS, Split, TaskData, open_image, to_rgb_uint8
 from mu2hub.errors import CorruptImageError, DataError, DataSourceError
-from mu2hub.extras import require
+from mu2hub.utils.extras import require
 
 if TYPE_CHECKING:
     import datasets

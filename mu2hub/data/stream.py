@@ -4,7 +4,7 @@ No split need be held whole in memory. A `datasets.Dataset` is a memory-mapped A
 images without loading them), and a TFDS data source is random-access too, so a `StreamedSplit` is a view — the
 source, the size its images are decoded to, nothing decoded — and a `Stream` over it keeps a seeded order plus at
 most `prefetch` decoded batches: memory is bounded by `prefetch × batch × H × W × 3` bytes whatever the dataset's
-size. Training (`mu2hub.train`) reads every split through this module, in memory or streamed alike:
+size. Training (`mu2hub.train.child`) reads every split through this module, in memory or streamed alike:
 
 - `Stream(split, batch_size, seed=..., shard=...)`: `(uint8 [b, H, W, 3], int32 [b])` batches, this process's rows of
   every global batch in the order `pp.index_batches` gives (`data.shard.Shard.order`): the same sequence as an
@@ -231,7 +231,7 @@ class StreamedTask:
     train: AnySplit
     validation: AnySplit
     test: AnySplit
-    data: str | None = None  # where the data came from, as `lineage.data` records it (`mu2hub.datasource`)
+    data: str | None = None  # where the data came from, as `lineage.data` records it (`mu2hub.format.datasource`)
 
     @property
     def num_classes(self) -> int:

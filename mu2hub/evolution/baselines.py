@@ -27,9 +27,9 @@ import jax
 import numpy as np
 
 from .. import model as vit
-from ..format import Structure
-from ..train import evaluate, train_child
-from .comparison import METRIC
+from ..format.system import Structure
+from ..train.child import evaluate, train_child
+from ..publishing.comparison import METRIC
 
 @dataclasses.dataclass(frozen=True)
 class Budgets:

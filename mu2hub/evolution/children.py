@@ -15,7 +15,7 @@ import jax
 import numpy as np
 
 from .. import model as vit
-from ..format import Dims, Structure
+from ..format.system import Dims, Structure
 
 Tensors = dict[str, np.ndarray]
 

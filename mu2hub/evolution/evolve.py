@@ -10,9 +10,9 @@ from typing import Any
 import jax
 from tqdm.auto import tqdm
 
-from ..compilation import enable_compilation_cache
-from ..figures import mpl
-from ..trust.claim import RunClaim, claim_run
+from ..inference.compilation import enable_compilation_cache
+from ..publishing.figures import mpl
+from .claim import RunClaim, claim_run
 from . import storage
 from .cluster import Cluster, connect
 from .loop import Agent
@@ -43,7 +43,7 @@ def evolve(config: dict[str, Any], workdir: str | os.PathLike, *, resume: bool =
         SharedStorageError: the run directory's filesystem lacks what this job needs (docs/TRAINING.md).
         ClusterError: a process stopped answering (every process stops; resume the whole job).
         RunClaimedError: another live process evolves `workdir` as this agent (or as `main`, or this is `main` and
-            any agent runs there): refused before anything is written (`mu2hub.trust.claim`).
+            any agent runs there): refused before anything is written (`mu2hub.evolution.claim`).
     """
     mpl("figure")  # the run ends by drawing its figures: a missing `figures` extra is named now, not hours later
     if cluster is None:
@@ -102,10 +102,10 @@ def write_figures(run: RunDir) -> list[Path]:
     """`figures/evolution.png` (accuracy and score per generation), `figures/params.png` — the same plot, from
     the same function, as the published `figures/params.png` of these tasks — and, when baselines were measured,
     `figures/baselines.png` (evolved vs each baseline per task)."""
-    from ..figures import baselines_png, params_png
-    from ..metadata import stream_order
-    from ..store import atomic_write
-    from .comparison import baselines_of
+    from ..publishing.figures import baselines_png, params_png
+    from ..hub.metadata import stream_order
+    from ..hub.store import atomic_write
+    from ..publishing.comparison import baselines_of
 
     best = run.best_tasks()
     ordered = {t: best[t] for t in stream_order(best)}

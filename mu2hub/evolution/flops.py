@@ -15,7 +15,7 @@ import jax
 import numpy as np
 
 from .. import model as vit
-from ..format import Structure
+from ..format.system import Structure
 
 
 @functools.lru_cache(maxsize=64)

@@ -27,18 +27,19 @@ import jax
 import numpy as np
 
 from .. import model as vit
-from ..api import resolve_dtype
+from ..inference.task import resolve_dtype
 from ..data import catalog
 from ..data.decode import training_decode_size
 from ..data.pp import pp_spec
 from ..data.registry import TaskData, get_task, list_tasks
 from ..data.stream import StreamedTask, TrainingData, validation_subset
 from ..errors import JobMismatchError
-from ..format import ComponentRef, SystemConfig, TaskFile
-from ..prefix import PrefixCache
-from ..roots import root_dims, root_from_config
-from ..train import ChildResult, batch_key, data_parallel_mesh, evaluate, momentum_dtype, train_child, train_children
-from . import baselines, comparison
+from ..format.system import ComponentRef, SystemConfig, TaskFile
+from ..inference.prefix import PrefixCache
+from ..convert.roots import root_dims, root_from_config
+from ..train.child import ChildResult, batch_key, data_parallel_mesh, evaluate, momentum_dtype, train_child, train_children
+from . import baselines
+from ..publishing import comparison
 from .children import Child, shape_key, structure_of
 from .cluster import Cluster
 from .flops import forward_flops
@@ -142,7 +143,7 @@ class Agent:
         if r.get("init", "random") == "random":
             params = vit.init_path(structure, jax.random.key(self.cfg["seed"]))
             lineage = {"init": "random"}
-        else:  # timm / big_vision / transformers, at the configured size and depth (mu2hub.roots)
+        else:  # timm / big_vision / transformers, at the configured size and depth (mu2hub.convert.roots)
             structure, params, lineage = root_from_config(r)
         comps = {s: self._write(params[s], s) for s in structure.slots()}
         refs = [ComponentRef(s, c["id"], c["params"], c["bytes"]) for s, c in comps.items()]

@@ -24,7 +24,7 @@ from safetensors.numpy import load as load_tensors
 from safetensors.numpy import save as save_tensors
 
 from ..errors import JobMismatchError
-from ..train import ChildResult
+from ..train.child import ChildResult
 from .cluster import Cluster
 
 PARALLELISM = ("child_per_device", "data_parallel")

@@ -1,6 +1,6 @@
 """Pictures of a run: validation accuracy (and score) per generation per task.
 
-The run's parameters-per-task figure is the published one (`mu2hub.figures.params_png`), so one name is one plot.
+The run's parameters-per-task figure is the published one (`mu2hub.publishing.figures.params_png`), so one name is one plot.
 """
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..figures import mpl
+from ..publishing.figures import mpl
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure

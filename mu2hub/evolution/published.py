@@ -18,9 +18,9 @@ import numpy as np
 
 from ..data.registry import TaskData
 from ..errors import ByteCapError, ContributionError, Mu2hubError, TaskExistsError, TaskNotFoundError
-from ..format import ComponentRef, SystemConfig, TaskFile
-from ..report import human_bytes
-from ..store import HubStore
+from ..format.system import ComponentRef, SystemConfig, TaskFile
+from ..utils.tables import human_bytes
+from ..hub.store import HubStore
 from .hparams import get_defaults, get_space, list_spaces, validate_defaults
 from .loop import ROOT_ID
 from .run import PathRecord, RunDir
@@ -162,7 +162,7 @@ class PublishedSystem:
         return cls(store, store.read_config(), {t: store.read_task(t) for t in store.list_tasks()}, store.read_root())
 
     def __post_init__(self) -> None:
-        from ..publish import stream_order
+        from ..publishing.publish import stream_order
 
         self.order = stream_order(self.files) if self.files else []
         self.pid_of = {t: f"hub-{i:04d}" for i, t in enumerate(self.order)}

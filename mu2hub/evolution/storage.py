@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Iterator
 
 from ..errors import SharedStorageError
-from ..store import atomic_write
+from ..hub.store import atomic_write
 from .cluster import Cluster
 
 _PROBE = ".mu2hub-probe"

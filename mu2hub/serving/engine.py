@@ -25,10 +25,10 @@ import jax
 import numpy as np
 
 from .. import model as vit
-from ..api import resolve_dtype
+from ..inference.task import resolve_dtype
 from ..errors import ArgumentError
-from ..format import Dims, Structure, SystemConfig, TaskFile, distinct
-from ..prefix import EMBEDDING_SLOTS
+from ..format.system import Dims, Structure, SystemConfig, TaskFile, distinct
+from ..inference.prefix import EMBEDDING_SLOTS
 
 Tensors = Mapping[str, jax.Array]
 

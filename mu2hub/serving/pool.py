@@ -1,7 +1,7 @@
 """Components on the device once per id, fetched on first use, least recently used out under a byte budget.
 
 Reads go through the store's verified path, as `from_pretrained` (a Hub store re-downloads a damaged cached file
-once; a local folder names it), and placement through `mu2hub.api`'s per-id device cache, so a component that a
+once; a local folder names it), and placement through `mu2hub.inference.task`'s per-id device cache, so a component that a
 loaded `TaskModel` already holds is not read again. `acquire(task)` pins its components while a batch runs;
 `release` unpins them; only unpinned ones are evicted, so a batch never loses its parameters mid-flight (while
 batches in flight need more than the budget, the pool holds more than it: the budget bounds what stays).
@@ -14,10 +14,10 @@ import threading
 from typing import Any, Mapping
 
 from .. import model as vit
-from ..api import _device_component, loaded_component
+from ..inference.task import _device_component, loaded_component
 from ..errors import ShapeMismatchError
-from ..format import ComponentRef, SystemConfig, TaskFile
-from ..store import Store
+from ..format.system import ComponentRef, SystemConfig, TaskFile
+from ..hub.store import Store
 
 
 class ComponentPool:

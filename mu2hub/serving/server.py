@@ -13,8 +13,8 @@ import threading
 import time
 from typing import Any, Iterator
 
-from ..compilation import enable_compilation_cache
-from ..store import open_store
+from ..inference.compilation import enable_compilation_cache
+from ..hub.store import open_store
 from .service import Service, Settings, select_tasks
 
 

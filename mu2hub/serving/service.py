@@ -18,10 +18,10 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from ..api import predictions_from_logits, preprocess_images
+from ..inference.task import predictions_from_logits, preprocess_images
 from ..errors import ArgumentError, Mu2hubError, TaskNotFoundError
-from ..format import SystemConfig, TaskFile
-from ..store import Store
+from ..format.system import SystemConfig, TaskFile
+from ..hub.store import Store
 from .batcher import Batcher, TaskUnavailableError
 from .engine import Engine, Row, path_stages
 from .pool import ComponentPool

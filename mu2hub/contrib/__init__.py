@@ -1,0 +1,1 @@
+"""Contributing back: adding a task to a published system, and validating a contribution's pull request."""
