@@ -1009,7 +1009,7 @@ def test_imagefolder_with_a_corrupt_file_names_it_and_can_skip_it(tmp_path):
 
 
 def test_cli_skip_corrupt_images_flag_reaches_the_loader(tmp_path):
-    from mu2hub.train.finetune import resolve_data
+    from mu2hub.data.resolve import resolve_data
 
     root = _imagefolder(tmp_path / "folder", corrupt=1)
     a = cli.build_parser().parse_args(["finetune", "org/x", "--task", "t", "--data", str(root), "--steps", "1",

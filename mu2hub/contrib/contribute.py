@@ -46,11 +46,11 @@ from ..evolution.hparams import get_space
 from ..evolution.loop import ROOT_ID, Agent
 from ..evolution.published import LazyComponents, PublishedSystem, admit_parents, infer_space, run_config
 from ..evolution.run import RunDir
-from ..train.finetune import resolve_data
+from ..data.resolve import resolve_data
 from ..format.system import ComponentRef, TaskFile, check_task_name, dump_json, file_has_id, load_json
 from ..format.schema import MAX_LAYERS, MAX_TEXT_CHARS, Obj, check_component_id, check_int, check_str
 from ..utils.tables import human_bytes, table
-from .review import PushResult, open_pull_request
+from ..hub.pulls import PushResult, open_pull_request
 from ..hub.store import LocalStore, atomic_write
 from ..hub.transfer import hub_call
 from ..utils.text import md_code, md_text

@@ -5,16 +5,21 @@
 ['shapes/label_orientation', 'shapes/label_scale', 'shapes/label_shape', 'shapes/label_x_position']
 """
 
+from mu2hub.data import builtin, catalog  # noqa: F401  (importing a source registers it)
 from mu2hub.data.hf import load_hf_task, load_imagefolder, task_from_dataset_dict
-from mu2hub.data.pp import (
-    apply_pp_spec_numpy,
-    batches,
-    eval_batches,
-    pp_spec,
-    preprocess_eval,
-    preprocess_train,
-)
 from mu2hub.data.registry import Split, TaskData, get_task, list_tasks, register_task, to_rgb_uint8
+
+_PREPROCESSING = ("apply_pp_spec_numpy", "batches", "eval_batches", "pp_spec", "preprocess_eval", "preprocess_train")
+
+
+def __getattr__(name: str):
+    """The preprocessing names load JAX, so they are imported on first use: the registry and its sources do not."""
+    if name in _PREPROCESSING:
+        from mu2hub.data import pp
+
+        return getattr(pp, name)
+    raise AttributeError(f"module 'mu2hub.data' has no attribute {name!r}")
+
 
 __all__ = [
     "Split",

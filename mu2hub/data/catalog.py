@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from mu2hub.data.registry import TaskData
+from mu2hub.data.registry import TaskData, register_resolver
 from mu2hub.data.vtab import DERIVATIONS, Derivation, Row, numbered
 from mu2hub.errors import DataSourceError, LabelMismatchError, MissingExtraError
 from mu2hub.utils.extras import require
@@ -433,3 +433,6 @@ def load(name: str, *, image_size: int | None = None, decode_size: int | None = 
 
 def is_catalog_task(name: str) -> bool:
     return name in TASKS
+
+
+register_resolver(is_catalog_task, load)

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from mu2hub.data.decode import decode, target_shape
-from mu2hub.data.registry import SPLITS, Split, TaskData, open_image, to_rgb_uint8
+from mu2hub.data.registry import SPLITS, Split, TaskData, open_image, register_source, to_rgb_uint8
 from mu2hub.errors import CorruptImageError, DataError, DataSourceError
 from mu2hub.utils.extras import require
 
@@ -290,3 +290,5 @@ def _decode_one(entry: Any, where: str) -> np.ndarray:
     return open_image(entry["path"])
 
 
+register_source("hf:", load_hf_task)
+register_source("imagefolder:", load_imagefolder)

@@ -114,7 +114,7 @@ def _opener(path: str) -> Callable[[], Image.Image]:
 
 
 def _dataset_images(spec: str, split: str, data_kwargs: dict) -> Iterator[InputImage]:
-    from ..train.finetune import resolve_data
+    from .resolve import resolve_data
 
     part = getattr(resolve_data(spec, **data_kwargs), split)
     for i in range(len(part)):

@@ -3,6 +3,8 @@
 A task is a function registered under a name with `@register_task(name)`; `get_task(name, **kwargs)` calls
 it and validates the result. Two name prefixes are sources rather than registered tasks:
 `hf:<dataset>` (a Hugging Face dataset) and `imagefolder:<path>` (a local folder), both in `hf.py`.
+This module imports no source: each registers itself when imported (`register_task`, `register_source`,
+`register_resolver`), and `mu2hub.data` imports them all, as timm's model modules register themselves.
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ MAX_PIXELS = 2 * 89_478_485
 MAX_SIDE = 1024
 
 _TASKS: dict[str, Callable[..., TaskData]] = {}
+_SOURCES: dict[str, Callable[..., TaskData]] = {}
+_RESOLVERS: list[tuple[Callable[[str], bool], Callable[..., TaskData]]] = []
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -254,9 +258,23 @@ def register_task(name: str) -> Callable[[Callable[..., TaskData]], Callable[...
     return decorator
 
 
+
+def register_source(prefix: str, loader: Callable[..., TaskData]) -> None:
+    """Route names starting with `prefix` (`hf:`, `imagefolder:`) to `loader(rest, decode_size=..., **kwargs)`."""
+    if prefix not in SOURCE_PREFIXES or prefix in _SOURCES:
+        raise ValueError(f"source prefix {prefix!r} is not one of {SOURCE_PREFIXES} or is already registered")
+    _SOURCES[prefix] = loader
+
+
+def register_resolver(accepts: Callable[[str], bool], loader: Callable[..., TaskData]) -> None:
+    """Names no registered task holds but `accepts(name)` does go to `loader(name, decode_size=..., **kwargs)`
+    (the µ2Net paper's tasks, `mu2hub.data.catalog`)."""
+    _RESOLVERS.append((accepts, loader))
+
+
 def list_tasks(pattern: str = "*") -> list[str]:
     """Registered task names matching a glob `pattern` (fnmatch), sorted. Sources (`hf:`…) are not listed."""
-    return sorted(name for name in _registered() if fnmatch.fnmatchcase(name, pattern))
+    return sorted(name for name in _TASKS if fnmatch.fnmatchcase(name, pattern))
 
 
 def get_task(name: str, *, decode_size: int | None = None, **kwargs: Any) -> TaskData:
@@ -281,24 +299,16 @@ def get_task(name: str, *, decode_size: int | None = None, **kwargs: Any) -> Tas
     >>> get_task("digits").num_classes
     10
     """
-    if name.startswith("hf:"):
-        from mu2hub.data.hf import load_hf_task
-
-        fn, args, kwargs = load_hf_task, (name.removeprefix("hf:"),), dict(kwargs, decode_size=decode_size)
-    elif name.startswith("imagefolder:"):
-        from mu2hub.data.hf import load_imagefolder
-
-        fn, args, kwargs = load_imagefolder, (name.removeprefix("imagefolder:"),), dict(kwargs, decode_size=decode_size)
+    prefix = next((p for p in _SOURCES if name.startswith(p)), None)
+    if prefix is not None:
+        fn, args, kwargs = _SOURCES[prefix], (name.removeprefix(prefix),), dict(kwargs, decode_size=decode_size)
+    elif name in _TASKS:
+        fn, args = _TASKS[name], ()
     else:
-        tasks = _registered()
-        from mu2hub.data import catalog
-
-        if name not in tasks and catalog.is_catalog_task(name):
-            fn, args, kwargs = catalog.load, (name,), dict(kwargs, decode_size=decode_size)
-        elif name not in tasks:
-            raise TaskNotFoundError(name, list(tasks))
-        else:
-            fn, args = tasks[name], ()
+        fn = next((load for accepts, load in _RESOLVERS if accepts(name)), None)
+        if fn is None:
+            raise TaskNotFoundError(name, list(_TASKS))
+        args, kwargs = (name,), dict(kwargs, decode_size=decode_size)
     try:
         inspect.signature(fn).bind(*args, **kwargs)
     except TypeError as e:  # an option this source does not take (e.g. skip_corrupt for generated data, a typo)
@@ -307,10 +317,3 @@ def get_task(name: str, *, decode_size: int | None = None, **kwargs: Any) -> Tas
     if not isinstance(task, TaskData):
         raise TypeError(f"task function for {name!r} returned {type(task).__name__}, expected TaskData")
     return task
-
-
-def _registered() -> dict[str, Callable[..., TaskData]]:
-    """The registry, with the built-in tasks registered on first use (importing registers them)."""
-    from mu2hub.data import builtin  # noqa: F401  (import for its @register_task side effect)
-
-    return _TASKS

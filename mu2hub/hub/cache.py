@@ -17,6 +17,8 @@ import json
 import os
 from pathlib import Path
 
+from ..utils.atomic import atomic_write
+
 LIBRARY = "mu2hub"
 
 
@@ -44,7 +46,6 @@ def _listing_file(repo_id: str, commit: str) -> Path:
 
 def save_listing(repo_id: str, commit: str, tasks: list[str]) -> None:
     """Remember the tasks `repo_id` holds at `commit` (a commit never changes, so neither does this)."""
-    from .store import atomic_write  # store.py imports this module
 
     atomic_write(_listing_file(repo_id, commit), json.dumps(sorted(tasks)).encode())
 

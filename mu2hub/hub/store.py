@@ -12,12 +12,12 @@ import hashlib
 import inspect
 import os
 import re
-import uuid
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Mapping, Protocol, TypeAlias
 
 from .cache import cached_listing, save_listing, stamp_dir
+from ..utils.atomic import atomic_write
 from ..constants import CONFIG_NAME, ROOT_NAME, TASKS_DIR, component_filename, task_filename
 from ..errors import (
     ArgumentError,
@@ -55,29 +55,6 @@ if TYPE_CHECKING:  # numpy only where tensors are touched: listing tasks needs n
     import numpy as np
 
 Tensors: TypeAlias = "dict[str, np.ndarray]"
-
-
-def atomic_write(path: str | os.PathLike, data: bytes | Iterable[bytes | memoryview]) -> None:
-    """Write via a temp file in the same folder + fsync + rename: readers see the old or the new file, never half.
-
-    `data` may be given in pieces (`format.component_chunks`), written one after the other, never joined. The temp
-    file is created with mode 0o666 minus the umask (as `open()` would), not `mkstemp`'s 0600, so a shared folder, a
-    Space built from an export, or another user of a run directory can read what was written.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            for chunk in [data] if isinstance(data, (bytes, bytearray, memoryview)) else data:
-                f.write(chunk)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 class Store(Protocol):

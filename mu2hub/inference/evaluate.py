@@ -61,7 +61,7 @@ def label_map(model_labels: list[str], data_labels: list[str], where: str) -> np
 def evaluate(model: "TaskModel", data: Any, *, split: str = "test", batch_size: int = 64,
              data_kwargs: dict | None = None, progress: bool = False) -> Evaluation:
     """See `TaskModel.evaluate`."""
-    from ..train.finetune import resolve_data
+    from ..data.resolve import resolve_data
 
     if split not in SPLITS:
         raise ArgumentError(f"split={split!r}: expected one of {SPLITS}")

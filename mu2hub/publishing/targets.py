@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import os
 import re
 from dataclasses import dataclass, field
@@ -19,17 +18,14 @@ from .card import card_task_order
 from ..constants import COMPONENTS_DIR, CONFIG_NAME, README_NAME, ROOT_NAME, TASKS_DIR, task_filename
 from ..errors import ComponentIntegrityError, FormatError, NotAMu2hubRepoError
 from ..format.system import SystemConfig, TaskFile, file_sha256, load_json, sha256_hex
-from ..hub.store import LocalStore, atomic_write
+from ..hub.pulls import git_blob_oid
+from ..hub.store import LocalStore
+from ..utils.atomic import atomic_write
 
 if TYPE_CHECKING:
     from .publish import FileOp
 
 _HUB_REPO = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*/[A-Za-z0-9][A-Za-z0-9_.\-]*$")
-
-
-def git_blob_oid(data: bytes) -> str:
-    """Git's blob id: what the Hub reports for a regular (non-LFS) file."""
-    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
 
 
 @dataclass(frozen=True)
