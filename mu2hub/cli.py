@@ -89,9 +89,8 @@ def cmd_download(a: argparse.Namespace) -> int:
 def cmd_predict(a: argparse.Namespace) -> int:
     import json
 
-    from tqdm.auto import tqdm
-
     from .api import from_pretrained
+    from .utils.progress import progress_bar
     from .data.images import DATASET_PREFIXES, expand_inputs, predict_in_batches
 
     expand_inputs([s for s in a.inputs if not s.startswith(DATASET_PREFIXES)])  # a missing file fails before loading
@@ -99,7 +98,7 @@ def cmd_predict(a: argparse.Namespace) -> int:
     # datasets decode images of varying sizes at the task's image size
     inputs = expand_inputs(a.inputs, split=a.split, data_kwargs=_data_kwargs(a), decode_size=model.task_file.image_size)
     failed = 0
-    with tqdm(total=len(inputs), desc=f"predict {model.task}", unit="img", disable=None, file=sys.stderr) as bar:
+    with progress_bar(total=len(inputs), desc=f"predict {model.task}", unit="img", disable=None, file=sys.stderr) as bar:
         for item, preds, error in predict_in_batches(lambda ims: model.predict(ims, top_k=a.top_k), inputs,
                                                      batch_size=a.batch_size, progress=bar.update):
             failed += error is not None

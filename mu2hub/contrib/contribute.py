@@ -329,9 +329,9 @@ def _decode_size(system: PublishedSystem, settings: Mapping[str, Any] | None) ->
 
 
 def _progress(total: int, task: str, cap: int | None):
-    from tqdm.auto import tqdm
+    from ..utils.progress import progress_bar
 
-    return tqdm(total=total, desc=f"add-task {task}", unit="child",
+    return progress_bar(total=total, desc=f"add-task {task}", unit="child",
                 postfix={"downloaded": "0 B" + (f" of {human_bytes(cap)}" if cap else "")})
 
 

@@ -151,9 +151,9 @@ def validate(repo_id: str, pr: int, *, merge: bool = False, token: str | bool | 
     api = HfApi(token=token)
     report = ValidationReport(repo_id, pr)
     if progress:
-        from tqdm.auto import tqdm
+        from ..utils.progress import progress_bar
 
-        report.progress = tqdm(total=8, desc=f"validating {repo_id} PR #{pr}", unit="check")
+        report.progress = progress_bar(total=8, desc=f"validating {repo_id} PR #{pr}", unit="check")
     tmp = None if cache_dir else tempfile.mkdtemp(prefix="mu2hub-validate-")
     try:
         report = _validate(api, report, merge=merge, token=token, cache=cache_dir or tmp, probe=probe,

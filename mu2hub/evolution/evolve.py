@@ -8,9 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import jax
-from tqdm.auto import tqdm
-
 from ..inference.compilation import enable_compilation_cache
+from ..utils.progress import progress_bar, progress_write
 from ..publishing.figures import mpl
 from .claim import RunClaim, claim_run
 from . import storage
@@ -81,10 +80,10 @@ def _evolve(config: dict[str, Any], workdir: str | os.PathLike, *, resume: bool,
         run.init_config(config, resume=True)  # a read-only view: records the config, touches nothing
     storage.check_shared(run.root, cluster)
     quiet = quiet or not cluster.is_primary
-    log = (lambda *_: None) if quiet else tqdm.write
+    log = (lambda *_: None) if quiet else progress_write
     n_tasks = len(tasks if tasks is not None else config["tasks"])
     total = config.get("num_task_iters", 1) * n_tasks * config["generations"] * config["children_per_generation"]
-    with tqdm(total=total, desc=f"evolving ({agent})", unit="child", disable=quiet or None) as bar:
+    with progress_bar(total=total, desc=f"evolving ({agent})", unit="child", disable=quiet or None) as bar:
         if not quiet:
             bar.update(min(len([r for r in run.history() if r.get("agent") == agent]), total))
 

@@ -18,6 +18,8 @@ import secrets
 from pathlib import Path
 from typing import Iterator
 
+from filelock import FileLock
+
 from ..errors import SharedStorageError
 from ..hub.store import atomic_write
 from .cluster import Cluster
@@ -73,12 +75,8 @@ def check_locks(root: Path) -> None:
 def exclusive(lock_file: Path) -> Iterator[None]:
     """Hold an exclusive lock on `lock_file` (concurrent agents only; `check_locks` vetted the filesystem)."""
     lock_file.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock_file, "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+    with FileLock(lock_file):
+        yield
 
 
 def check_shared(root: Path, cluster: Cluster) -> None:

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Mapping, Protocol, TypeAlias
 
 from .cache import cached_listing, save_listing, stamp_dir
 from ..utils.atomic import atomic_write
+from ..utils.progress import byte_bar, forwarding_class
 from ..constants import CONFIG_NAME, ROOT_NAME, TASKS_DIR, component_filename, task_filename
 from ..errors import (
     ArgumentError,
@@ -191,28 +192,6 @@ class LocalStore:
 # ---------------------------------------------------------------------------------------------------
 
 
-def byte_bar(total: int, desc: str, *, disable: bool | None = None):
-    """One progress bar over bytes, huggingface_hub's (so `HF_HUB_DISABLE_PROGRESS_BARS` silences it too)."""
-    from huggingface_hub.utils import tqdm as hf_tqdm
-
-    return hf_tqdm(total=total, unit="B", unit_scale=True, desc=desc, disable=disable)
-
-
-def _forwarding_tqdm(shared):
-    """A tqdm class for `hf_hub_download` that feeds one aggregate bar instead of drawing one bar per file."""
-    from huggingface_hub.utils import tqdm as hf_tqdm
-
-    class _Forward(hf_tqdm):
-        def __init__(self, *args, **kwargs):
-            kwargs["disable"] = True
-            super().__init__(*args, **kwargs)
-
-        def update(self, n=1):
-            shared.update(n)
-
-    return _Forward
-
-
 class HubStore:
     """A Hub repo read through huggingface_hub's cache at one commit.
 
@@ -335,7 +314,7 @@ class HubStore:
         total = sum(r.bytes for r in todo.values())
         missing: list[str] = []
         with byte_bar(total, desc or f"Fetching {len(todo)} components") as bar:
-            fwd = _forwarding_tqdm(bar)
+            fwd = forwarding_class(bar)
 
             def one(ref: ComponentRef) -> tuple[str, tuple[str, Tensors]] | None:
                 try:

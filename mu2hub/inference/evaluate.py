@@ -73,9 +73,9 @@ def evaluate(model: "TaskModel", data: Any, *, split: str = "test", batch_size: 
     to_model = label_map(model.labels, list(task_data.labels), task_data.name)
     bar = None
     if progress:
-        from tqdm.auto import tqdm
+        from ..utils.progress import progress_bar
 
-        bar = tqdm(total=len(part), desc=f"evaluating {model.task}", unit="img")
+        bar = progress_bar(total=len(part), desc=f"evaluating {model.task}", unit="img")
     correct = 0
     try:
         for start in range(0, len(part), batch_size):

@@ -7,12 +7,13 @@ read its own state and apply one commit (atomic files locally, `create_commit` w
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
+
+from filelock import FileLock
 
 from .card import card_task_order
 from ..constants import COMPONENTS_DIR, CONFIG_NAME, README_NAME, ROOT_NAME, TASKS_DIR, task_filename
@@ -84,12 +85,8 @@ class LocalTarget:
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
         self.root.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.root.parent / f".{self.root.name}.mu2hub-export.lock", "a") as f:
-            fcntl.flock(f, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(f, fcntl.LOCK_UN)
+        with FileLock(self.root.parent / f".{self.root.name}.mu2hub-export.lock"):
+            yield
 
     def snapshot(self, paths: list[str], *, list_components: bool) -> Snapshot:
         snap = Snapshot()

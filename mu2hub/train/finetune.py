@@ -187,9 +187,9 @@ def finetune(
     # 2. train, keep the best validation snapshot
     bar = None
     if progress is True:
-        from tqdm.auto import tqdm
+        from ..utils.progress import progress_bar
 
-        bar = tqdm(total=steps, desc=f"fine-tuning {tf.task}", unit="step")
+        bar = progress_bar(total=steps, desc=f"fine-tuning {tf.task}", unit="step")
         progress = lambda step, total, metrics: bar.update(1)  # noqa: E731
     try:
         result = train_child(structure, frozen, trainable, data, hparams, num_validations=num_validations,
