@@ -1,4 +1,4 @@
-"""The compilation cache (mu2hub/compilation.py): entries written by a cold process are loaded by a fresh one,
+"""The compilation cache (mu2hub/inference/compilation.py): entries written by a cold process are loaded by a fresh one,
 damaged or foreign entries never break a run, the cache can be turned off, unsafe folders are refused; and within
 one process, children that differ only in what their programs do not depend on share compiled programs."""
 

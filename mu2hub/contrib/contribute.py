@@ -21,7 +21,7 @@ task against the published system, frozen:
 components. Maintainers check it with `mu2hub.validate(repo, pr=N)`.
 
 Where things live: parent candidates, costs and the lazy reader in `mu2hub/evolution/published.py`; opening and
-validating pull requests in `mu2hub/review.py`; the user + maintainer workflow in `docs/CONTRIBUTING.md`.
+validating pull requests in `mu2hub/contrib/review.py`; the user + maintainer workflow in `docs/CONTRIBUTING.md`.
 """
 
 from __future__ import annotations

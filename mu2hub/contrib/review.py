@@ -15,7 +15,7 @@ cache (nothing already cached can hide a bad file). Checks, each with its own ve
 4. `no code or pickle`: nothing executable or unpicklable (`.pkl`, `.bin`, `.pt`, `.py`, ...).
 5. `components`: every added component is a canonical, finite float32 safetensors file of a known kind whose sha256
    is the id in its name, and some added task uses it.
-6. `task files`: each passes the one schema (mu2hub/schema.py); references only components that exist (added,
+6. `task files`: each passes the one schema (mu2hub/format/schema.py); references only components that exist (added,
    already there, or a pinned `source`); every component fits its slot (kind, shapes, params, bytes); a probe.
 7. `probe`: the task, loaded from the PR's commit, reproduces its recorded probe within the library's tolerance.
 8. `mergeable`: no file conflicts with the target branch, and the card and system summary read every task file

@@ -33,7 +33,7 @@ def evolve(config: dict[str, Any], workdir: str | os.PathLike, *, resume: bool =
     (`cluster.connect(...)`; `config["multihost"]` connects with auto-detection, as on a TPU pod slice). Before
     anything is written the processes check they run the same command, and the layout the config needs.
 
-    `compilation_cache`: where compiled steps are kept between processes (mu2hub/compilation.py): None (the
+    `compilation_cache`: where compiled steps are kept between processes (mu2hub/inference/compilation.py): None (the
     default: `$MU2HUB_COMPILATION_CACHE` or `~/.cache/mu2hub/compilation`), a folder, or False (off). Not part of
     the run's config: a resumed run may use another one.
 

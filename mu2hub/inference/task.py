@@ -291,7 +291,7 @@ class TaskModel:
         write_transformers_checkpoint(_output_folder(save_directory), self.structure, params, self.labels, self.task_file.preprocessing)
         return Path(save_directory)
 
-    # -- fine-tuning and sharing (mu2hub/finetune.py does the work) --------------------------------
+    # -- fine-tuning and sharing (mu2hub/train/finetune.py does the work) --------------------------------
     def finetune(self, data: Any, *, steps: int, lr: float, train: str | list[str] = "own", **kwargs: Any) -> "TaskModel":
         """Fine-tune this task on `data` and return a new model; this one is left untouched (clone-on-write).
 

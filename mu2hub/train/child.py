@@ -19,7 +19,7 @@ the same batches either way.
 
 Speed (docs/PERFORMANCE.md): the learning rate is data, so children differing only in it share one compiled
 step; a small train split is uploaded once and batches are gathered on the device; `prefix_cache=` serves a
-child's frozen lowest blocks from activations computed once per dataset (mu2hub/prefix.py); and
+child's frozen lowest blocks from activations computed once per dataset (mu2hub/inference/prefix.py); and
 `train_children` trains several children of the same shape in one vmapped step.
 """
 
@@ -465,7 +465,7 @@ class _Inputs:
 def _inputs(structure: Structure, frozen: Tree, data: Any, hparams: Mapping[str, Any], *, cache: PrefixCache | None,
             component_ids: Mapping[str, str] | None, batch_size: int, dtype: Any, attention: str | None, mesh: Mesh,
             resident_bytes: int) -> _Inputs:
-    """Cached prefix activations when the cache can serve this child (see mu2hub/prefix.py), else the images.
+    """Cached prefix activations when the cache can serve this child (see mu2hub/inference/prefix.py), else the images.
 
     A streamed validation split is decoded once here (the loop hands over its fixed subset already decoded).
     """

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import mu2hub
-from tests.architecture.layers import modules
+from layers import modules
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -3,7 +3,7 @@ count), at most 8 top-level modules. The contract is `tests/architecture/layers.
 
 from __future__ import annotations
 
-from tests.architecture.layers import DELEGATIONS, LAYERS, PACKAGE, cycles, graph, layer_of, modules
+from layers import DELEGATIONS, LAYERS, PACKAGE, cycles, graph, layer_of, modules
 
 MAX_TOP_LEVEL = 8
 
