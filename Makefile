@@ -11,7 +11,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[test,data,space,interop,figures,serve]'
 	# timm (parity tests) imports torchvision, whose PyPI build needs CUDA torch and breaks transformers' imports
-	# beside our CPU torch: keep both out of the environment, in a folder only tests/timm_reference.py puts on its path.
+	# beside our CPU torch: keep both out of the environment, in a folder only
+	# tests/support/timm_reference.py puts on its path.
 	$(BIN)/pip install -q --no-deps --target $(VENV)/timm-site 'timm>=1.0,<2' 'torchvision==0.28.0'
 	# TFDS (the catalog's TFDS-only sources) likewise, with the dependencies the environment lacks.
 	$(BIN)/pip install -q --no-deps --target $(VENV)/tfds-site 'tensorflow-datasets==4.9.10' 'array-record==0.8.6' \

@@ -1,4 +1,4 @@
-"""Shared set-up for benchmarks: a loopback Hub (tests/hubserver.py) and the machine description."""
+"""Shared set-up for benchmarks: a loopback Hub (tests/support/hubserver.py) and the machine description."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from datetime import date
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "tests" / "support"))
 
 from hubserver import HubServer, configure_hf_env  # noqa: E402
 

@@ -1,7 +1,7 @@
 """Does the size images of varying sizes are decoded to change what `add_task` learns? (accuracy, not speed)
 
-tests/test_contribute.py's fixture, rebuilt: the tiny system (tests/tiny_config.py: 8 px paths) is evolved and
-pushed to a loopback Hub, then `mu2hub.add_task` evolves `shapes_png` (generated shapes as PNGs of 8, 12 and 16 px,
+tests/contrib/test_contribute.py's fixture, rebuilt: the tiny system (tests/support/tiny_config.py: 8 px paths) is
+evolved and pushed to a loopback Hub, then `mu2hub.add_task` evolves `shapes_png` (generated shapes as PNGs of 8, 12 and 16 px,
 mixed modes) with the same settings and budget, once per decode size and seed, each next to its from-scratch
 baseline (same structure, same steps, same decoded data). `auto` is the library's own rule (`data.decode.training_decode_size`).
 Run: `.venv/bin/python bench/decode_size.py [--sizes auto,8,16,32,64] [--seeds 0,1,2]`.
@@ -35,7 +35,7 @@ def main() -> None:
     import jax
 
     server, root = loopback_hub()
-    evolve(load_config(str(ROOT / "tests" / "tiny_config.py")), root / "run", quiet=True)
+    evolve(load_config(str(ROOT / "tests" / "support" / "tiny_config.py")), root / "run", quiet=True)
     server.create_repo("bench/system")
     export(root / "run", "bench/system")
     folder = write_imagefolder(root / "shapes_png")

@@ -32,7 +32,7 @@ import numpy as np
 from _common import ROOT, load_average, machine
 from flax import serialization
 
-import reference_states as R  # tests/: the notebook's CSV writers
+import reference_states as R  # tests/support/: the notebook's CSV writers
 
 HIDDEN, HEADS, MLP, PATCH, SIZE = 1024, 16, 4096, 16, 384
 TASK = "cifar10"

@@ -5,7 +5,7 @@
 
 Thin on purpose: `mu2hub.space.preload_lines` lists exactly the demo tasks' files (config, task files, the
 components their paths name) and `write_preload` rewrites the list in place, leaving the rest of README.md alone.
-`tests/test_space.py` runs this script against an export and checks every listed file against it.
+`tests/space/test_space.py` runs this script against an export and checks every listed file against it.
 """
 
 from __future__ import annotations

@@ -7,8 +7,10 @@ import sys
 
 import pytest
 
-sys.path.insert(0, os.path.dirname(__file__))
+# The helpers (the loopback Hub, configs, reference states) are imported by name from tests/support by every test.
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "support"))
 from hubserver import HubServer, configure_hf_env  # noqa: E402
+from locations import TINY_CONFIG, TRAINING  # noqa: E402
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -48,18 +50,18 @@ def fresh_cache(hub, tmp_path):
 
 @pytest.fixture(scope="session")
 def evolved(hub, tmp_path_factory):
-    """A real tiny evolution (tests/tiny_config.py: digits, then generated shapes) exported to the loopback Hub as
-    `evolved/system` and to a folder: shared by the tests of everyday use (card, cache, CLI, evaluate)."""
+    """A real tiny evolution (tests/support/tiny_config.py: digits, then generated shapes) exported to the loopback
+    Hub as `evolved/system` and to a folder: shared by the tests of everyday use (card, cache, CLI, evaluate)."""
     from types import SimpleNamespace
 
-    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "training"))
+    sys.path.insert(0, str(TRAINING))
     from evolve import load_config
 
     from mu2hub.evolution.evolve import evolve
     from mu2hub.publishing.publish import export, export_system
 
     base = tmp_path_factory.mktemp("evolved")
-    cfg = load_config(os.path.join(os.path.dirname(__file__), "tiny_config.py"))
+    cfg = load_config(str(TINY_CONFIG))
     run = evolve(cfg, base / "run", quiet=True)
     repo = "evolved/system"
     export(run.system, repo)
