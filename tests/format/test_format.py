@@ -1,6 +1,7 @@
 """The published format: canonical component bytes, ids, and validation of every JSON a repo holds."""
 
 import json
+import struct
 
 import numpy as np
 import pytest
@@ -24,10 +25,33 @@ from mu2hub.format.system import (
 HEX = "ab" * 32
 
 
+def assert_canonical_layout(data: bytes, tensors: dict[str, np.ndarray], kind: str) -> None:
+    """docs/FORMAT.md's component layout, read byte by byte rather than through safetensors: header JSON with sorted
+    keys and no whitespace, padded with spaces to a multiple of 8 bytes, then the tensors sorted by name and packed
+    without gaps as float32 little-endian."""
+    (size,) = struct.unpack("<Q", data[:8])
+    header = data[8:8 + size].decode()
+    text = header.rstrip(" ")
+    assert size % 8 == 0 and len(header) - len(text) < 8, f"header of {size} bytes, {len(header) - len(text)} spaces"
+    parsed = json.loads(text)
+    assert text == json.dumps(parsed, sort_keys=True, separators=(",", ":"))
+    assert parsed.pop("__metadata__") == {"format": "mu2hub/1", "kind": kind}
+    assert list(parsed) == sorted(tensors)
+    offset, body = 0, data[8 + size:]
+    for name in sorted(tensors):
+        arr = np.asarray(tensors[name])
+        end = offset + arr.size * 4
+        assert parsed[name] == {"dtype": "F32", "shape": list(arr.shape), "data_offsets": [offset, end]}
+        assert body[offset:end] == arr.astype("<f4").tobytes()
+        offset = end
+    assert len(body) == offset
+
+
 def test_component_bytes_are_valid_safetensors_and_canonical():
     rng = np.random.default_rng(0)
     t = {"b": rng.standard_normal((3, 4)).astype(np.float32), "a": rng.standard_normal(5).astype(np.float32)}
     data = component_bytes(t, "block")
+    assert_canonical_layout(data, t, "block")
     # insertion order must not matter: same tensors -> same bytes -> same id
     assert component_bytes(dict(reversed(list(t.items()))), "block") == data
     loaded = st_load(data)
@@ -39,13 +63,28 @@ def test_component_bytes_are_valid_safetensors_and_canonical():
 
 
 @settings(max_examples=25, deadline=None)
-@given(st.lists(st.integers(1, 4), min_size=0, max_size=3), st.integers(0, 2**31 - 1))
-def test_component_roundtrip_any_shape(shape, seed):
+@given(st.lists(st.integers(1, 4), min_size=0, max_size=3), st.integers(0, 2**31 - 1), st.text("abz_.0", max_size=9))
+def test_component_roundtrip_any_shape(shape, seed, other):
+    """Any shape, beside a tensor whose name (1 to 10 characters) changes the header's length."""
     arr = np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
-    data = component_bytes({"x": arr}, "cls")
-    assert len(data) % 8 == 0 or True
+    tensors = {"x": arr, "y" + other: np.ones(2, np.float32)}
+    data = component_bytes(tensors, "cls")
+    assert_canonical_layout(data, tensors, "cls")
     _, back = parse_component(data, expected_id=component_id(data))
     assert back["x"].shape == tuple(shape) and np.array_equal(back["x"], arr)
+
+
+def test_header_padding_takes_every_value_from_0_to_7():
+    """Names of 8 consecutive lengths give headers of 8 consecutive lengths: each padding 0-7 occurs, and each is the
+    least that reaches a multiple of 8 (assert_canonical_layout)."""
+    pads = set()
+    for k in range(1, 9):
+        tensors = {"w" * k: np.zeros(3, np.float32)}
+        data = component_bytes(tensors, "norm")
+        assert_canonical_layout(data, tensors, "norm")
+        (size,) = struct.unpack("<Q", data[:8])
+        pads.add(size - len(data[8:8 + size].rstrip(b" ")))
+    assert pads == set(range(8))
 
 
 def test_corrupt_and_truncated_components_are_rejected_by_name():
