@@ -27,6 +27,7 @@ from mu2hub.publishing.publish import export, export_system
 from mu2hub.hub.store import LocalStore
 from mu2hub.inference.probe import check_probe, make_probe, verify
 
+from hubserver import HubError
 from locations import REPO, TINY_CONFIG, TRAINING
 
 sys.path.insert(0, str(TRAINING))
@@ -322,7 +323,7 @@ def test_task_without_test_metrics_is_refused_before_any_write(hub, runs, tmp_pa
     f.write_text(json.dumps(tf))
     with pytest.raises(ExportError, match="digits.*metrics.test_accuracy"):
         export(run, "publish/no-metrics")
-    with pytest.raises(Exception):
+    with pytest.raises(HubError, match="Repository not found: publish/no-metrics"):
         hub.head("publish/no-metrics")  # not even created
 
 
@@ -339,7 +340,7 @@ def test_component_not_matching_its_id_is_refused_before_any_upload(hub, runs, t
     with pytest.raises(ComponentIntegrityError, match=tf.components[-1].id):
         export(run, repo)
     assert hub.committed_operations(repo) == []
-    with pytest.raises(Exception):
+    with pytest.raises(HubError, match=f"Repository not found: {repo}"):
         hub.head(repo)  # not even created
 
 
