@@ -11,15 +11,14 @@ import numpy as np
 import pytest
 import safetensors.flax
 import safetensors.numpy
+import torch
+import transformers
+from PIL import Image
 
-torch = pytest.importorskip("torch")
-transformers = pytest.importorskip("transformers")
-from PIL import Image  # noqa: E402
-
-from mu2hub.data.pp import apply_pp_spec_numpy, pp_spec  # noqa: E402
-from mu2hub.errors import FormatError, IncompatibleTaskError, LocalFilesMissingError  # noqa: E402
-from mu2hub.format.system import Structure  # noqa: E402
-from mu2hub.convert.transformers import (  # noqa: E402
+from mu2hub.data.pp import apply_pp_spec_numpy, pp_spec
+from mu2hub.errors import FormatError, IncompatibleTaskError, LocalFilesMissingError
+from mu2hub.format.system import Structure
+from mu2hub.convert.transformers import (
     dims_from_vit_config,
     params_from_transformers,
     params_to_transformers,
@@ -27,7 +26,7 @@ from mu2hub.convert.transformers import (  # noqa: E402
     vit_config_for,
     write_transformers_checkpoint,
 )
-from mu2hub.model import apply_path_jit  # noqa: E402
+from mu2hub.model import apply_path_jit
 
 CONFIGS = {
     "p4-i32-l2": dict(

@@ -20,6 +20,8 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 import numpy as np
 import pytest
+from gradio_client import Client, handle_file  # the `space` extra; `make test` installs it
+from gradio_client.exceptions import AppError
 from huggingface_hub import metadata_load
 from PIL import Image
 
@@ -34,10 +36,6 @@ from mu2hub.hub.store import LocalStore
 from mu2hub.testing import random_system
 
 import locations
-
-gr = pytest.importorskip("gradio")  # the `space` extra; `make test` installs it
-from gradio_client import Client, handle_file  # noqa: E402
-from gradio_client.exceptions import AppError  # noqa: E402
 
 REPO = "tests/space-system"
 DIMS = Dims(32, 2, 64, 4)
