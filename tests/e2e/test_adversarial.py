@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import stat
 import struct
@@ -527,76 +528,99 @@ def test_pr_rejection_leaves_every_reader_working(hub, repo, base, tmp_path):
 # 2. Tampered repos: every reader gives a named error, fast
 # ---------------------------------------------------------------------------------------------------
 
+# Each case: the tampering, and what the error must name (the file is checked too): the field and the rule broken.
 BAD_TASK_EDITS = {
-    "num_layers_bomb": lambda d: d["path"].update(num_layers=10**9),
-    "num_layers_negative": lambda d: d["path"].update(num_layers=-2),
-    "image_size_zero": lambda d: d["path"].update(image_size=0),
-    "image_size_huge": lambda d: d["path"].update(image_size=10**7),
-    "image_size_float": lambda d: d["path"].update(image_size=8.0),
-    "image_size_bool": lambda d: d["path"].update(image_size=True),
-    "adapter_layers_duplicated": lambda d: d["path"].update(adapter_layers=[0, 0]),
-    "adapter_dim_zero": lambda d: d["path"].update(adapter_dim=0),
-    "components_not_a_list": lambda d: d["path"].update(components={"slot": "head"}),
-    "component_without_id": lambda d: d["path"]["components"][0].pop("id"),
-    "labels_empty": lambda d: d.update(labels=[]),
-    "labels_not_strings": lambda d: d.update(labels=[1, 2, 3]),
-    "labels_too_many": lambda d: d.update(labels=[f"c{i}" for i in range(schema.MAX_LABELS + 1)]),
-    "label_too_long": lambda d: d.update(labels=["x" * 10_000, "b", "c"]),
-    "metric_is_a_string": lambda d: d["metrics"].update(test_accuracy="0.9"),
-    "metric_out_of_range": lambda d: d["metrics"].update(test_accuracy=97.0),
-    "sizes_is_a_string": lambda d: d["sizes"].update(new_params="lots"),
-    "preprocessing_resize_mismatch": lambda d: d["preprocessing"].update(resize=64),
-    "preprocessing_not_a_mapping": lambda d: d.update(preprocessing=["resize", 8]),
-    "probe_num_images_bomb": lambda d: d["probe"].update(num_images=10**9),
-    "probe_logits_wrong_width": lambda d: d["probe"].update(logits=[[0.0] * 7] * 4),
-    "probe_top1_out_of_range": lambda d: d["probe"].update(top1=[99, 0, 0, 0]),
-    "format_version_future": lambda d: d.update(format_version=2),
-    "task_name_traversal": lambda d: d.update(task="../../etc/passwd"),
+    "num_layers_bomb": (lambda d: d["path"].update(num_layers=10**9), r"'path\.num_layers' must lie in \[0, 256\]"),
+    "num_layers_negative": (lambda d: d["path"].update(num_layers=-2), r"'path\.num_layers' must lie in .*got -2"),
+    "image_size_zero": (lambda d: d["path"].update(image_size=0), r"'path\.image_size' must lie in .*got 0"),
+    "image_size_huge": (lambda d: d["path"].update(image_size=10**7), r"'path\.image_size' must lie in"),
+    "image_size_float": (lambda d: d["path"].update(image_size=8.0),
+                         r"'path\.image_size' must be an integer, got float"),
+    "image_size_bool": (lambda d: d["path"].update(image_size=True),
+                        r"'path\.image_size' must be an integer, got bool"),
+    "adapter_layers_duplicated": (lambda d: d["path"].update(adapter_layers=[0, 0]),
+                                  r"'path\.adapter_layers' must be distinct layers"),
+    "adapter_dim_zero": (lambda d: d["path"].update(adapter_dim=0), r"'path\.adapter_dim' must lie in"),
+    "components_not_a_list": (lambda d: d["path"].update(components={"slot": "head"}),
+                              r"'path\.components' must be a list"),
+    "component_without_id": (lambda d: d["path"]["components"][0].pop("id"), r"'path\.components\[0\]\.id' must be"),
+    "labels_empty": (lambda d: d.update(labels=[]), r"'labels' must hold 1 to .*got 0"),
+    "labels_not_strings": (lambda d: d.update(labels=[1, 2, 3]), r"'labels\[0\]' must be a string"),
+    "labels_too_many": (lambda d: d.update(labels=[f"c{i}" for i in range(schema.MAX_LABELS + 1)]),
+                        r"'labels' must hold 1 to .*got 100,001"),
+    "label_too_long": (lambda d: d.update(labels=["x" * 10_000, "b", "c"]),
+                       r"'labels\[0\]' must have 1 to \d+ characters"),
+    "metric_is_a_string": (lambda d: d["metrics"].update(test_accuracy="0.9"),
+                           r"'metrics\.test_accuracy' must be a number"),
+    "metric_out_of_range": (lambda d: d["metrics"].update(test_accuracy=97.0),
+                            r"'metrics\.test_accuracy' must be a finite number in \[0, 1\]"),
+    "sizes_is_a_string": (lambda d: d["sizes"].update(new_params="lots"), r"'sizes\.new_params' must be an integer"),
+    "preprocessing_resize_mismatch": (lambda d: d["preprocessing"].update(resize=64),
+                                      r"'preprocessing\.resize' is 64 but the path's image_size is 8"),
+    "preprocessing_not_a_mapping": (lambda d: d.update(preprocessing=["resize", 8]),
+                                    r"preprocessing must be a JSON object"),
+    "probe_num_images_bomb": (lambda d: d["probe"].update(num_images=10**9), r"'probe\.num_images' must lie in"),
+    "probe_logits_wrong_width": (lambda d: d["probe"].update(logits=[[0.0] * 7] * 4),
+                                 r"'probe\.logits\[0\]' must be a list of 3 logits"),
+    "probe_top1_out_of_range": (lambda d: d["probe"].update(top1=[99, 0, 0, 0]),
+                                r"'probe\.top1\[0\]' must lie in \[0, 2\]"),
+    "format_version_future": (lambda d: d.update(format_version=2), r"format_version 2 is not supported"),
+    "task_name_traversal": (lambda d: d.update(task="../../etc/passwd"), r"invalid task name '\.\./\.\./etc/passwd'"),
 }
 BAD_TASK_TEXT = {
-    "top_level_list": lambda t: "[1, 2, 3]",
-    "nan_token": lambda t: t.replace('"test_accuracy": 0.5', '"test_accuracy": NaN'),
-    "infinity_token": lambda t: t.replace('"test_accuracy": 0.5', '"test_accuracy": -Infinity'),
-    "float_overflow": lambda t: t.replace('"test_accuracy": 0.5', '"test_accuracy": 1e400'),
-    "huge_integer": lambda t: t.replace('"num_layers": 2', '"num_layers": 1' + "0" * 5000),
-    "duplicate_keys": lambda t: t.replace('"task": "task_0"', '"task": "task_0", "task": "task_1"'),
-    "deep_nesting": lambda t: t[:-2] + ', "x": ' + "[" * 50_000 + "]" * 50_000 + "}\n",
-    "invalid_utf8": lambda t: t.replace('"c0"', '"c\udcff"'),
-    "lone_surrogate_escape": lambda t: t.replace('"c0"', '"\\ud800"'),
-    "truncated": lambda t: t[: len(t) // 2],
-    "empty_file": lambda t: "",
+    "top_level_list": (lambda t: "[1, 2, 3]", r"top level must be a JSON object"),
+    "nan_token": (lambda t: t.replace('"test_accuracy": 0.5', '"test_accuracy": NaN'), r"NaN is not a JSON number"),
+    "infinity_token": (lambda t: t.replace('"test_accuracy": 0.5', '"test_accuracy": -Infinity'),
+                       r"-Infinity is not a JSON number"),
+    "float_overflow": (lambda t: t.replace('"test_accuracy": 0.5', '"test_accuracy": 1e400'),
+                       r"1e400 overflows a float"),
+    "huge_integer": (lambda t: t.replace('"num_layers": 2', '"num_layers": 1' + "0" * 5000),
+                     r"malformed JSON: .*5001 digits"),
+    "duplicate_keys": (lambda t: t.replace('"task": "task_0"', '"task": "task_0", "task": "task_1"'),
+                       r"duplicate key 'task'"),
+    "deep_nesting": (lambda t: t[:-2] + ', "x": ' + "[" * 50_000 + "]" * 50_000 + "}\n",
+                     r"nested deeper than \d+ levels"),
+    "invalid_utf8": (lambda t: t.replace('"c0"', '"c\udcff"'), r"malformed JSON: 'utf-8' codec can't decode byte 0xff"),
+    "lone_surrogate_escape": (lambda t: t.replace('"c0"', '"\\ud800"'), r"'labels\[0\]' contains .* U\+D800"),
+    "truncated": (lambda t: t[: len(t) // 2], r"malformed JSON: Unterminated string"),
+    "empty_file": (lambda t: "", r"malformed JSON: Expecting value: line 1 column 1"),
 }
 BAD_CONFIG_EDITS = {
-    "num_heads_zero": lambda d: d.update(num_heads=0),
-    "patch_size_zero": lambda d: d.update(patch_size=0),
-    "hidden_size_negative": lambda d: d.update(hidden_size=-16),
-    "hidden_not_divisible": lambda d: d.update(num_heads=3),
-    "layer_norm_eps_negative": lambda d: d.update(layer_norm_eps=-1),
-    "layer_norm_eps_zero": lambda d: d.update(layer_norm_eps=0),
-    "hidden_size_string": lambda d: d.update(hidden_size="16"),
-    "hidden_size_huge": lambda d: d.update(hidden_size=2**40, num_heads=1),
-    "activation_unknown": lambda d: d.update(activation="relu"),
-    "root_tokens_bomb": lambda d: d.update(patch_size=1, root={"image_size": 4096, "num_layers": 2}),
-    "root_num_layers_bomb": lambda d: d["root"].update(num_layers=10**9),
-    "not_mu2hub": lambda d: d.update(library_name="transformers"),
-    "root_missing": lambda d: d.pop("root"),
+    "num_heads_zero": (lambda d: d.update(num_heads=0), r"'num_heads' must lie in .*got 0"),
+    "patch_size_zero": (lambda d: d.update(patch_size=0), r"'patch_size' must lie in .*got 0"),
+    "hidden_size_negative": (lambda d: d.update(hidden_size=-16), r"'hidden_size' must lie in .*got -16"),
+    "hidden_not_divisible": (lambda d: d.update(num_heads=3), r"hidden_size 16 is not divisible by num_heads 3"),
+    "layer_norm_eps_negative": (lambda d: d.update(layer_norm_eps=-1),
+                                r"'layer_norm_eps' must be a finite number .*got -1"),
+    "layer_norm_eps_zero": (lambda d: d.update(layer_norm_eps=0), r"'layer_norm_eps' must be a finite number .*got 0"),
+    "hidden_size_string": (lambda d: d.update(hidden_size="16"), r"'hidden_size' must be an integer, got str"),
+    "hidden_size_huge": (lambda d: d.update(hidden_size=2**40, num_heads=1), r"'hidden_size' must lie in"),
+    "activation_unknown": (lambda d: d.update(activation="relu"), r"'activation' must be one of .*got 'relu'"),
+    "root_tokens_bomb": (lambda d: d.update(patch_size=1, root={"image_size": 4096, "num_layers": 2}),
+                         r"root\.image_size 4096 with patch_size 1 makes [\d,]+ tokens, over the"),
+    "root_num_layers_bomb": (lambda d: d["root"].update(num_layers=10**9), r"'root\.num_layers' must lie in"),
+    "not_mu2hub": (lambda d: d.update(library_name="transformers"),
+                   r"not a mu2hub repo \(library_name='transformers'\)"),
+    "root_missing": (lambda d: d.pop("root"), r"missing required key 'root'"),
 }
 
 
-def _readers_refuse(folder: Path, capsys) -> None:
-    """Every reader of a repo gives a named error (or a FAIL verdict) within SECONDS; the CLI one line, exit 2."""
+def _readers_refuse(folder: Path, capsys, file: str, needle: str) -> None:
+    """Every reader of a repo gives a FormatError naming `file` and matching `needle` (or a FAIL verdict) within
+    SECONDS; the CLI the same in one line, exit 2."""
+    match = f"{re.escape(file)}: .*{needle}"
     start = time.monotonic()
-    with pytest.raises(Mu2hubError):
+    with pytest.raises(FormatError, match=match):
         mu2hub.from_pretrained(folder, task="task_0")
-    with pytest.raises(Mu2hubError):
+    with pytest.raises(FormatError, match=match):
         mu2hub.system_info(folder)
-    with pytest.raises(Mu2hubError):
+    with pytest.raises(FormatError, match=match):
         SpaceSystem(folder).model("task_0")
     assert not verify(folder, tasks=["task_0"]).ok
     capsys.readouterr()
     assert cli.main(["info", str(folder)]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "Traceback" not in err and "error:" in err
+    assert err.count("\n") == 1 and "Traceback" not in err and re.search(f"error: {match}", err), err
     assert time.monotonic() - start < SECONDS
 
 
@@ -604,25 +628,28 @@ def _readers_refuse(folder: Path, capsys) -> None:
 def test_tampered_task_file_every_reader_refuses(folder, case, capsys):
     path = folder / "tasks/task_0.json"
     if case in BAD_TASK_TEXT:
+        tamper, needle = BAD_TASK_TEXT[case]
         original = path.read_text()
-        text = BAD_TASK_TEXT[case](original)
+        text = tamper(original)
         assert text != original  # the tampering happened
         path.write_bytes(text.encode("utf-8", "surrogateescape"))
     else:
+        tamper, needle = BAD_TASK_EDITS[case]
         data = json.loads(path.read_text())
-        BAD_TASK_EDITS[case](data)
+        tamper(data)
         path.write_text(json.dumps(data))
-    _readers_refuse(folder, capsys)
+    _readers_refuse(folder, capsys, "tasks/task_0.json", needle)
 
 
 @pytest.mark.parametrize("case", sorted(BAD_CONFIG_EDITS))
 def test_tampered_config_every_reader_refuses(folder, case, capsys):
     path = folder / "config.json"
+    tamper, needle = BAD_CONFIG_EDITS[case]
     data = json.loads(path.read_text())
-    BAD_CONFIG_EDITS[case](data)
+    tamper(data)
     path.write_text(json.dumps(data))
-    _readers_refuse(folder, capsys)
-    with pytest.raises(Mu2hubError):
+    _readers_refuse(folder, capsys, "config.json", needle)
+    with pytest.raises(FormatError, match=f"config\\.json: .*{needle}"):
         mu2hub.list_tasks(folder)  # `mu2hub tasks` too: not a silent empty list
 
 
@@ -680,14 +707,30 @@ def _st_raw(header: bytes, body: bytes = b"") -> bytes:
     return struct.pack("<Q", len(header)) + header + body
 
 
-COMPONENT_CASES = ["header_bomb", "header_longer_than_file", "header_not_json", "header_is_a_list",
-                   "metadata_not_a_mapping", "metadata_value_not_a_string", "metadata_without_kind",
-                   "metadata_other_format", "tensor_without_shape", "tensor_negative_shape", "tensor_rank_bomb",
-                   "tensor_name_traversal", "overlapping_offsets", "trailing_bytes", "float64", "nan_weights",
-                   "too_many_tensors", "deep_header"]
+# Each case and what the error must say after naming the file.
+COMPONENT_CASES = {
+    "header_bomb": r"the header claims [\d,]+ bytes \(limit",
+    "header_longer_than_file": r"truncated: the header alone claims 4,096 bytes",
+    "header_not_json": r"malformed JSON",
+    "header_is_a_list": r"header must be a JSON object, got list",
+    "metadata_not_a_mapping": r"header\.__metadata__ must be a JSON object, got str",
+    "metadata_value_not_a_string": r"'__metadata__\.x' must be a string",
+    "metadata_without_kind": r"missing required key 'header\.__metadata__\.kind'",
+    "metadata_other_format": r"'header\.__metadata__\.format' must be one of \['mu2hub/1'\], got 'evil/9'",
+    "tensor_without_shape": r"missing required key 'header\.bias\.shape'",
+    "tensor_negative_shape": r"'header\.bias\.shape\[0\]' must lie in .*got -16",
+    "tensor_rank_bomb": r"'header\.bias\.shape' must hold 0 to 4 items, got 64",
+    "tensor_name_traversal": r"'tensor name' is malformed: '\.\./x'",
+    "overlapping_offsets": r"tensor 'scale': data_offsets \[0, 64\] do not pack",
+    "trailing_bytes": r"8 bytes after the last tensor",
+    "float64": r"'header\.bias\.dtype' must be one of \['F32'\], got 'F64'",
+    "nan_weights": r"tensor 'bias' holds NaN or Inf values",
+    "too_many_tensors": r"65 tensors, over the 64 limit",
+    "deep_header": r"nested deeper than \d+ levels",
+}
 
 
-@pytest.mark.parametrize("case", COMPONENT_CASES)
+@pytest.mark.parametrize("case", sorted(COMPONENT_CASES))
 def test_tampered_component_a_task_references_is_refused(folder, case, capsys):
     """The task file names the crafted file by its true sha256 (the id checks pass): the header schema must stop it."""
     data = _component_case(case)
@@ -701,12 +744,16 @@ def test_tampered_component_a_task_references_is_refused(folder, case, capsys):
             c.update(id=cid, bytes=len(data))
     path.write_text(json.dumps(raw))
     start = time.monotonic()
-    with pytest.raises(FormatError, match="component|NaN|safetensors"):
+    match = f"{re.escape(component_filename(cid))}: .*{COMPONENT_CASES[case]}"
+    with pytest.raises(FormatError, match=match):
         mu2hub.from_pretrained(folder, task="task_0")
     report = verify(folder, tasks=["task_0"])
     assert not report.ok and report.tasks["task_0"].problems
+    capsys.readouterr()
     assert cli.main(["download", str(folder), "--task", "task_0"]) == 2
-    assert "Traceback" not in capsys.readouterr().err and time.monotonic() - start < SECONDS
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and re.search(match, err), err
+    assert time.monotonic() - start < SECONDS
 
 
 def test_deleted_config_json_on_the_hub_is_named(hub, repo, tmp_path, capsys):
