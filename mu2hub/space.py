@@ -32,7 +32,8 @@ from .format.system import distinct
 from .data.images import load_image
 from .hub.metadata import stream_order, summarize
 from .inference.multitask import MultiTaskModel
-from .hub.store import LocalStore, atomic_write, open_store
+from .hub.store import LocalStore, open_store
+from .utils.atomic import atomic_write
 
 TOP_K = DEFAULT_TOP_K
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
@@ -165,7 +166,7 @@ class SpaceSystem:
 def registry_examples(tasks: Iterable[str], folder: str | os.PathLike, *, per_task: int = 2) -> dict[str, list[tuple[str, str]]]:
     """`{task: [(PNG file, its class name)]}`: test images of different classes, for the tasks the data registry
     knows (others get none)."""
-    from .data.registry import get_task, list_tasks as registered
+    from .data.registry import get_task, list_data_tasks as registered
 
     known = set(registered())
     out: dict[str, list[tuple[str, str]]] = {}

@@ -51,7 +51,8 @@ from ..format.system import ComponentRef, TaskFile, check_task_name, dump_json, 
 from ..format.schema import MAX_LAYERS, MAX_TEXT_CHARS, Obj, check_component_id, check_int, check_str
 from ..utils.tables import human_bytes, table
 from ..hub.pulls import PushResult, open_pull_request
-from ..hub.store import LocalStore, atomic_write
+from ..hub.store import LocalStore
+from ..utils.atomic import atomic_write
 from ..hub.transfer import hub_call
 from ..utils.text import md_code, md_text
 

@@ -78,8 +78,8 @@ def load_hf_task(
         except (ConnectionError, FileNotFoundError) as e:  # no such dataset, or the Hub out of reach and no copy here
             raise DataSourceError(f"hf:{path}: the dataset cannot be loaded ({type(e).__name__}: {e}). Pass a Hub "
                                   "dataset id that exists, a local folder (imagefolder or save_to_disk), or a "
-                                  "registered task name (mu2hub.data.list_tasks()); offline, a dataset must already be "
-                                  "in the datasets cache (HF_DATASETS_OFFLINE=1)") from e
+                                  "registered task name (mu2hub.data.list_data_tasks()); offline, a dataset must "
+                                  "already be in the datasets cache (HF_DATASETS_OFFLINE=1)") from e
     if isinstance(loaded, datasets.Dataset):
         loaded = datasets.DatasetDict({"train": loaded})
     return task_from_dataset_dict(

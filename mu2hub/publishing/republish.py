@@ -57,7 +57,8 @@ from ..convert.reference_format import (
     read_reference_state,
     reference_dims,
 )
-from ..hub.store import LocalStore, atomic_write
+from ..hub.store import LocalStore
+from ..utils.atomic import atomic_write
 from ..utils.progress import byte_bar
 
 JOURNAL = ".cache/mu2hub/republish.json"  # inside the output folder, as huggingface_hub keeps local_dir metadata

@@ -27,7 +27,7 @@ from ..format.datasource import public_name
 from ..data.registry import TaskData
 from ..data.resolve import resolve_data
 from ..errors import ShapeMismatchError
-from ..format.system import ComponentRef, Source, TaskFile, component_refs, distinct
+from ..format.system import ComponentRef, ComponentSource, TaskFile, component_refs, distinct
 from ..hub.pulls import PushResult, open_pull_request, pull_request_files
 from ..hub.store import LocalStore
 from ..utils.text import md_code, md_text
@@ -111,12 +111,12 @@ class FineTunedModel(TaskModel):
         return [c for c in self.components if c.source is None and c.id in set(self.task_file.lineage.get("created") or [])]
 
 
-def _source_of(model: TaskModel) -> Source | None:
+def _source_of(model: TaskModel) -> ComponentSource | None:
     """Where untouched components can be referenced: a Hub repo at a pinned commit (a local folder cannot be)."""
-    if getattr(model, "subfolder", None):  # a Source names a repo's root layout: store every component instead
+    if getattr(model, "subfolder", None):  # a ComponentSource names a repo's root layout: store every component instead
         return None
     if model.revision and _SHA.match(str(model.revision)) and model.repo_id and not os.path.isdir(model.repo_id):
-        return Source(model.repo_id, str(model.revision))
+        return ComponentSource(model.repo_id, str(model.revision))
     return None
 
 
@@ -163,7 +163,7 @@ def finetune(
         >>> variant = model.finetune("imagefolder:my_digits/", steps=200, lr=0.01)
         >>> variant.push_to_hub("me/digits-variant")   # uploads only the new components
     """
-    from .child import evaluate, train_child
+    from .child import evaluate_params, train_child
 
     if steps < 1 or num_validations < 1 or steps % num_validations:
         raise ValueError(f"steps={steps} must be >= 1 and a multiple of num_validations={num_validations}")
@@ -202,9 +202,9 @@ def finetune(
     new_refs = {r.slot: r for r in component_refs(trained, slots)}
     params = {**frozen, **{s: _device_component(new_refs[s].id, trained[s]) for s in slots}}
     # as the variant is served: its stored preprocessing (e.g. a reference task's non-antialiased resize)
-    test = evaluate(structure, params, data.test, batch_size, preprocessing=tf.preprocessing)
-    base_test = None if new_head else evaluate(structure, model.params, data.test, batch_size,
-                                               preprocessing=tf.preprocessing)
+    test = evaluate_params(structure, params, data.test, batch_size, preprocessing=tf.preprocessing)
+    base_test = None if new_head else evaluate_params(structure, model.params, data.test, batch_size,
+                                                      preprocessing=tf.preprocessing)
     # 3. the variant's task file: new components by id, untouched ones referenced in the source repo
     source = _source_of(model)
     old = tf.component_map()
