@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from mu2hub.data.registry import TaskData, register_resolver
-from mu2hub.data.vtab import DERIVATIONS, Derivation, Row, numbered
+from mu2hub.data.vtab import DERIVATIONS, Derivation, Example, numbered
 from mu2hub.errors import DataSourceError, LabelMismatchError, MissingExtraError
 from mu2hub.utils.extras import require
 
@@ -265,7 +265,7 @@ class SplitRef:
     split: str
     data: Any  # anything with len() and [int] -> row mapping (a `datasets.Dataset`, a TFDS data source)
     indices: range
-    label: Callable[[Row], int]
+    label: Callable[[Example], int]
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -377,7 +377,7 @@ def resolve(name: str, *, sources: Mapping[str, str] | None = None, sources_dir:
 
 
 def _labeler(task: CatalogTask, source: CatalogSource, data: Any,
-             split: str) -> tuple[Callable[[Row], int], list[str] | None]:
+             split: str) -> tuple[Callable[[Example], int], list[str] | None]:
     derived = task.derivation
     if derived is not None:
         return derived.label, list(derived.names)
