@@ -56,6 +56,12 @@ def cmd_tasks(a: argparse.Namespace) -> int:
     return 0
 
 
+def _tasks_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("tasks", help="list a system's tasks")
+    _hub_args(p)
+    p.set_defaults(fn=cmd_tasks)
+
+
 @_warnings_as_notes
 def cmd_info(a: argparse.Namespace) -> int:
     from .hub.metadata import sharing_text, system_info
@@ -73,6 +79,13 @@ def cmd_info(a: argparse.Namespace) -> int:
     return 0
 
 
+def _info_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("info", help="per-task accuracy, activated parameters, download size, sharing")
+    _hub_args(p)
+    p.add_argument("--task", default=None)
+    p.set_defaults(fn=cmd_info)
+
+
 @_warnings_as_notes
 def cmd_download(a: argparse.Namespace) -> int:
     from .hub.metadata import download
@@ -84,6 +97,14 @@ def cmd_download(a: argparse.Namespace) -> int:
     if d.folder:
         print(d.folder)  # the last line is the path, as `hf download` prints it
     return 0
+
+
+def _download_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("download", help="fetch one task's files into the cache")
+    _hub_args(p)
+    p.add_argument("--task", required=True)
+    p.add_argument("--force-download", action="store_true")
+    p.set_defaults(fn=cmd_download)
 
 
 def cmd_predict(a: argparse.Namespace) -> int:
@@ -112,6 +133,20 @@ def cmd_predict(a: argparse.Namespace) -> int:
     return 2 if failed == len(inputs) else 1 if failed else 0  # 2: nothing answered (as any bad input)
 
 
+def _predict_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("predict", help="classify images (files, folders, hf:/imagefolder: datasets) with one task; "
+                                       "exit 1 when some inputs could not be read, 2 when none could")
+    _hub_args(p)
+    p.add_argument("--task", required=True)
+    p.add_argument("--top-k", type=int, default=DEFAULT_TOP_K)
+    p.add_argument("--batch-size", type=int, default=64, help="images per forward pass")
+    p.add_argument("--json", action="store_true", help="one JSON object per image: {input, predictions} or {input, error}")
+    p.add_argument("--split", default="test", help="the split of a dataset input (default: test)")
+    _data_args(p)
+    p.add_argument("inputs", nargs="+", help="image files, folders of images, hf:<dataset>, imagefolder:<folder>")
+    p.set_defaults(fn=cmd_predict)
+
+
 def cmd_evaluate(a: argparse.Namespace) -> int:
     from .api import from_pretrained
 
@@ -119,6 +154,17 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
     result = model.evaluate(a.data, split=a.split, batch_size=a.batch_size, data_kwargs=_data_kwargs(a), progress=True)
     print(result.format())
     return 0
+
+
+def _evaluate_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("evaluate", help="accuracy of one task on a dataset split, next to the recorded (card) number")
+    _hub_args(p)
+    p.add_argument("--task", required=True)
+    p.add_argument("--data", required=True, help="a registered task (digits), hf:<dataset>, imagefolder:<folder> or a folder")
+    p.add_argument("--split", default="test", choices=["train", "validation", "test"])
+    p.add_argument("--batch-size", type=int, default=64)
+    _data_args(p)
+    p.set_defaults(fn=cmd_evaluate)
 
 
 def add_export_arguments(p: argparse.ArgumentParser) -> None:
@@ -151,12 +197,28 @@ def cmd_export(a: argparse.Namespace) -> int:
     return 0
 
 
+def _export_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("export", help="publish a run or repo to a Hub repo or folder, uploading only what is missing")
+    add_export_arguments(p)
+    p.set_defaults(fn=cmd_export)
+
+
 def cmd_verify(a: argparse.Namespace) -> int:
     from .inference.probe import verify
 
     report = verify(a.repo, tasks=[a.task] if a.task else None, revision=a.revision, cache_dir=a.cache_dir, token=a.token)
     print(report.format())
     return 0 if report.ok else 1
+
+
+def _verify_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("verify", help="download into a fresh cache; check every id and every task's probe (exit 1 on mismatch)")
+    p.add_argument("repo", help="Hub repo id (org/name) or a local folder")
+    p.add_argument("--task", default=None, help="only this task")
+    p.add_argument("--revision", default=None)
+    p.add_argument("--cache-dir", default=None, help="download here instead of a fresh temporary cache")
+    p.add_argument("--token", default=None)
+    p.set_defaults(fn=cmd_verify)
 
 
 def cmd_republish(a: argparse.Namespace) -> int:
@@ -168,6 +230,19 @@ def cmd_republish(a: argparse.Namespace) -> int:
     print(result.format())
     print(exported.format())
     return 0
+
+
+def _republish_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("republish", help="republish a µ2Net / µ4Net reference state as a mu2hub system (docs/REFERENCE.md)")
+    p.add_argument("state_dir", help="a µ2Net state_{loop}_{gen} or experiment folder, or a µ4Net system state folder")
+    p.add_argument("--to", required=True, help="a Hub repo id (org/name, created if missing) or a folder path")
+    p.add_argument("--tasks", default=None, help="comma-separated tasks (default: every task of the state)")
+    p.add_argument("--labels", default=None, help="JSON file {task: [class names]} for tasks the stream's registry does not name")
+    p.add_argument("--agent-class", default=None, help="µ4Net: the single-path agent class to read (Vit, VitB, VitT3)")
+    p.add_argument("--workdir", default=None, help="staging folder for a Hub target (default under HF_HOME; reruns resume)")
+    p.add_argument("--token", default=None)
+    p.add_argument("--private", action="store_true", default=None, help="create the repo private")
+    p.set_defaults(fn=cmd_republish)
 
 
 def _parse_bytes(text: str) -> int:
@@ -238,6 +313,20 @@ def cmd_finetune(a: argparse.Namespace) -> int:
     return 0
 
 
+def _finetune_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("finetune", help="fine-tune a task on your data; the variant stores only its new components")
+    _contribution_args(p, batch_size=32)
+    p.add_argument("--steps", type=int, required=True)
+    p.add_argument("--lr", type=float, required=True)
+    p.add_argument("--train", default="own", help="own (created components + head), all, or slots/kinds: head,block.2")
+    p.add_argument("--num-validations", type=int, default=1)
+    p.add_argument("--new-task", default=None, help="the variant's task name (default: the source task's)")
+    p.add_argument("--out", default=None, help="save the variant into this folder")
+    p.add_argument("--push-to", default=None, help="push the variant to this Hub repo")
+    p.add_argument("--create-pr", action="store_true", help="push as a pull request that only adds files")
+    p.set_defaults(fn=cmd_finetune)
+
+
 def cmd_add_task(a: argparse.Namespace) -> int:
     from .contrib.contribute import add_task
 
@@ -256,12 +345,36 @@ def cmd_add_task(a: argparse.Namespace) -> int:
     return _push(result, a) if a.push else 0
 
 
+def _add_task_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("add-task", help="evolve a new task on a published system; --push opens a pull request")
+    _contribution_args(p, batch_size=None)  # None: the evolution's default (32)
+    p.add_argument("--budget", type=int, default=16, help="children to train")
+    p.add_argument("--max-bytes", type=_parse_bytes, default=None, help="cap on component bytes downloaded (200MB)")
+    p.add_argument("--revisit", action="store_true", help="evolve an existing task again (must beat its score)")
+    p.add_argument("--space", default=None, help="search space (default: inferred from the system's paths)")
+    p.add_argument("--children-per-generation", type=int, default=None)
+    p.add_argument("--scorer-base", type=float, default=None, help="size penalty base of the score (default 1.0)")
+    p.add_argument("--no-baseline", action="store_true", help="skip training the baselines (the same ViT from scratch, plain fine-tuning)")
+    p.add_argument("--workdir", default=None, help="keep the run (and the new components) here")
+    p.add_argument("--push", action="store_true", help="open a pull request with the task file and new components")
+    _push_args(p)
+    p.set_defaults(fn=cmd_add_task)
+
+
 def cmd_push_task(a: argparse.Namespace) -> int:
     from .contrib.contribute import AddTaskResult
 
     result = AddTaskResult.load(a.workdir)
     print(table(result.summary_rows(), ["push-task", ""]))
     return _push(result, a)
+
+
+def _push_task_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("push-task", help="push a finished add-task result from its workdir (no evolving again)")
+    p.add_argument("workdir", help="the --workdir of an earlier add-task (it holds add_task_result.json)")
+    p.add_argument("--token", default=None)
+    _push_args(p)
+    p.set_defaults(fn=cmd_push_task)
 
 
 def _push(result, a: argparse.Namespace) -> int:
@@ -287,6 +400,18 @@ def cmd_validate(a: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+def _validate_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("validate", help="check a contribution pull request (exit 1 on rejection); --merge merges it")
+    p.add_argument("repo", help="Hub repo id (org/name)")
+    p.add_argument("--pr", type=int, required=True, help="pull request number")
+    p.add_argument("--merge", action="store_true", help="merge when every check passes")
+    p.add_argument("--no-probe", action="store_true", help="skip running the new tasks' probes")
+    p.add_argument("--no-refresh", action="store_true", help="with --merge: do not re-render the card and figures after it")
+    p.add_argument("--cache-dir", default=None, help="download here instead of a fresh temporary cache")
+    p.add_argument("--token", default=None)
+    p.set_defaults(fn=cmd_validate)
+
+
 def _contribution_args(p: argparse.ArgumentParser, *, batch_size: int | None) -> None:
     p.add_argument("repo", help="the published system's Hub repo id (org/name)")
     p.add_argument("--task", required=True)
@@ -302,6 +427,19 @@ def _contribution_args(p: argparse.ArgumentParser, *, batch_size: int | None) ->
 def _push_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-pr", action="store_true", help="commit to main on the pinned parent instead of a pull request")
     p.add_argument("--force", action="store_true", help="push even if the task lost to a baseline (scratch or fine-tuning)")
+
+
+def _positive(kind: type, *, zero: bool = False):
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if not (value >= 0 if zero else value > 0) or value != value:
+            raise argparse.ArgumentTypeError(f"must be {'>= 0' if zero else 'positive'}, got {text}")
+        return value
+
+    return parse
 
 
 def cmd_serve(a: argparse.Namespace) -> int:
@@ -322,112 +460,7 @@ def cmd_serve(a: argparse.Namespace) -> int:
                  started=started, **_hub_kwargs(a))
 
 
-def _positive(kind: type, *, zero: bool = False):
-    def parse(text: str):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-        if not (value >= 0 if zero else value > 0) or value != value:
-            raise argparse.ArgumentTypeError(f"must be {'>= 0' if zero else 'positive'}, got {text}")
-        return value
-
-    return parse
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mu2hub", description="µ2Net multitask systems on the Hugging Face Hub")
-    parser.add_argument("--version", action="version", version=f"mu2hub {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("tasks", help="list a system's tasks")
-    _hub_args(p)
-    p.set_defaults(fn=cmd_tasks)
-    p = sub.add_parser("info", help="per-task accuracy, activated parameters, download size, sharing")
-    _hub_args(p)
-    p.add_argument("--task", default=None)
-    p.set_defaults(fn=cmd_info)
-    p = sub.add_parser("download", help="fetch one task's files into the cache")
-    _hub_args(p)
-    p.add_argument("--task", required=True)
-    p.add_argument("--force-download", action="store_true")
-    p.set_defaults(fn=cmd_download)
-    p = sub.add_parser("predict", help="classify images (files, folders, hf:/imagefolder: datasets) with one task; "
-                                       "exit 1 when some inputs could not be read, 2 when none could")
-    _hub_args(p)
-    p.add_argument("--task", required=True)
-    p.add_argument("--top-k", type=int, default=DEFAULT_TOP_K)
-    p.add_argument("--batch-size", type=int, default=64, help="images per forward pass")
-    p.add_argument("--json", action="store_true", help="one JSON object per image: {input, predictions} or {input, error}")
-    p.add_argument("--split", default="test", help="the split of a dataset input (default: test)")
-    _data_args(p)
-    p.add_argument("inputs", nargs="+", help="image files, folders of images, hf:<dataset>, imagefolder:<folder>")
-    p.set_defaults(fn=cmd_predict)
-    p = sub.add_parser("evaluate", help="accuracy of one task on a dataset split, next to the recorded (card) number")
-    _hub_args(p)
-    p.add_argument("--task", required=True)
-    p.add_argument("--data", required=True, help="a registered task (digits), hf:<dataset>, imagefolder:<folder> or a folder")
-    p.add_argument("--split", default="test", choices=["train", "validation", "test"])
-    p.add_argument("--batch-size", type=int, default=64)
-    _data_args(p)
-    p.set_defaults(fn=cmd_evaluate)
-    p = sub.add_parser("export", help="publish a run or repo to a Hub repo or folder, uploading only what is missing")
-    add_export_arguments(p)
-    p.set_defaults(fn=cmd_export)
-    p = sub.add_parser("verify", help="download into a fresh cache; check every id and every task's probe (exit 1 on mismatch)")
-    p.add_argument("repo", help="Hub repo id (org/name) or a local folder")
-    p.add_argument("--task", default=None, help="only this task")
-    p.add_argument("--revision", default=None)
-    p.add_argument("--cache-dir", default=None, help="download here instead of a fresh temporary cache")
-    p.add_argument("--token", default=None)
-    p.set_defaults(fn=cmd_verify)
-    p = sub.add_parser("republish", help="republish a µ2Net / µ4Net reference state as a mu2hub system (docs/REFERENCE.md)")
-    p.add_argument("state_dir", help="a µ2Net state_{loop}_{gen} or experiment folder, or a µ4Net system state folder")
-    p.add_argument("--to", required=True, help="a Hub repo id (org/name, created if missing) or a folder path")
-    p.add_argument("--tasks", default=None, help="comma-separated tasks (default: every task of the state)")
-    p.add_argument("--labels", default=None, help="JSON file {task: [class names]} for tasks the stream's registry does not name")
-    p.add_argument("--agent-class", default=None, help="µ4Net: the single-path agent class to read (Vit, VitB, VitT3)")
-    p.add_argument("--workdir", default=None, help="staging folder for a Hub target (default under HF_HOME; reruns resume)")
-    p.add_argument("--token", default=None)
-    p.add_argument("--private", action="store_true", default=None, help="create the repo private")
-    p.set_defaults(fn=cmd_republish)
-    p = sub.add_parser("finetune", help="fine-tune a task on your data; the variant stores only its new components")
-    _contribution_args(p, batch_size=32)
-    p.add_argument("--steps", type=int, required=True)
-    p.add_argument("--lr", type=float, required=True)
-    p.add_argument("--train", default="own", help="own (created components + head), all, or slots/kinds: head,block.2")
-    p.add_argument("--num-validations", type=int, default=1)
-    p.add_argument("--new-task", default=None, help="the variant's task name (default: the source task's)")
-    p.add_argument("--out", default=None, help="save the variant into this folder")
-    p.add_argument("--push-to", default=None, help="push the variant to this Hub repo")
-    p.add_argument("--create-pr", action="store_true", help="push as a pull request that only adds files")
-    p.set_defaults(fn=cmd_finetune)
-    p = sub.add_parser("add-task", help="evolve a new task on a published system; --push opens a pull request")
-    _contribution_args(p, batch_size=None)  # None: the evolution's default (32)
-    p.add_argument("--budget", type=int, default=16, help="children to train")
-    p.add_argument("--max-bytes", type=_parse_bytes, default=None, help="cap on component bytes downloaded (200MB)")
-    p.add_argument("--revisit", action="store_true", help="evolve an existing task again (must beat its score)")
-    p.add_argument("--space", default=None, help="search space (default: inferred from the system's paths)")
-    p.add_argument("--children-per-generation", type=int, default=None)
-    p.add_argument("--scorer-base", type=float, default=None, help="size penalty base of the score (default 1.0)")
-    p.add_argument("--no-baseline", action="store_true", help="skip training the baselines (the same ViT from scratch, plain fine-tuning)")
-    p.add_argument("--workdir", default=None, help="keep the run (and the new components) here")
-    p.add_argument("--push", action="store_true", help="open a pull request with the task file and new components")
-    _push_args(p)
-    p.set_defaults(fn=cmd_add_task)
-    p = sub.add_parser("push-task", help="push a finished add-task result from its workdir (no evolving again)")
-    p.add_argument("workdir", help="the --workdir of an earlier add-task (it holds add_task_result.json)")
-    p.add_argument("--token", default=None)
-    _push_args(p)
-    p.set_defaults(fn=cmd_push_task)
-    p = sub.add_parser("validate", help="check a contribution pull request (exit 1 on rejection); --merge merges it")
-    p.add_argument("repo", help="Hub repo id (org/name)")
-    p.add_argument("--pr", type=int, required=True, help="pull request number")
-    p.add_argument("--merge", action="store_true", help="merge when every check passes")
-    p.add_argument("--no-probe", action="store_true", help="skip running the new tasks' probes")
-    p.add_argument("--no-refresh", action="store_true", help="with --merge: do not re-render the card and figures after it")
-    p.add_argument("--cache-dir", default=None, help="download here instead of a fresh temporary cache")
-    p.add_argument("--token", default=None)
-    p.set_defaults(fn=cmd_validate)
+def _serve_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("serve", help="serve every task over HTTP (the Hub's inference protocol), shared blocks computed "
                        "once; needs the 'serve' extra (docs/SERVING.md)")
     _hub_args(p)
@@ -448,6 +481,21 @@ def build_parser() -> argparse.ArgumentParser:
                         "and reloaded from the local cache (default: keep all)")
     p.add_argument("--dtype", default=None, help="compute dtype: float32 (default) or bfloat16")
     p.set_defaults(fn=cmd_serve)
+
+
+# in the order `mu2hub --help` lists them
+_COMMANDS = (_tasks_parser, _info_parser, _download_parser, _predict_parser, _evaluate_parser, _export_parser,
+             _verify_parser, _republish_parser, _finetune_parser, _add_task_parser, _push_task_parser, _validate_parser,
+             _serve_parser)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The `mu2hub` parser: each command adds itself (`_<command>_parser`, beside its handler `cmd_<command>`)."""
+    parser = argparse.ArgumentParser(prog="mu2hub", description="µ2Net multitask systems on the Hugging Face Hub")
+    parser.add_argument("--version", action="version", version=f"mu2hub {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in _COMMANDS:
+        add(sub)
     return parser
 
 

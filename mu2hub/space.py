@@ -20,7 +20,7 @@ import sys
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from PIL import Image
 
@@ -32,7 +32,8 @@ from .format.system import distinct
 from .data.images import load_image
 from .hub.metadata import stream_order, summarize
 from .inference.multitask import MultiTaskModel
-from .hub.store import LocalStore, atomic_write, open_store
+from .hub.store import LocalStore, open_store
+from .utils.atomic import atomic_write
 
 TOP_K = DEFAULT_TOP_K
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
@@ -165,7 +166,7 @@ class SpaceSystem:
 def registry_examples(tasks: Iterable[str], folder: str | os.PathLike, *, per_task: int = 2) -> dict[str, list[tuple[str, str]]]:
     """`{task: [(PNG file, its class name)]}`: test images of different classes, for the tasks the data registry
     knows (others get none)."""
-    from .data.registry import get_task, list_tasks as registered
+    from .data.registry import get_task, list_data_tasks as registered
 
     known = set(registered())
     out: dict[str, list[tuple[str, str]]] = {}
@@ -285,6 +286,33 @@ CSS = """
 """
 
 
+def _example_rows(system: SpaceSystem, examples: Mapping[str, Sequence[Any]]) -> tuple[list[list[str]], list[str]]:
+    """`gr.Examples` rows `[image, task]` in task order, and their captions (`task: "caption"`)."""
+    rows, captions = [], []
+    for t in system.tasks:
+        for ex in examples.get(t, []):
+            path, caption = ex if isinstance(ex, (tuple, list)) else (ex, Path(ex).stem)
+            rows.append([path, t])
+            captions.append(f"{t}: {quoted(caption)}")
+    return rows, captions
+
+
+def _guard(gr: Any, system: SpaceSystem) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """A decorator turning our readable errors into a message in the page; the server keeps serving."""
+    def guarded(fn):
+        def run(*args):
+            try:
+                return fn(*args)
+            except TaskNotFoundError as e:
+                raise gr.Error(f"Task {e.task!r} is no longer available in {system.repo_id}. "
+                               f"Available tasks: {', '.join(e.available) or '(none)'}") from None
+            except (Mu2hubError, ValueError, OSError) as e:  # bad input, missing or corrupt files
+                raise gr.Error(str(e)) from None
+        return functools.wraps(fn)(run)
+
+    return guarded
+
+
 def build_demo(repo_or_dir: str | os.PathLike, *, revision: str | None = None, local_files_only: bool = False,
                tasks: Sequence[str] | None = None, cache_dir: str | os.PathLike | None = None,
                token: str | bool | None = None, examples: Mapping[str, Sequence[Any]] | None = None,
@@ -311,24 +339,8 @@ def build_demo(repo_or_dir: str | os.PathLike, *, revision: str | None = None, l
                          local_files_only=local_files_only)
     if examples is None:
         examples = registry_examples(system.tasks, tempfile.mkdtemp(prefix="mu2hub-space-"))
-    rows, captions = [], []
-    for t in system.tasks:
-        for ex in examples.get(t, []):
-            path, caption = ex if isinstance(ex, (tuple, list)) else (ex, Path(ex).stem)
-            rows.append([path, t])
-            captions.append(f"{t}: {quoted(caption)}")
-
-    def guarded(fn):
-        """Turn our readable errors into a message in the page; the server keeps serving."""
-        def run(*args):
-            try:
-                return fn(*args)
-            except TaskNotFoundError as e:
-                raise gr.Error(f"Task {e.task!r} is no longer available in {system.repo_id}. "
-                               f"Available tasks: {', '.join(e.available) or '(none)'}") from None
-            except (Mu2hubError, ValueError, OSError) as e:  # bad input, missing or corrupt files
-                raise gr.Error(str(e)) from None
-        return functools.wraps(fn)(run)
+    rows, captions = _example_rows(system, examples)
+    guarded = _guard(gr, system)
 
     @guarded
     def classify(image, task):

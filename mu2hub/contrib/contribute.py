@@ -51,7 +51,8 @@ from ..format.system import ComponentRef, TaskFile, check_task_name, dump_json, 
 from ..format.schema import MAX_LAYERS, MAX_TEXT_CHARS, Obj, check_component_id, check_int, check_str
 from ..utils.tables import human_bytes, table
 from ..hub.pulls import PushResult, open_pull_request
-from ..hub.store import LocalStore, atomic_write
+from ..hub.store import LocalStore
+from ..utils.atomic import atomic_write
 from ..hub.transfer import hub_call
 from ..utils.text import md_code, md_text
 
@@ -263,27 +264,16 @@ def add_task(
     """
     start = time.perf_counter()
     check_task_name(task)
-    # 1. data first: bad input fails before any download; images of varying sizes need the system's image size
-    try:
-        tdata = resolve_data(data, **dict(data_kwargs or {}))
-        system = None
-    except VaryingImageSizesError:
-        system = PublishedSystem.open(repo_id, revision=revision, cache_dir=cache_dir, token=token)
-        tdata = resolve_data(data, **{"decode_size": _decode_size(system, evolution), **dict(data_kwargs or {})})
-    source_name = public_name(tdata.name)  # what the task file records as its data (no local paths)
-    tdata = replace(tdata, name=task) if tdata.name != task else tdata
-    # 2. the system at one commit, JSON only; the name and (for a revisit) the labels
+    tdata, source_name, system = _task_data(repo_id, task, data, data_kwargs, evolution, revision=revision,
+                                            cache_dir=cache_dir, token=token)
+    # the system at one commit, JSON only; the name and (for a revisit) the labels
     system = system or PublishedSystem.open(repo_id, revision=revision, cache_dir=cache_dir, token=token)
     system.check_name(task, tdata, revisit)
-    settings = {"children_per_generation": 4, "batch_size": 32, "num_validations": 2,
-                "train_examples_between_validations_max": 512, **dict(evolution or {})}
-    space_name = _space_name(system, settings)
-    cfg = run_config(system, task, space_name, settings, budget, seed)
-    cfg["baselines"] = CONTRIBUTION_BASELINES if baseline else None
-    # 3. parents that fit the byte cap (nothing downloaded yet)
+    space_name, cfg = _contribution_config(system, task, evolution, budget, seed, baseline)
+    # parents that fit the byte cap (nothing downloaded yet)
     costs = system.costs(get_space(space_name).ranges)
     admitted = admit_parents(costs, system.sizes, max_bytes, required=[task] if revisit else [], first=["root"])
-    # 4. a temporary run mirroring the published paths, components read lazily from the pinned commit
+    # a temporary run mirroring the published paths, components read lazily from the pinned commit
     total = cfg["generations"] * cfg["children_per_generation"]
     bar = _progress(total, task, max_bytes) if progress else None
     reader = LazyComponents(system.store, system.refs, max_bytes,
@@ -292,27 +282,64 @@ def add_task(
     run.init_config(cfg, resume=False)
     system.materialise(run, cfg["hparams"])
     seeds = [ROOT_ID] * ("root" in admitted) + [system.pid_of[t] for t in admitted if t != "root"]
-    # 5. evolve the one task against the frozen system
     enable_compilation_cache(compilation_cache)
-    agent = Agent(run, cfg, agent="add-task", tasks=[task], data={task: tdata}, seed_pool=seeds,
-                  log=bar.write if bar else (lambda *_: None), report=_reporter(bar))
-    try:
-        agent.run_all()
-    finally:
-        if bar is not None:
-            bar.close()
+    agent = _evolve(run, cfg, task, tdata, seeds, bar)
     best = run.system.read_task(task)
-    if revisit and (best.lineage["path_id"] == system.pid_of[task]
-                    or best.metrics["score"] <= system.files[task].metrics.get("score", -1)):
-        raise RevisitNotBetterError(f"revisit of {task!r} did not beat the published score "
-                                    f"{system.files[task].metrics.get('score')}: nothing to push")
-    # 6. the publishable task file and the from-scratch baseline
+    if revisit:
+        _check_revisit(system, task, best)
+    # the publishable task file and the from-scratch baseline
     rows = [r for r in run.history() if r.get("agent") == "add-task"]
     steps = int(sum(r["examples"] for r in rows) // cfg["batch_size"])
     result = _finish(system, run, agent, tdata, best, admitted, costs, reader, steps, len(rows), baseline, revisit, start,
                      data_name=source_name)
     result.save()  # `push_task(workdir)` / `mu2hub push-task WORKDIR` push it later without evolving again
     return result
+
+
+def _task_data(repo_id: str, task: str, data: TaskData | str | os.PathLike, data_kwargs: Mapping[str, Any] | None,
+               evolution: Mapping[str, Any] | None, **hub: Any) -> tuple[TaskData, str, PublishedSystem | None]:
+    """The task's data, named `task`, and the public name of its source (no local paths). Data comes first, so bad
+    input fails before any download; images of varying sizes need the system's image sizes (then opened here)."""
+    try:
+        tdata = resolve_data(data, **dict(data_kwargs or {}))
+        system = None
+    except VaryingImageSizesError:
+        system = PublishedSystem.open(repo_id, **hub)
+        tdata = resolve_data(data, **{"decode_size": _decode_size(system, evolution), **dict(data_kwargs or {})})
+    source_name = public_name(tdata.name)
+    return (replace(tdata, name=task) if tdata.name != task else tdata), source_name, system
+
+
+def _contribution_config(system: PublishedSystem, task: str, evolution: Mapping[str, Any] | None, budget: int,
+                         seed: int, baseline: bool) -> tuple[str, dict[str, Any]]:
+    """The search space's name and the run config of evolving `task` alone (the contribution defaults under
+    `evolution`), with the baselines it is judged against unless `baseline` is off."""
+    settings = {"children_per_generation": 4, "batch_size": 32, "num_validations": 2,
+                "train_examples_between_validations_max": 512, **dict(evolution or {})}
+    space_name = _space_name(system, settings)
+    cfg = run_config(system, task, space_name, settings, budget, seed)
+    cfg["baselines"] = CONTRIBUTION_BASELINES if baseline else None
+    return space_name, cfg
+
+
+def _evolve(run: RunDir, cfg: dict[str, Any], task: str, data: TaskData, seeds: list[str], bar: Any) -> Agent:
+    """Evolve the one task against the frozen system (the bar, if any, closed however it ends)."""
+    agent = Agent(run, cfg, agent="add-task", tasks=[task], data={task: data}, seed_pool=seeds,
+                  log=bar.write if bar else (lambda *_: None), report=_reporter(bar))
+    try:
+        agent.run_all()
+    finally:
+        if bar is not None:
+            bar.close()
+    return agent
+
+
+def _check_revisit(system: PublishedSystem, task: str, best: TaskFile) -> None:
+    """A revisit must end on a new path that beats the published score."""
+    if (best.lineage["path_id"] == system.pid_of[task]
+            or best.metrics["score"] <= system.files[task].metrics.get("score", -1)):
+        raise RevisitNotBetterError(f"revisit of {task!r} did not beat the published score "
+                                    f"{system.files[task].metrics.get('score')}: nothing to push")
 
 
 def _space_name(system: PublishedSystem, settings: Mapping[str, Any] | None) -> str:
@@ -332,7 +359,7 @@ def _progress(total: int, task: str, cap: int | None):
     from ..utils.progress import progress_bar
 
     return progress_bar(total=total, desc=f"add-task {task}", unit="child",
-                postfix={"downloaded": "0 B" + (f" of {human_bytes(cap)}" if cap else "")})
+                        postfix={"downloaded": "0 B" + (f" of {human_bytes(cap)}" if cap else "")})
 
 
 def _reporter(bar):

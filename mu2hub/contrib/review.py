@@ -229,17 +229,11 @@ class _PullRequest:
 
 def _validate(api: Any, report: ValidationReport, *, merge: bool, token: Any, cache: str, probe: bool,
               max_file_bytes: int, max_files: int) -> ValidationReport:
-    repo_id, pr = report.repo_id, report.pr
-    req = _PullRequest(api, repo_id, pr)
-    details = req.details
-    # 1. an open pull request, built on the target branch's history only
-    problems = [] if details.is_pull_request and details.status in ("open", "draft") else [
-        f"#{pr} is {'a pull request' if details.is_pull_request else 'a discussion'} with status {details.status!r}"]
-    if not problems:
-        report.base, report.head, report.target, problems = req.commits()
-    if not report.check("pull request", problems, f"open, targets {req.branch}, based on its history"):
+    repo_id = report.repo_id
+    req = _PullRequest(api, repo_id, report.pr)
+    if not _check_pull_request(req, report):
         return report
-    # 2. trees at the three pinned commits: what the PR adds, and what the target has now
+    # trees at the three pinned commits: what the PR adds, and what the target has now
     base, head, target = req.tree(report.base), req.tree(report.head), req.tree(report.target)
     report.added = sorted(set(head) - set(base))
     changed = [f"modifies {p}" for p in sorted(p for p in head if p in base and head[p].blob_id != base[p].blob_id)]
@@ -251,33 +245,17 @@ def _validate(api: Any, report: ValidationReport, *, merge: bool, token: Any, ca
                                                max_file_bytes=max_file_bytes)
     report.check("file names", name_problems_, "tasks/<task>.json and content-addressed components only")
     report.check("no code or pickle", code, "JSON and safetensors only")
-    # 3. the added files, downloaded at the PR's commit into a cache nothing else wrote
+
+    # the added files, downloaded at the PR's commit into a cache nothing else wrote
     def fetch(path: str, revision: str = report.head) -> Path:
         return Path(_download(repo_id, path, revision=revision, cache_dir=cache, token=token, force_download=False,
                               local_files_only=False, nbytes=sizes.get(path)))
 
     config = SystemConfig.from_json(load_json(fetch(CONFIG_NAME, report.target).read_bytes(), CONFIG_NAME), CONFIG_NAME)
     validated: dict[str, tuple[Path, str]] = {}  # path -> (local copy, sha256 checked)
-    headers, comp_problems = {}, []
-    for path in (p for p in safe if p.startswith(f"{COMPONENTS_DIR}/")):
-        local = fetch(path)
-        data = local.read_bytes()
-        info, problems = component_problems(path, data)
-        comp_problems += problems
-        if info is not None:
-            headers[path] = info
-            validated[path] = (local, sha256_hex(data))
-    tasks, task_problems_ = [], []
+    headers, comp_problems = _added_components(safe, fetch, validated)
     existing = _ExistingHeaders(req, report.head, set(head) & set(target))
-    for rel in (p for p in safe if p.startswith(f"{TASKS_DIR}/")):
-        local = fetch(rel)
-        raw = local.read_bytes()
-        tf, problems = task_problems(rel, raw, config, added=headers, existing=existing, source=req.source_problem,
-                                     sizes=sizes)
-        task_problems_ += problems
-        if tf is not None and not problems:
-            tasks.append(tf)
-            validated[rel] = (local, sha256_hex(raw))
+    tasks, task_problems_ = _added_tasks(req, safe, fetch, config, headers, existing, sizes, validated)
     comp_problems += unreferenced(headers, tasks) if not task_problems_ else []
     report.check("components", comp_problems, f"{len(headers)} added, each canonical, finite and matching its id")
     if not [p for p in safe if p.startswith(f"{TASKS_DIR}/")]:
@@ -286,19 +264,67 @@ def _validate(api: Any, report: ValidationReport, *, merge: bool, token: Any, ca
     if probe:
         report.check("probe", _probe_problems(repo_id, report.head, tasks, cache, token) if report.ok else
                      ["not run: fix the checks above first"], f"{len(tasks)} task(s) reproduce their probe")
-    # 4. mergeable: no conflict with the target now, and every reader still reads the whole system
-    conflicts = [f"{p} is on {req.branch} with other content" for p in report.added
-                 if p in target and target[p].blob_id != head[p].blob_id]
-    if isinstance(details.conflicting_files, list):
-        conflicts += [f"conflicts with {req.branch}: {p}" for p in details.conflicting_files]
-    elif details.conflicting_files is True:
-        conflicts.append("the Hub reports conflicts")
+    # mergeable: no conflict with the target now, and every reader still reads the whole system
+    conflicts = _conflicts(req, report.added, head, target)
     if report.ok and not conflicts:
         conflicts += _system_problems(req, report.target, target_tasks, tasks, config, fetch)
     report.check("mergeable", conflicts, f"no conflicts with {req.branch}; card and summary read every task")
     if merge and report.ok:
         _merge(req, report, validated, target)
     return report
+
+
+def _check_pull_request(req: _PullRequest, report: ValidationReport) -> bool:
+    """An open pull request, built on the target branch's history only (its commits are pinned into `report`)."""
+    details = req.details
+    problems = [] if details.is_pull_request and details.status in ("open", "draft") else [
+        f"#{report.pr} is {'a pull request' if details.is_pull_request else 'a discussion'} with status {details.status!r}"]
+    if not problems:
+        report.base, report.head, report.target, problems = req.commits()
+    return report.check("pull request", problems, f"open, targets {req.branch}, based on its history")
+
+
+def _added_components(safe: list[str], fetch: Callable[[str], Path],
+                      validated: dict[str, tuple[Path, str]]) -> tuple[dict[str, Any], list[str]]:
+    """The added components' headers (each downloaded and checked; the good ones into `validated`) and problems."""
+    headers, problems = {}, []
+    for path in (p for p in safe if p.startswith(f"{COMPONENTS_DIR}/")):
+        local = fetch(path)
+        data = local.read_bytes()
+        info, found = component_problems(path, data)
+        problems += found
+        if info is not None:
+            headers[path] = info
+            validated[path] = (local, sha256_hex(data))
+    return headers, problems
+
+
+def _added_tasks(req: _PullRequest, safe: list[str], fetch: Callable[[str], Path], config: SystemConfig,
+                 headers: Mapping[str, Any], existing: _ExistingHeaders, sizes: Mapping[str, int],
+                 validated: dict[str, tuple[Path, str]]) -> tuple[list[TaskFile], list[str]]:
+    """The added task files that pass (each into `validated`) and the problems of the others."""
+    tasks, problems = [], []
+    for rel in (p for p in safe if p.startswith(f"{TASKS_DIR}/")):
+        local = fetch(rel)
+        raw = local.read_bytes()
+        tf, found = task_problems(rel, raw, config, added=headers, existing=existing, source=req.source_problem,
+                                  sizes=sizes)
+        problems += found
+        if tf is not None and not found:
+            tasks.append(tf)
+            validated[rel] = (local, sha256_hex(raw))
+    return tasks, problems
+
+
+def _conflicts(req: _PullRequest, added: list[str], head: Mapping[str, Any], target: Mapping[str, Any]) -> list[str]:
+    """Added files the target now holds with other content, and the conflicts the Hub reports."""
+    conflicts = [f"{p} is on {req.branch} with other content" for p in added
+                 if p in target and target[p].blob_id != head[p].blob_id]
+    if isinstance(req.details.conflicting_files, list):
+        conflicts += [f"conflicts with {req.branch}: {p}" for p in req.details.conflicting_files]
+    elif req.details.conflicting_files is True:
+        conflicts.append("the Hub reports conflicts")
+    return conflicts
 
 
 class _ExistingHeaders:

@@ -73,8 +73,8 @@ _FLOAT = re.compile(r"^[+-]?((\d+\.?\d*|\.\d+)([eE][+-]?\d+)?|nan|inf|infinity)$
 _IDS = re.compile(r"^\d+(_\d+)*$")
 MAX_CSV_BYTES = 2**28  # a long µ2Net run's components.csv history is tens of MB
 
-Checkpoint = MsgpackCheckpoint | OrbaxCheckpoint
-Params = dict[str, dict[str, Any]]
+StateCheckpoint = MsgpackCheckpoint | OrbaxCheckpoint
+ParamSpecs = dict[str, dict[str, Any]]
 
 
 @dataclass
@@ -106,7 +106,7 @@ class ReferenceState:
     state_dir: Path  # the µ2Net state folder, or the µ4Net system folder
     sources: list[str]  # the checkpoints read, relative to `state_dir`'s parent (for lineage)
     paths: list[ReferencePath]
-    checkpoints: dict[str, Checkpoint]  # component key -> the checkpoint holding it
+    checkpoints: dict[str, StateCheckpoint]  # component key -> the checkpoint holding it
     components: dict[str, dict[str, Any]] = field(default_factory=dict)  # key -> components.csv row (µ2Net)
     skipped: dict[str, str] = field(default_factory=dict)  # agent -> why it is not read (µ4Net)
 
@@ -270,7 +270,7 @@ def read_reference_state(state_dir: str | os.PathLike, *, agent_class: str | Non
                       "checkpoint) nor a µ4Net system state (<AgentClass>~<task>/ folders)", path=str(d))
 
 
-def _index_keys(ckpt: Checkpoint, pattern: re.Pattern, layout: str) -> dict[str, str]:
+def _index_keys(ckpt: StateCheckpoint, pattern: re.Pattern, layout: str) -> dict[str, str]:
     """Checkpoint keys of components (`opt_state:` traces skipped), each checked against the layout's key form."""
     out = {}
     for key in ckpt.keys():
@@ -346,7 +346,7 @@ def _read_mu4net(root: Path, agent_class: str | None) -> ReferenceState:
     skipped = {name: ("a multipath model (MultiVit): routers and connectors over several paths are not one mu2hub path"
                       if name.startswith("Multi") else f"agent class {name.split('~', 1)[0]!r}, not {agent_class!r}")
                for name in agents if name.split("~", 1)[0] != agent_class}
-    checkpoints: dict[str, Checkpoint] = {}
+    checkpoints: dict[str, StateCheckpoint] = {}
     by_source: dict[str, str] = {}  # "agent:id" -> key
     sources, paths = [], []
     for name, agent_dir in agents.items():
@@ -518,7 +518,7 @@ def plan_path(state: ReferenceState, path: ReferencePath, dims: Dims) -> PathPla
             names the row and the components.
     """
     where = path.where
-    specs: Params = {}
+    specs: ParamSpecs = {}
     keys: dict[str, str] = {}
     for key in path.keys:
         slot, tensors = convert_component(component_name(key), state.spec(key), dims.num_heads)

@@ -32,7 +32,7 @@ from safetensors import safe_open
 
 from ..errors import FormatError, RootMismatchError, ShapeMismatchError
 from ..format.system import Dims, Structure, load_json
-from .transformers import _folder_fetcher, _hub_fetcher, _read_safetensors, read_transformers_checkpoint
+from .transformers import HostParams, _folder_fetcher, _hub_fetcher, _read_safetensors, read_transformers_checkpoint
 from ..model import expected_shapes, resize_pos_embed, slot_kwargs
 from ..hub.store import open_store, task_components
 from ..format.schema import check_finite
@@ -41,7 +41,6 @@ from ..format.files import malformed, read_bounded, regular_file
 
 logger = logging.getLogger(__name__)
 
-Params = dict[str, dict[str, np.ndarray]]
 Shapes = Mapping[str, tuple[int, ...]]
 
 #: `root.init` prefixes -> checkpoint format; a bare repo id or folder is a transformers checkpoint (as before).
@@ -60,7 +59,7 @@ class Checkpoint:
     """A ViT checkpoint as mu2hub parameters, at its native image size and depth."""
 
     structure: Structure
-    params: Params
+    params: HostParams
     labels: list[str]
     source: str
     info: dict[str, Any] = dataclasses.field(default_factory=dict)
@@ -86,7 +85,7 @@ def _key_diff(wanted: set[str], have: set[str], what: str) -> None:
     raise FormatError("\n".join(lines))
 
 
-def _check(structure: Structure, params: Params, what: str) -> None:
+def _check(structure: Structure, params: HostParams, what: str) -> None:
     problems = []
     for slot in structure.slots():
         want = expected_shapes(slot.split(".")[0], structure.dims, **slot_kwargs(structure, slot))
@@ -163,11 +162,12 @@ def _timm_keys(state: Mapping[str, Any], depth: int) -> set[str]:
     return keys | ({"head.weight", "head.bias"} if "head.weight" in state else set())
 
 
-def _timm_params(state: Mapping[str, np.ndarray], structure: Structure, *, head: bool, where: str) -> tuple[Params, int]:
+def _timm_params(state: Mapping[str, np.ndarray], structure: Structure, *, head: bool,
+                 where: str) -> tuple[HostParams, int]:
     _key_diff(_timm_keys(state, structure.num_layers), set(state), where)
     d = structure.dims.hidden_size
     f32 = lambda k: np.asarray(state[k], np.float32)  # noqa: E731
-    params: Params = {
+    params: HostParams = {
         "patch_embed": {"kernel": f32("patch_embed.proj.weight").transpose(2, 3, 1, 0), "bias": f32("patch_embed.proj.bias")},
         "cls": {"token": f32("cls_token")},
         "pos_embed": {"embedding": f32("pos_embed")},
@@ -364,7 +364,7 @@ def _big_vision(path: Path, where: str, head: bool) -> Checkpoint:
     pos = t[pos_key]
     if _is_square(pos.shape[1]):  # big_vision adds the posemb before prepending the class token: class position 0
         pos = np.concatenate([np.zeros((1, 1, d), np.float32), pos], axis=1)
-    params: Params = {"patch_embed": {"kernel": t["embedding/kernel"], "bias": t["embedding/bias"]},
+    params: HostParams = {"patch_embed": {"kernel": t["embedding/kernel"], "bias": t["embedding/bias"]},
                       "cls": {"token": t["cls"]}, "pos_embed": {"embedding": pos},
                       "norm": {"scale": t["Transformer/encoder_norm/scale"], "bias": t["Transformer/encoder_norm/bias"]}}
     used = {"embedding/kernel", "embedding/bias", "cls", pos_key, "Transformer/encoder_norm/scale", "Transformer/encoder_norm/bias"}
@@ -463,7 +463,7 @@ def read_checkpoint(init: str, *, head: bool = True, **hub: Any) -> Checkpoint:
                       {"format": "transformers", "image_size": structure.image_size, "num_layers": structure.num_layers})
 
 
-def at_size(ckpt: Checkpoint, image_size: int, num_layers: int | None = None) -> tuple[Structure, Params]:
+def at_size(ckpt: Checkpoint, image_size: int, num_layers: int | None = None) -> tuple[Structure, HostParams]:
     """The checkpoint at `image_size` (position grid resampled once, class token kept) and its first `num_layers`."""
     s = ckpt.structure
     depth = s.num_layers if num_layers is None else num_layers
@@ -522,7 +522,7 @@ def root_dims(root: Mapping[str, Any]) -> Dims:
     return check_config_dims(root, checkpoint_dims(init), init)
 
 
-def root_from_config(root: Mapping[str, Any]) -> tuple[Structure, Params, dict[str, Any]]:
+def root_from_config(root: Mapping[str, Any]) -> tuple[Structure, HostParams, dict[str, Any]]:
     """The root path for `root.init`: checked dims, configured image size and depth, zero one-class head.
 
     Returns `(structure, params, lineage)`; lineage records the checkpoint and its native size and depth.

@@ -54,7 +54,7 @@ _COPY = "copy"
 _LINEAR = "linear"  # torch Linear weight (out, in) <-> kernel (in, out)
 _CONV = "conv"  # torch Conv2d weight OIHW <-> HWIO kernel
 
-Params = dict[str, dict[str, np.ndarray]]
+HostParams = dict[str, dict[str, np.ndarray]]
 
 # ---------------------------------------------------------------------------------------------------
 # Configs
@@ -284,7 +284,7 @@ def _check_keys(wanted: set[str], have: set[str], num_layers: int) -> None:
 
 def params_from_transformers(
     state_dict: Mapping[str, Any], cfg: Mapping[str, Any] | transformers.ViTConfig
-) -> tuple[Structure, Params]:
+) -> tuple[Structure, HostParams]:
     """A transformers ViT state dict (numpy arrays, or anything `np.asarray` reads) -> mu2hub path params.
 
     Accepts the `ViTForImageClassification` layout (`vit.…` + `classifier.…`) and the `ViTModel` layout
@@ -312,7 +312,7 @@ def params_from_transformers(
     if pooler:
         logger.info("ignoring %s: the classifier reads the class token, not the pooler", sorted(pooler))
 
-    params: Params = {}
+    params: HostParams = {}
     for (slot, name), (key, layout) in table.items():
         if key in wanted:
             params.setdefault(slot, {})[name] = _to_mu2hub(state_dict[key], layout, key)
@@ -500,7 +500,7 @@ def read_transformers_checkpoint(
     token: str | bool | None = None,
     local_files_only: bool = False,
     force_download: bool = False,
-) -> tuple[Structure, Params, list[str]]:
+) -> tuple[Structure, HostParams, list[str]]:
     """Read a transformers ViT checkpoint (a local folder or a Hub repo) as a mu2hub path.
 
     Fetches exactly `config.json` and `model.safetensors` (or `model.safetensors.index.json` and its

@@ -1,13 +1,13 @@
 """Tasks and their input pipelines: the registry, built-in data, Hugging Face datasets, preprocessing.
 
->>> from mu2hub.data import get_task, list_tasks
->>> list_tasks("shapes/*")
+>>> from mu2hub.data import get_task, list_data_tasks
+>>> list_data_tasks("shapes/*")
 ['shapes/label_orientation', 'shapes/label_scale', 'shapes/label_shape', 'shapes/label_x_position']
 """
 
 from mu2hub.data import builtin, catalog  # noqa: F401  (importing a source registers it)
 from mu2hub.data.hf import load_hf_task, load_imagefolder, task_from_dataset_dict
-from mu2hub.data.registry import Split, TaskData, get_task, list_tasks, register_task, to_rgb_uint8
+from mu2hub.data.registry import Split, TaskData, get_task, list_data_tasks, register_task, to_rgb_uint8
 
 _PREPROCESSING = ("apply_pp_spec_numpy", "batches", "eval_batches", "pp_spec", "preprocess_eval", "preprocess_train")
 
@@ -28,7 +28,7 @@ __all__ = [
     "batches",
     "eval_batches",
     "get_task",
-    "list_tasks",
+    "list_data_tasks",
     "load_hf_task",
     "load_imagefolder",
     "pp_spec",

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from mu2hub.data.registry import TaskData, register_resolver
-from mu2hub.data.vtab import DERIVATIONS, Derivation, Row, numbered
+from mu2hub.data.vtab import DERIVATIONS, Derivation, Example, numbered
 from mu2hub.errors import DataSourceError, LabelMismatchError, MissingExtraError
 from mu2hub.utils.extras import require
 
@@ -41,7 +41,7 @@ if TYPE_CHECKING:
 
 
 @dataclass(frozen=True)
-class Source:
+class CatalogSource:
     """One dataset: on the Hub (`hub`) or in TFDS (`tfds`), its image field and (unless derived) label field.
 
     `tfds` is the name and version the reference reads; it is read here only for a source with no `hub` id."""
@@ -61,14 +61,15 @@ class Source:
 
 
 def _hub(key, hub, tfds, config=None, revision=None, image="image", label="label", **splits):
-    return Source(key, hub=hub, config=config, revision=revision, tfds=tfds, image=image, label=label, splits=splits)
+    return CatalogSource(key, hub=hub, config=config, revision=revision, tfds=tfds, image=image, label=label,
+                         splits=splits)
 
 
 def _tfds(key, name, image="image", label="label"):
-    return Source(key, tfds=name, image=image, label=label)
+    return CatalogSource(key, tfds=name, image=image, label=label)
 
 
-SOURCES: dict[str, Source] = {s.key: s for s in [
+SOURCES: dict[str, CatalogSource] = {s.key: s for s in [
     _hub("imagenet2012", "ILSVRC/imagenet-1k", "imagenet2012:5.*.*"),  # gated: accept its terms on the Hub first
     _tfds("imagenet_v2", "imagenet_v2/matched-frequency:3.*.*"),
     _hub("cifar10", "uoft-cs/cifar10", "cifar10:3.*.*", image="img"),
@@ -103,7 +104,7 @@ SOURCES: dict[str, Source] = {s.key: s for s in [
 # ---------------------------------------------------------------------------------------------------------
 # Split rules: our split -> a slice of one of the source's splits (munet_spec.md §5.1, task_adaptation)
 # ---------------------------------------------------------------------------------------------------------
-RULES: dict[str, dict[str, str]] = {
+SPLIT_RULES: dict[str, dict[str, str]] = {
     "imagenet": {"train": "train", "validation": "imagenet_v2/test", "test": "validation"},
     "cifar10": {"train": "train", "validation": "cifar10_1/test", "test": "test"},
     "cifar100": {"train": "train[:98%]", "validation": "train[98%:]", "test": "test"},
@@ -158,7 +159,7 @@ class CatalogTask:
 
     @property
     def splits(self) -> dict[str, str]:
-        return one_k(RULES[self.rule]) if self.one_k else dict(RULES[self.rule])
+        return one_k(SPLIT_RULES[self.rule]) if self.one_k else dict(SPLIT_RULES[self.rule])
 
     @property
     def derivation(self) -> Derivation | None:
@@ -260,11 +261,11 @@ def slice_indices(n: int, slices: list[str]) -> range:
 class SplitRef:
     """One of our splits: a random-access view of the source split it slices (rows read on demand)."""
 
-    source: Source
+    source: CatalogSource
     split: str
     data: Any  # anything with len() and [int] -> row mapping (a `datasets.Dataset`, a TFDS data source)
     indices: range
-    label: Callable[[Row], int]
+    label: Callable[[Example], int]
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -289,8 +290,8 @@ class Resolved:
         return {k: len(v) for k, v in self.splits.items()}
 
 
-def open_split(source: Source, split: str, *, sources: Mapping[str, str] | None = None, data_dir: str | None = None,
-               cache_dir: str | None = None) -> Any:
+def open_split(source: CatalogSource, split: str, *, sources: Mapping[str, str] | None = None,
+               data_dir: str | None = None, cache_dir: str | None = None) -> Any:
     """A source split as random-access rows: a local `save_to_disk` folder if `sources` names one, else the Hub or
     TFDS. Raises `DataSourceError` naming the source and what to do when it cannot be opened."""
     actual = source.splits.get(split, split)
@@ -314,7 +315,7 @@ def open_split(source: Source, split: str, *, sources: Mapping[str, str] | None 
                               f"sources={{{source.key!r}: '<save_to_disk folder>'}}") from e
 
 
-def _tfds_split(source: Source, split: str, data_dir: str | None) -> Any:
+def _tfds_split(source: CatalogSource, split: str, data_dir: str | None) -> Any:
     try:
         import tensorflow_datasets as tfds
     except ImportError as e:
@@ -375,7 +376,8 @@ def resolve(name: str, *, sources: Mapping[str, str] | None = None, sources_dir:
     return Resolved(task, labels or list(known[0] if known else numbered(task.num_classes)), splits)
 
 
-def _labeler(task: CatalogTask, source: Source, data: Any, split: str) -> tuple[Callable[[Row], int], list[str] | None]:
+def _labeler(task: CatalogTask, source: CatalogSource, data: Any,
+             split: str) -> tuple[Callable[[Example], int], list[str] | None]:
     derived = task.derivation
     if derived is not None:
         return derived.label, list(derived.names)
@@ -415,7 +417,7 @@ def open_task(name: str, *, image_size: int | None = None, decode_size: int | No
                         data=data_spec(SOURCES[r.task.source], local))
 
 
-def data_spec(source: Source, local: Mapping[str, str]) -> str:
+def data_spec(source: CatalogSource, local: Mapping[str, str]) -> str:
     """`lineage.data` for a task trained on `source`: `hf:<Hub id>` only when the Hub dataset itself was read."""
     if source.key in local:
         return f"local:{source.key}"  # a local stand-in with the source's features: not that Hub dataset

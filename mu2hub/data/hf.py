@@ -78,8 +78,8 @@ def load_hf_task(
         except (ConnectionError, FileNotFoundError) as e:  # no such dataset, or the Hub out of reach and no copy here
             raise DataSourceError(f"hf:{path}: the dataset cannot be loaded ({type(e).__name__}: {e}). Pass a Hub "
                                   "dataset id that exists, a local folder (imagefolder or save_to_disk), or a "
-                                  "registered task name (mu2hub.data.list_tasks()); offline, a dataset must already be "
-                                  "in the datasets cache (HF_DATASETS_OFFLINE=1)") from e
+                                  "registered task name (mu2hub.data.list_data_tasks()); offline, a dataset must "
+                                  "already be in the datasets cache (HF_DATASETS_OFFLINE=1)") from e
     if isinstance(loaded, datasets.Dataset):
         loaded = datasets.DatasetDict({"train": loaded})
     return task_from_dataset_dict(
@@ -167,17 +167,7 @@ def task_from_dataset_dict(
 
     if max_examples is not None and max_examples < 1:
         raise DataError(f"{name}: max_examples must be at least 1, got {max_examples}")
-    mapping = dict(splits) if splits is not None else {s: s for s in SPLITS if s in dataset_dict}
-    unknown = set(mapping) - set(SPLITS)
-    if unknown or "train" not in mapping:
-        raise DataError(
-            f"{name}: `splits` must map 'train' (and optionally 'validation', 'test') to the "
-            f"dataset's splits; got {mapping}"
-        )
-    missing = [source for source in mapping.values() if source not in dataset_dict]
-    if missing:
-        raise DataError(f"{name}: no split {missing}; the dataset has {sorted(dataset_dict)}")
-    parts = {ours: dataset_dict[source] for ours, source in mapping.items()}
+    parts = _our_splits(name, dataset_dict, splits)
 
     features = parts["train"].features
     image_column = _pick_column(name, features, image_column, datasets.Image, "image", "cast_column(col, Image())")
@@ -212,6 +202,21 @@ def task_from_dataset_dict(
         result[ours] = Split(np.stack(resized) if resized else np.zeros((0, 1, 1, 3), np.uint8), labels)
     label_names = list(features[label_column].names)
     return TaskData(name, label_names, result["train"], result["validation"], result["test"], carved=carved)
+
+
+def _our_splits(name: str, dataset_dict: datasets.DatasetDict, splits: Mapping[str, str] | None) -> dict[str, Any]:
+    """Our split name -> the dataset's split: `splits`, or the same names where the dataset has them; train needed."""
+    mapping = dict(splits) if splits is not None else {s: s for s in SPLITS if s in dataset_dict}
+    unknown = set(mapping) - set(SPLITS)
+    if unknown or "train" not in mapping:
+        raise DataError(
+            f"{name}: `splits` must map 'train' (and optionally 'validation', 'test') to the "
+            f"dataset's splits; got {mapping}"
+        )
+    missing = [source for source in mapping.values() if source not in dataset_dict]
+    if missing:
+        raise DataError(f"{name}: no split {missing}; the dataset has {sorted(dataset_dict)}")
+    return {ours: dataset_dict[source] for ours, source in mapping.items()}
 
 
 def _pick_column(name: str, features: Any, column: str | None, feature_type: type, what: str, fix: str) -> str:

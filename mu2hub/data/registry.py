@@ -272,7 +272,7 @@ def register_resolver(accepts: Callable[[str], bool], loader: Callable[..., Task
     _RESOLVERS.append((accepts, loader))
 
 
-def list_tasks(pattern: str = "*") -> list[str]:
+def list_data_tasks(pattern: str = "*") -> list[str]:
     """Registered task names matching a glob `pattern` (fnmatch), sorted. Sources (`hf:`…) are not listed."""
     return sorted(name for name in _TASKS if fnmatch.fnmatchcase(name, pattern))
 
@@ -281,7 +281,7 @@ def get_task(name: str, *, decode_size: int | None = None, **kwargs: Any) -> Tas
     """Build a task's data.
 
     Args:
-        name (`str`): a registered name (see `list_tasks()`), one of the µ2Net paper's tasks
+        name (`str`): a registered name (see `list_data_tasks()`), one of the µ2Net paper's tasks
             (`mu2hub.data.catalog`, e.g. `cifar10`, `clevr/count_all`, `dtd/1k`), `hf:<dataset id or path>` or
             `imagefolder:<folder>`.
         decode_size (`int`, *optional*): the size images of varying sizes are decoded to, never above the largest

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .registry import TaskData, get_task, list_tasks
+from .registry import TaskData, get_task, list_data_tasks
 
 _DATASET_MARKERS = ("dataset_dict.json", "state.json")  # `save_to_disk` output
 
@@ -26,7 +26,7 @@ def resolve_data(data: TaskData | str | os.PathLike, **kwargs: Any) -> TaskData:
         name = ("hf:" if is_dataset else "imagefolder:") + name
     if name.startswith("imagefolder:"):
         _check_class_folders(Path(name.removeprefix("imagefolder:")))
-    if name.startswith(("hf:", "imagefolder:")) or name in list_tasks():
+    if name.startswith(("hf:", "imagefolder:")) or name in list_data_tasks():
         return get_task(name, **kwargs)
     return get_task(f"hf:{name}", **kwargs)
 

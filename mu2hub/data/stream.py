@@ -43,7 +43,7 @@ from mu2hub.data.shard import Shard
 from mu2hub.errors import StreamReadError
 
 
-class Source(Protocol):
+class StreamSource(Protocol):
     """Random access to a split's examples: a catalog `SplitRef`, a `DatasetSource`, anything with these two."""
 
     def __len__(self) -> int: ...
@@ -73,7 +73,7 @@ class DatasetSource:
 class StreamedSplit:
     """One split read from its source on demand, every image decoded to `shape` (H, W); nothing is held."""
 
-    source: Source
+    source: StreamSource
     shape: tuple[int, int]
     name: str = "split"  # "<task> <split>", for error messages
 
@@ -198,7 +198,7 @@ def validation_subset(split: AnySplit, max_examples: int | None, *, seed: int | 
     return materialise(split, np.sort(pick.choice(len(split), max_examples, replace=False)))
 
 
-def decode_shape(name: str, sources: Sequence[Source], *, image_size: int | None = None,
+def decode_shape(name: str, sources: Sequence[StreamSource], *, image_size: int | None = None,
                  decode_size: int | None = None, sample: int = 16) -> tuple[int, int]:
     """The (H, W) a task's images are decoded to, by the in-memory loaders' rule (`decode.target_shape`) on a sample.
 

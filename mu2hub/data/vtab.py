@@ -14,10 +14,10 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-Row = Mapping[str, Any]
+Example = Mapping[str, Any]
 
 
-def _objects(row: Row, field: str) -> np.ndarray:
+def _objects(row: Example, field: str) -> np.ndarray:
     return np.asarray(row["objects"][field])
 
 
@@ -26,39 +26,39 @@ def _bin(value: float, thresholds: list[float]) -> int:
     return int(np.flatnonzero(np.asarray(thresholds) < value).max())
 
 
-def clevr_count_all(row: Row) -> int:
+def clevr_count_all(row: Example) -> int:
     return int(_objects(row, "size").shape[0]) - 3  # 3..10 objects -> 0..7
 
 
-def clevr_count_cylinders(row: Row) -> int:
+def clevr_count_cylinders(row: Example) -> int:
     return int((_objects(row, "shape") == 2).sum())
 
 
-def clevr_closest_object_distance(row: Row) -> int:
+def clevr_closest_object_distance(row: Example) -> int:
     return _bin(float(_objects(row, "pixel_coords").reshape(-1, 3)[:, 2].min()), [0.0, 8.0, 8.5, 9.0, 9.5, 10.0, 100.0])
 
 
-def _kitti_z(row: Row) -> np.ndarray:
+def _kitti_z(row: Example) -> np.ndarray:
     return _objects(row, "location").reshape(-1, 3)[:, 2]
 
 
-def kitti_count_vehicles(row: Row) -> int:
+def kitti_count_vehicles(row: Example) -> int:
     return min(int((_objects(row, "type") < 3).sum()), 3)  # Car, Van, Truck
 
 
-def kitti_closest_object_distance(row: Row) -> int:
+def kitti_closest_object_distance(row: Example) -> int:
     return _bin(float(_kitti_z(row).min()), [-100.0, 5.6, 8.4, 13.4, 23.4])
 
 
-def kitti_closest_vehicle_distance(row: Row) -> int:
+def kitti_closest_vehicle_distance(row: Example) -> int:
     z = _kitti_z(row)[_objects(row, "type") < 3]
     return _bin(float(np.concatenate([z, [1000.0]]).min()), [-100.0, 8.0, 20.0, 999.0])
 
 
-def feature(attribute: str) -> Callable[[Row], int]:
+def feature(attribute: str) -> Callable[[Example], int]:
     """A factor used as the label unchanged (dSprites' position and orientation, smallNORB's four factors)."""
 
-    def derive(row: Row) -> int:
+    def derive(row: Example) -> int:
         return int(np.asarray(row[attribute]))
 
     derive.__name__ = attribute
@@ -81,7 +81,7 @@ def _bins(thresholds: tuple[float, ...], unit: str, n: int, last: str | None = N
 class Derivation(NamedTuple):
     """How a task's label is computed from an example, the class names, and what a class means."""
 
-    label: Callable[[Row], int]
+    label: Callable[[Example], int]
     names: tuple[str, ...]
     meaning: str
 

@@ -28,7 +28,7 @@ import numpy as np
 
 from .. import model as vit
 from ..format.system import Structure
-from ..train.child import evaluate, train_child
+from ..train.child import evaluate_params, train_child
 from ..publishing.comparison import METRIC
 
 @dataclasses.dataclass(frozen=True)
@@ -103,7 +103,7 @@ def train_baseline(name: str, structure: Structure, params: Mapping[str, Any], d
     result = train_child(structure, {}, dict(params), data, hparams, num_validations=k, steps_per_validation=per,
                          batch_size=batch_size, seed=seed, **train)
     eval_kw = {key: train[key] for key in ("dtype", "mesh", "preprocessing") if key in train}
-    test = float(evaluate(structure, result.params, data.test, batch_size, **eval_kw))
+    test = float(evaluate_params(structure, result.params, data.test, batch_size, **eval_kw))
     return BaselineResult(name, test)
 
 

@@ -16,8 +16,7 @@ import numpy as np
 
 from .. import model as vit
 from ..format.system import Dims, Structure
-
-Tensors = dict[str, np.ndarray]
+from ..hub.store import Tensors
 
 
 def shape_key(structure: Structure, slot: str) -> Hashable:

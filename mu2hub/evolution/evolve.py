@@ -103,7 +103,7 @@ def write_figures(run: RunDir) -> list[Path]:
     `figures/baselines.png` (evolved vs each baseline per task)."""
     from ..publishing.figures import baselines_png, params_png
     from ..hub.metadata import stream_order
-    from ..hub.store import atomic_write
+    from ..utils.atomic import atomic_write
     from ..publishing.comparison import baselines_of
 
     best = run.best_tasks()

@@ -258,7 +258,7 @@ class LoopRules:
 #: µ3Net's cap is 16 for the large Vit agent and 7 for Ti0; the reference gives none for Ti3 / B, so they keep the
 #: agent default 16. µ4Net caps at 5 and breaks ties toward the oldest path.
 _MU3NET_RULES = LoopRules(schedule="mu3net", sampler="agent", population_max=16)
-RULES: Mapping[str, LoopRules] = MappingProxyType({
+LOOP_RULES: Mapping[str, LoopRules] = MappingProxyType({
     "mu3net": _MU3NET_RULES,
     "mu3net-ti0": dataclasses.replace(_MU3NET_RULES, population_max=7),
     "mu3net-ti3": _MU3NET_RULES,
@@ -270,7 +270,7 @@ RULES: Mapping[str, LoopRules] = MappingProxyType({
 def get_rules(name: str) -> LoopRules:
     """The loop rules of a named space's family (µ2Net spaces: the defaults)."""
     get_space(name)
-    return RULES.get(name, LoopRules())
+    return LOOP_RULES.get(name, LoopRules())
 
 
 def list_spaces() -> list[str]:

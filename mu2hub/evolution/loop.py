@@ -31,13 +31,14 @@ from ..inference.task import resolve_dtype
 from ..data import catalog
 from ..data.decode import training_decode_size
 from ..data.pp import pp_spec
-from ..data.registry import TaskData, get_task, list_tasks
+from ..data.registry import TaskData, get_task, list_data_tasks
 from ..data.stream import StreamedTask, TrainingData, validation_subset
 from ..errors import JobMismatchError
 from ..format.system import ComponentRef, SystemConfig, TaskFile
 from ..inference.prefix import PrefixCache
 from ..convert.roots import root_dims, root_from_config
-from ..train.child import ChildResult, batch_key, data_parallel_mesh, evaluate, momentum_dtype, train_child, train_children
+from ..train.child import (ChildResult, batch_key, data_parallel_mesh, evaluate_params, momentum_dtype, train_child,
+                           train_children)
 from . import baselines
 from ..publishing import comparison
 from .children import Child, shape_key, structure_of
@@ -108,7 +109,7 @@ class Agent:
             # Images of varying sizes (a dataset source's) are decoded above every size a path can reach (data.decode).
             sizes = (self.defaults["ds_image_size"], *self.space.ranges.get("ds_image_size", ()))
             kwargs = {"decode_size": training_decode_size(sizes), **self.cfg.get("task_kwargs", {}).get(task, {})}
-            if catalog.is_catalog_task(task) and task not in list_tasks():
+            if catalog.is_catalog_task(task) and task not in list_data_tasks():
                 self._opened[task] = catalog.open_task(task, **kwargs)
                 self._pixel_scales[task] = catalog.TASKS[task].pixel_scale  # the table's input conversion
             else:
@@ -470,8 +471,8 @@ class Agent:
         params = {slot: self._component(c["id"]) for slot, c in best.components.items()}
 
         def test_accuracy() -> float:
-            return evaluate(structure, params, data.test, self.cfg["batch_size"], dtype=self.dtype, mesh=self.mesh,
-                            preprocessing=self.preprocessing(task, structure.image_size))
+            return evaluate_params(structure, params, data.test, self.cfg["batch_size"], dtype=self.dtype, mesh=self.mesh,
+                                   preprocessing=self.preprocessing(task, structure.image_size))
 
         # data_parallel: every process measures it together; else process 0 alone, on one of its devices
         test = test_accuracy() if self.mesh is not None else None

@@ -34,7 +34,8 @@ from ..constants import component_filename
 from ..errors import FormatError, Mu2hubError
 from ..format.system import (ComponentRef, SystemConfig, TaskFile, component_bytes, component_id, dump_json, file_has_id,
                       load_json, num_params, parse_component)
-from ..hub.store import LocalStore, atomic_write
+from ..hub.store import LocalStore
+from ..utils.atomic import atomic_write
 from . import storage
 from .scorer import ScorerConfig, accounted_params, sharing
 

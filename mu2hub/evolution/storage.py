@@ -21,7 +21,7 @@ from typing import Iterator
 from filelock import FileLock
 
 from ..errors import SharedStorageError
-from ..hub.store import atomic_write
+from ..utils.atomic import atomic_write
 from .cluster import Cluster
 
 _PROBE = ".mu2hub-probe"

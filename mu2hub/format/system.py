@@ -219,9 +219,6 @@ def dump_json(obj: Any) -> bytes:
 # ---------------------------------------------------------------------------------------------------
 
 
-ACTIVATIONS = schema.ACTIVATIONS
-
-
 @dataclass(frozen=True)
 class Dims:
     """Shared ViT dimensions of a system: every component of every path agrees on these."""
@@ -242,8 +239,8 @@ class Dims:
         if not (isinstance(self.layer_norm_eps, (int, float)) and 0 < self.layer_norm_eps <= 1):
             raise FormatError(f"layer_norm_eps must lie in (0, 1], got {self.layer_norm_eps!r}")
         schema.check_dims(self.hidden_size, self.num_heads)
-        if self.activation not in ACTIVATIONS:
-            raise FormatError(f"activation {self.activation!r} is not one of {list(ACTIVATIONS)}")
+        if self.activation not in schema.ACTIVATIONS:
+            raise FormatError(f"activation {self.activation!r} is not one of {list(schema.ACTIVATIONS)}")
 
 
 @dataclass(frozen=True)
@@ -281,7 +278,7 @@ class SystemConfig:
 
 
 @dataclass(frozen=True)
-class Source:
+class ComponentSource:
     """Where a component lives when it is not in the task's own repo (fine-tuned variants)."""
 
     repo_id: str
@@ -297,7 +294,7 @@ class ComponentRef:
     id: str
     params: int
     bytes: int
-    source: Source | None = None
+    source: ComponentSource | None = None
 
     @property
     def kind(self) -> str:
@@ -431,7 +428,8 @@ class TaskFile:
         """Checked by `schema.check_task` (every known field typed and bounded, probe consistent) first."""
         c = schema.check_task(data, where)
         comps = [ComponentRef(r["slot"], r["id"], r["params"], r["bytes"],
-                              Source(**r["source"]) if r["source"] is not None else None) for r in c.pop("components")]
+                              ComponentSource(**r["source"]) if r["source"] is not None else None)
+                 for r in c.pop("components")]
         tf = cls(components=comps, **c)
         tf._check_slots(where)
         return tf

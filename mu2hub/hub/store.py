@@ -34,7 +34,7 @@ from ..errors import (
 )
 from ..format.system import (
     ComponentRef,
-    Source,
+    ComponentSource,
     Structure,
     SystemConfig,
     TaskFile,
@@ -329,7 +329,7 @@ class HubStore:
         return dict(results)
 
     def _read_verified(self, ref: ComponentRef, tqdm_class) -> tuple[str, Tensors]:
-        src = ref.source or Source(self.repo_id, self.commit)
+        src = ref.source or ComponentSource(self.repo_id, self.commit)
         label = ref.filename if ref.source is None else f"{src.repo_id}@{src.revision[:8]}/{ref.filename}"
         stamps = stamp_dir(self._kw["cache_dir"])  # outside HF_HUB_CACHE: that folder is huggingface_hub's
 

@@ -233,7 +233,7 @@ class VerifiedFolderCache(CacheInterface):
         return value
 
     def put(self, key: str, value: bytes) -> None:
-        from ..hub.store import atomic_write
+        from ..utils.atomic import atomic_write
 
         data = _MAGIC + self._digest(key, value) + value
         if len(data) > self.max_bytes:

@@ -13,12 +13,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..data.registry import SPLITS
 from ..errors import ArgumentError
 
 if TYPE_CHECKING:
     from .task import TaskModel
 
-SPLITS = ("train", "validation", "test")
 _RECORDED = {"test": "test_accuracy", "validation": "validation_accuracy"}
 
 

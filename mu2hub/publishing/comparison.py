@@ -6,9 +6,9 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 #: "kind:budget" names a config may list in `baselines`.
-KINDS = ("scratch", "finetune")
+BASELINE_KINDS = ("scratch", "finetune")
 BUDGETS = ("total", "lineage")
-ALL = tuple(f"{k}:{b}" for k in KINDS for b in BUDGETS)
+ALL = tuple(f"{k}:{b}" for k in BASELINE_KINDS for b in BUDGETS)
 
 #: The task file's metric per baseline (`from_scratch_test_accuracy` kept from the add-task format).
 METRIC = {"scratch:total": "from_scratch_test_accuracy", "scratch:lineage": "from_scratch_lineage_test_accuracy",
@@ -24,8 +24,8 @@ def parse(spec: Any) -> tuple[str, ...]:
         return ALL
     bad = [n for n in names if n not in ALL]
     if bad:
-        raise ValueError(f"unknown baselines {bad}: each is 'kind:budget' with kind in {list(KINDS)} and budget in "
-                         f"{list(BUDGETS)} (or 'all' / 'none')")
+        raise ValueError(f"unknown baselines {bad}: each is 'kind:budget' with kind in {list(BASELINE_KINDS)} and "
+                         f"budget in {list(BUDGETS)} (or 'all' / 'none')")
     return tuple(dict.fromkeys(names))
 
 

@@ -250,16 +250,44 @@ def make_plan(store: Store, config: SystemConfig, files: Mapping[str, TaskFile],
               name: str | None = None) -> ExportPlan:
     """Decide every file against the target's snapshot; pure apart from reading (and checking) source files.
     `name` is the card's title (defaults to `label`)."""
-    final: list[FileOp] = []
+    final = _config_ops(config, snap, target)
+    status, released, write = _task_status(files, snap, force)
+    _check_test_accuracy(store, files, write)
+    final += _release_ops(files, snap, write, status, released, probe_for)
+    final += _root_ops(root, snap)
+    comps, present = _component_ops(store, files, root, status, snap)
+    # the card and figures of the union
+    union_all = {**snap.tasks, **released}
+    union = {t: union_all[t] for t in card_order(union_all, snap.card_order)}
+    card_root = root if root is not None else snap.root
+    for rel_path, data in _shared_files(union, snap.config or config, label, card_root, license, name).items():
+        rf = snap.files.get(rel_path)
+        if rf is None or not rf.matches(data):
+            final.append(FileOp(rel_path, len(data), "card" if rel_path == README_NAME else "figure", "edit" if rf else "new", data))
+    # garbage at the target
+    referenced = {c.id for tf in [*union.values(), *([card_root] if card_root is not None else [])] for c in tf.components}
+    unreferenced = sorted(snap.components - referenced) if snap.components is not None else []
+    if prune:
+        final.extend(FileOp(component_filename(cid), 0, "component", "delete") for cid in unreferenced)
+    return ExportPlan(store.name, target, snap.head, comps, final, status, released, present, unreferenced, list(snap.notes))
+
+
+def _config_ops(config: SystemConfig, snap: Snapshot, target: str) -> list[FileOp]:
+    """`config.json` for a new target; an existing one must describe the same system."""
     if snap.config is None:
         data = dump_json(config.to_json())
-        final.append(FileOp(CONFIG_NAME, len(data), "config", "new", data))
-    elif (snap.config.dims, snap.config.root_image_size, snap.config.root_num_layers) != (
+        return [FileOp(CONFIG_NAME, len(data), "config", "new", data)]
+    if (snap.config.dims, snap.config.root_image_size, snap.config.root_num_layers) != (
             config.dims, config.root_image_size, config.root_num_layers):
         raise ExportError(f"{target} holds another system: its {CONFIG_NAME} has {snap.config.dims} and root "
                           f"{snap.config.root_image_size}px/{snap.config.root_num_layers} layers, the source {config.dims} and root "
                           f"{config.root_image_size}px/{config.root_num_layers} layers; export to another repo")
-    # 1. which tasks to write
+    return []
+
+
+def _task_status(files: Mapping[str, TaskFile], snap: Snapshot,
+                 force: bool) -> tuple[dict[str, str], dict[str, TaskFile], list[str]]:
+    """Which tasks to write: task -> status, the tasks kept as the target has them, the tasks to write."""
     status, released, write = {}, {}, []
     for t, tf in files.items():
         old = snap.tasks.get(t)
@@ -271,13 +299,22 @@ def make_plan(store: Store, config: SystemConfig, files: Mapping[str, TaskFile],
         else:
             status[t] = "replace" if old is not None else "new"
             write.append(t)
-    # Every task released here reports a test accuracy; tasks already at the target unchanged are left as they are
-    # (so re-rendering a repo's card onto itself works for any repo).
+    return status, released, write
+
+
+def _check_test_accuracy(store: Store, files: Mapping[str, TaskFile], write: list[str]) -> None:
+    """Every task released here reports a test accuracy; tasks already at the target unchanged are left as they are
+    (so re-rendering a repo's card onto itself works for any repo)."""
     missing = [t for t in write if test_accuracy(files[t]) is None]
     if missing:
         raise ExportError(f"{store.name}: task(s) {', '.join(missing)} have no metrics.test_accuracy (every published "
                           "task reports a held-out test accuracy); finish their evolution, or leave them out with tasks=/--tasks")
-    # 2. release them in stream order; "shared with" = tasks published before
+
+
+def _release_ops(files: Mapping[str, TaskFile], snap: Snapshot, write: list[str], status: dict[str, str],
+                 released: dict[str, TaskFile], probe_for: Callable[[str, TaskFile], dict[str, Any] | None]) -> list[FileOp]:
+    """Release the tasks to write in stream order (into `released`); "shared with" = tasks published before."""
+    ops = []
     earlier: dict[str, list[str]] = {}
     for t, tf in snap.tasks.items():
         if t not in write:
@@ -286,16 +323,26 @@ def make_plan(store: Store, config: SystemConfig, files: Mapping[str, TaskFile],
     for t in stream_order({t: files[t] for t in write}):
         rel = released[t] = release(files[t], earlier=earlier, probe=probe_for(t, files[t]))
         data = dump_json(rel.to_json())
-        final.append(FileOp(rel.filename, len(data), "task", "new" if status[t] == "new" else "edit", data))
+        ops.append(FileOp(rel.filename, len(data), "task", "new" if status[t] == "new" else "edit", data))
         for cid in distinct(c.id for c in rel.components):
             earlier.setdefault(cid, []).append(t)
-    # 2b. the root path: the parent contributors' new tasks may start from (docs/FORMAT.md, root.json)
-    if root is not None:
-        data = dump_json(root.to_json())
-        rf = snap.files.get(ROOT_NAME)
-        if rf is None or not rf.matches(data):
-            final.append(FileOp(ROOT_NAME, len(data), "root", "new" if rf is None else "edit", data))
-    # 3. components the target lacks (or holds with other content)
+    return ops
+
+
+def _root_ops(root: TaskFile | None, snap: Snapshot) -> list[FileOp]:
+    """The root path: the parent contributors' new tasks may start from (docs/FORMAT.md, root.json)."""
+    if root is None:
+        return []
+    data = dump_json(root.to_json())
+    rf = snap.files.get(ROOT_NAME)
+    if rf is None or not rf.matches(data):
+        return [FileOp(ROOT_NAME, len(data), "root", "new" if rf is None else "edit", data)]
+    return []
+
+
+def _component_ops(store: Store, files: Mapping[str, TaskFile], root: TaskFile | None, status: dict[str, str],
+                   snap: Snapshot) -> tuple[list[FileOp], int]:
+    """Components the target lacks (or holds with other content), each checked; and how many it already holds."""
     comps, present = [], 0
     needed = {c.id: c for t, tf in files.items() if not status[t].startswith("kept") for c in tf.components if c.source is None}
     needed.update({c.id: c for c in (root.components if root is not None else []) if c.source is None})
@@ -307,20 +354,7 @@ def make_plan(store: Store, config: SystemConfig, files: Mapping[str, TaskFile],
         path = _component_file(store, ref)
         _check_component(path, ref, store.name)
         comps.append(FileOp(ref.filename, ref.bytes, "component", "new" if rf is None else "edit", file=path, id=cid))
-    # 4. card and figures of the union
-    union_all = {**snap.tasks, **released}
-    union = {t: union_all[t] for t in card_order(union_all, snap.card_order)}
-    card_root = root if root is not None else snap.root
-    for rel_path, data in _shared_files(union, snap.config or config, label, card_root, license, name).items():
-        rf = snap.files.get(rel_path)
-        if rf is None or not rf.matches(data):
-            final.append(FileOp(rel_path, len(data), "card" if rel_path == README_NAME else "figure", "edit" if rf else "new", data))
-    # 5. garbage at the target
-    referenced = {c.id for tf in [*union.values(), *([card_root] if card_root is not None else [])] for c in tf.components}
-    unreferenced = sorted(snap.components - referenced) if snap.components is not None else []
-    if prune:
-        final.extend(FileOp(component_filename(cid), 0, "component", "delete") for cid in unreferenced)
-    return ExportPlan(store.name, target, snap.head, comps, final, status, released, present, unreferenced, list(snap.notes))
+    return comps, present
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -433,17 +467,10 @@ def export(
     store = open_source(source, revision=revision, token=token, cache_dir=cache_dir)
     config, files = read_source(store, tasks)
     target = open_target(to, token=token, cache_dir=cache_dir, private=private)
-    probes: dict[str, dict[str, Any] | None] = {}
-
-    def probe_for(t: str, tf: TaskFile) -> dict[str, Any] | None:
-        if t not in probes:
-            probes[t] = make_task_probe(store, t, tf)
-        return probes[t]
-
+    probe_for = _probes_once(store)
     emit = callback or (lambda *_: None)
     root = store.read_root()
-    paths = [c.filename for tf in [*files.values(), *([root] if root else [])] for c in tf.components if c.source is None]
-    paths = distinct(paths) + [CONFIG_NAME, ROOT_NAME, *SHARED_FILES]
+    paths = _target_paths(files, root)
     result = ExportResult(target.name, dry_run=dry_run)
     # the card names the system by its repo id, or for a folder by the run's name (config.json), not the folder's
     title = repo_id or (target.repo_id if isinstance(target, HubTarget) else (config.name or Path(target.label).name))
@@ -476,6 +503,25 @@ def export(
                 time.sleep(random.uniform(0.0, 0.1 * result.retries))
     raise PushInterruptedError(target.name, "final", len(result.commits),
                                RuntimeError(f"the target kept moving: gave up after {result.retries} stale-parent retries"))
+
+
+def _probes_once(store: Store) -> Callable[[str, TaskFile], dict[str, Any] | None]:
+    """`probe_for(task, task_file)`: each task's probe computed once, however often the export plans again."""
+    probes: dict[str, dict[str, Any] | None] = {}
+
+    def probe_for(t: str, tf: TaskFile) -> dict[str, Any] | None:
+        if t not in probes:
+            probes[t] = make_task_probe(store, t, tf)
+        return probes[t]
+
+    return probe_for
+
+
+def _target_paths(files: Mapping[str, TaskFile], root: TaskFile | None) -> list[str]:
+    """The files of the target the plan looks at: the components the source's paths store, the JSON files, card and
+    figures."""
+    paths = [c.filename for tf in [*files.values(), *([root] if root else [])] for c in tf.components if c.source is None]
+    return distinct(paths) + [CONFIG_NAME, ROOT_NAME, *SHARED_FILES]
 
 
 def _message(chunk: list[FileOp]) -> str:

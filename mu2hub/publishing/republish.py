@@ -50,6 +50,7 @@ from ..model import build_module, classify, embed, expected_shapes, slot_kwargs
 from ..inference.probe import make_probe
 from ..convert.reference_format import (
     PathPlan,
+    ReferencePath,
     ReferenceState,
     component_name,
     convert_component,
@@ -57,7 +58,8 @@ from ..convert.reference_format import (
     read_reference_state,
     reference_dims,
 )
-from ..hub.store import LocalStore, atomic_write
+from ..hub.store import LocalStore
+from ..utils.atomic import atomic_write
 from ..utils.progress import byte_bar
 
 JOURNAL = ".cache/mu2hub/republish.json"  # inside the output folder, as huggingface_hub keeps local_dir metadata
@@ -265,38 +267,15 @@ def republish_reference(state_dir: str | os.PathLike, out_dir: str | os.PathLike
     """
     state = read_reference_state(state_dir, agent_class=agent_class)
     dims, available = reference_dims(state), state.tasks()
-    chosen = sorted(available, key=lambda t: state.best_path(t).id) if tasks is None else list(dict.fromkeys(tasks))
-    for t in chosen:
-        if t not in available:
-            raise TaskNotFoundError(t, available, str(state.state_dir))
-        check_task_name(t, where=state.best_path(t).where)  # task names become file names: refused before any write
+    chosen = _chosen_tasks(state, tasks, available)
     best = {t: state.best_path(t) for t in available}
     plans = {t: plan_path(state, best[t], dims) for t in chosen}  # every shape checked before anything is written
     named = {t: _labels(t, p.structure.num_classes, labels) for t, p in plans.items()}
     root = state.root or (best[chosen[0]] if chosen else None)
     if root is None:
         raise FormatError("no paths", path=str(state.state_dir))
-    hp = root.hparams  # config.json needs only the root's size: a root head that does not fit must not block it
-    if hp.get("ds_image_size") is not None and hp.get("num_layers") is not None:
-        root_size = (int(hp["ds_image_size"]), int(hp["num_layers"]))
-    else:
-        root_plan = plan_path(state, root, dims)
-        root_size = (root_plan.structure.image_size, root_plan.structure.num_layers)
-    store = LocalStore(out_dir)
-    label = "µ2Net" if state.layout == "mu2net" else "µ4Net"
-    shards = f"{len(state.sources)} checkpoint(s)" if len(state.sources) > 1 else state.sources[0]
-    config = SystemConfig(dims, *root_size, name, description or f"{label} {state.state_dir.name} ({shards}), republished")
-    if (store.root / "config.json").is_file():
-        existing = store.read_config()
-        if existing.dims != dims:
-            raise FormatError(f"holds a system of other dimensions ({existing.dims}); republish into an empty folder",
-                              path=str(store.root))
-    store.write_config(config)
-
-    users: dict[str, set[str]] = {}
-    for p in [*best.values(), *([state.root] if state.root else [])]:
-        for key in p.keys:
-            users.setdefault(key, set()).add(p.task)
+    store = _open_store(out_dir, _system_config(state, dims, root, name, description))
+    users = _users(state, best)
     journal = _Journal(store.root, _source_id(state))
     result = RepublishResult(store.root, notes=[f"{agent}: not republished ({why})" for agent, why in state.skipped.items()])
     todo = {k for p in plans.values() for k in p.keys.values() if journal.get(k, store) is None}
@@ -333,6 +312,51 @@ def republish_reference(state_dir: str | os.PathLike, out_dir: str | os.PathLike
             store.write_task(tf)
             result.tasks[task] = tf
     return result
+
+
+def _chosen_tasks(state: ReferenceState, tasks: Sequence[str] | None, available: list[str]) -> list[str]:
+    """The tasks to publish (default: every task of the state, by path id), each name checked before any write (task
+    names become file names)."""
+    chosen = sorted(available, key=lambda t: state.best_path(t).id) if tasks is None else list(dict.fromkeys(tasks))
+    for t in chosen:
+        if t not in available:
+            raise TaskNotFoundError(t, available, str(state.state_dir))
+        check_task_name(t, where=state.best_path(t).where)
+    return chosen
+
+
+def _system_config(state: ReferenceState, dims: Dims, root: ReferencePath, name: str, description: str) -> SystemConfig:
+    """`config.json`: the state's dimensions and its root's size."""
+    hp = root.hparams  # config.json needs only the root's size: a root head that does not fit must not block it
+    if hp.get("ds_image_size") is not None and hp.get("num_layers") is not None:
+        root_size = (int(hp["ds_image_size"]), int(hp["num_layers"]))
+    else:
+        root_plan = plan_path(state, root, dims)
+        root_size = (root_plan.structure.image_size, root_plan.structure.num_layers)
+    label = "µ2Net" if state.layout == "mu2net" else "µ4Net"
+    shards = f"{len(state.sources)} checkpoint(s)" if len(state.sources) > 1 else state.sources[0]
+    return SystemConfig(dims, *root_size, name, description or f"{label} {state.state_dir.name} ({shards}), republished")
+
+
+def _open_store(out_dir: str | os.PathLike, config: SystemConfig) -> LocalStore:
+    """The output folder with `config` written; one holding a system of other dimensions is refused."""
+    store = LocalStore(out_dir)
+    if (store.root / "config.json").is_file():
+        existing = store.read_config()
+        if existing.dims != config.dims:
+            raise FormatError(f"holds a system of other dimensions ({existing.dims}); republish into an empty folder",
+                              path=str(store.root))
+    store.write_config(config)
+    return store
+
+
+def _users(state: ReferenceState, best: Mapping[str, ReferencePath]) -> dict[str, set[str]]:
+    """Checkpoint key -> the tasks whose best path (or the root) uses it."""
+    users: dict[str, set[str]] = {}
+    for p in [*best.values(), *([state.root] if state.root else [])]:
+        for key in p.keys:
+            users.setdefault(key, set()).add(p.task)
+    return users
 
 
 def _write_component(state: ReferenceState, store: LocalStore, structure: Structure, slot: str, key: str) -> ComponentRef:

@@ -30,7 +30,7 @@ from ..errors import ArgumentError
 from ..format.system import Dims, Structure, SystemConfig, TaskFile, distinct
 from ..inference.prefix import EMBEDDING_SLOTS
 
-Tensors = Mapping[str, jax.Array]
+DeviceTensors = Mapping[str, jax.Array]
 
 
 @dataclass(frozen=True)
@@ -147,7 +147,7 @@ class Engine:
         return next(b for b in self.buckets if b >= n)
 
     # -- running ----------------------------------------------------------------------------------
-    def run(self, rows: Sequence[Row], params: Mapping[str, Tensors]) -> list[np.ndarray]:
+    def run(self, rows: Sequence[Row], params: Mapping[str, DeviceTensors]) -> list[np.ndarray]:
         """Logits (float32, one vector per row, in order) of each row's task; `params` maps component id -> tensors
         for every component the rows' paths use."""
         unknown = sorted({r.task for r in rows} - set(self.files))
@@ -193,7 +193,7 @@ class Engine:
         return out
 
     def _apply(self, stage: Stage, kids: list[tuple[Stage, _Node, list[int], list[Hashable]]], rows: Sequence[Row],
-               first: Mapping[Hashable, int], params: Mapping[str, Tensors]) -> list[Any]:
+               first: Mapping[Hashable, int], params: Mapping[str, DeviceTensors]) -> list[Any]:
         """Apply `stage` once to the rows of every kid; each kid's activations back ([bucket or n, ...])."""
         sizes = [len(keys) for *_, keys in kids]
         n = sum(sizes)
@@ -225,7 +225,7 @@ class Engine:
         bounds = np.cumsum([0] + sizes)
         return [host[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
 
-    def _call(self, stage: Stage, x: Any, valid: int, params: Mapping[str, Tensors]) -> jax.Array:
+    def _call(self, stage: Stage, x: Any, valid: int, params: Mapping[str, DeviceTensors]) -> jax.Array:
         """One compiled call of `stage` on a padded batch `x` (`valid` real rows)."""
         tensors = [params[cid] for cid in stage.ids]
         if self._compute is None:
@@ -258,21 +258,21 @@ def _chunk_sizes(n: int, size: int) -> list[int]:
 
 
 @functools.partial(jax.jit, static_argnames=("structure", "dtype"))
-def _embed(structure: Structure, patch: Tensors, cls: Tensors, pos: Tensors, images: jax.Array, dtype: Any = None):
+def _embed(structure: Structure, patch: DeviceTensors, cls: DeviceTensors, pos: DeviceTensors, images: jax.Array, dtype: Any = None):
     return vit.embed(structure, {"patch_embed": patch, "cls": cls, "pos_embed": pos}, images, dtype=dtype)
 
 
 @functools.partial(jax.jit, static_argnames=("dims", "dtype", "attention", "fuse_qkv"))
-def _block(dims: Dims, tensors: Tensors, x: jax.Array, dtype: Any = None, attention: str = "xla",
+def _block(dims: Dims, tensors: DeviceTensors, x: jax.Array, dtype: Any = None, attention: str = "xla",
            fuse_qkv: bool = False):
     return vit.build_module("block", dims, tensors, dtype=dtype)(x, attention=attention, fuse_qkv=fuse_qkv)
 
 
 @functools.partial(jax.jit, static_argnames=("dims", "adapter_dim", "dtype"))
-def _adapter(dims: Dims, adapter_dim: int, tensors: Tensors, x: jax.Array, dtype: Any = None):
+def _adapter(dims: Dims, adapter_dim: int, tensors: DeviceTensors, x: jax.Array, dtype: Any = None):
     return vit.build_module("adapter", dims, tensors, dtype=dtype, adapter_dim=adapter_dim)(x)
 
 
 @functools.partial(jax.jit, static_argnames=("structure", "dtype"))
-def _classify(structure: Structure, norm: Tensors, head: Tensors, x: jax.Array, dtype: Any = None):
+def _classify(structure: Structure, norm: DeviceTensors, head: DeviceTensors, x: jax.Array, dtype: Any = None):
     return vit.classify(structure, {"norm": norm, "head": head}, x, dtype=dtype)

@@ -335,9 +335,9 @@ def _evaluate(structure: Structure, frozen: Tree, trainable: Tree, split: Any, b
     return int(total) / len(split) if frozen_each is None else total / len(split)
 
 
-def evaluate(structure: Structure, params: Tree, split: Any, batch_size: int, *, dtype: Any = None,
-             mesh: Mesh | None = None, attention: str | None = None,
-             preprocessing: Mapping[str, Any] | None = None) -> float:
+def evaluate_params(structure: Structure, params: Tree, split: Any, batch_size: int, *, dtype: Any = None,
+                    mesh: Mesh | None = None, attention: str | None = None,
+                    preprocessing: Mapping[str, Any] | None = None) -> float:
     """Validation/test accuracy of a path on `split` (every example exactly once; the last batch is masked).
 
     `split` is in memory (`Split`) or streamed (`StreamedSplit`: read batch by batch, decoded in background threads).

@@ -16,7 +16,7 @@ import re
 import tempfile
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 
@@ -27,10 +27,13 @@ from ..format.datasource import public_name
 from ..data.registry import TaskData
 from ..data.resolve import resolve_data
 from ..errors import ShapeMismatchError
-from ..format.system import ComponentRef, Source, TaskFile, component_refs, distinct
+from ..format.system import ComponentRef, ComponentSource, Structure, TaskFile, component_refs, distinct
 from ..hub.pulls import PushResult, open_pull_request, pull_request_files
 from ..hub.store import LocalStore
 from ..utils.text import md_code, md_text
+
+if TYPE_CHECKING:
+    from .child import ChildResult
 
 _SHA = re.compile(r"^[0-9a-f]{40}$")
 
@@ -111,12 +114,12 @@ class FineTunedModel(TaskModel):
         return [c for c in self.components if c.source is None and c.id in set(self.task_file.lineage.get("created") or [])]
 
 
-def _source_of(model: TaskModel) -> Source | None:
+def _source_of(model: TaskModel) -> ComponentSource | None:
     """Where untouched components can be referenced: a Hub repo at a pinned commit (a local folder cannot be)."""
-    if getattr(model, "subfolder", None):  # a Source names a repo's root layout: store every component instead
+    if getattr(model, "subfolder", None):  # a ComponentSource names a repo's root layout: store every component instead
         return None
     if model.revision and _SHA.match(str(model.revision)) and model.repo_id and not os.path.isdir(model.repo_id):
-        return Source(model.repo_id, str(model.revision))
+        return ComponentSource(model.repo_id, str(model.revision))
     return None
 
 
@@ -163,7 +166,7 @@ def finetune(
         >>> variant = model.finetune("imagefolder:my_digits/", steps=200, lr=0.01)
         >>> variant.push_to_hub("me/digits-variant")   # uploads only the new components
     """
-    from .child import evaluate, train_child
+    from .child import evaluate_params
 
     if steps < 1 or num_validations < 1 or steps % num_validations:
         raise ValueError(f"steps={steps} must be >= 1 and a multiple of num_validations={num_validations}")
@@ -173,50 +176,19 @@ def finetune(
     new_head = list(data.labels) != list(tf.labels)
     slots = trainable_slots(tf, train, new_head=new_head)
     structure = replace(tf, labels=list(data.labels)).structure(model.config.dims)
-    # 1. split: frozen = the loaded device arrays, untouched; trainable = host copies (clone-on-write)
-    frozen = {s: model.params[s] for s in structure.slots() if s not in slots}
-    trainable = {s: {k: np.array(v, np.float32) for k, v in model.params[s].items()} for s in slots}
-    if new_head:  # a zero-initialised head, as µ2Net gives every new task
-        from ..model import expected_shapes
-
-        shapes = expected_shapes("head", model.config.dims, num_classes=len(data.labels))
-        trainable["head"] = {k: np.zeros(shape, np.float32) for k, shape in shapes.items()}
-    hparams = {**{k: v for k, v in tf.hparams.items() if k.startswith("ds_")}, "ds_image_size": tf.image_size,
-               "opt_lr": float(lr), "opt_lr_schedule": "cosine", "opt_lr_warmup_ratio": 0.1, "opt_momentum": 0.9,
-               "opt_nesterov": False}
-    # 2. train, keep the best validation snapshot
-    bar = None
-    if progress is True:
-        from ..utils.progress import progress_bar
-
-        bar = progress_bar(total=steps, desc=f"fine-tuning {tf.task}", unit="step")
-        progress = lambda step, total, metrics: bar.update(1)  # noqa: E731
-    try:
-        result = train_child(structure, frozen, trainable, data, hparams, num_validations=num_validations,
-                             steps_per_validation=steps // num_validations, batch_size=batch_size, seed=seed,
-                             progress=progress or None, preprocessing=tf.preprocessing)
-    finally:
-        if bar is not None:
-            bar.close()
+    frozen, trainable = _clone_on_write(model, structure, slots, len(data.labels) if new_head else None)
+    hparams = _finetune_hparams(tf, lr)
+    result = _train(structure, frozen, trainable, data, hparams, tf, steps=steps, num_validations=num_validations,
+                    batch_size=batch_size, seed=seed, progress=progress)
     trained = result.params
     new_refs = {r.slot: r for r in component_refs(trained, slots)}
     params = {**frozen, **{s: _device_component(new_refs[s].id, trained[s]) for s in slots}}
     # as the variant is served: its stored preprocessing (e.g. a reference task's non-antialiased resize)
-    test = evaluate(structure, params, data.test, batch_size, preprocessing=tf.preprocessing)
-    base_test = None if new_head else evaluate(structure, model.params, data.test, batch_size,
-                                               preprocessing=tf.preprocessing)
-    # 3. the variant's task file: new components by id, untouched ones referenced in the source repo
-    source = _source_of(model)
-    old = tf.component_map()
-    refs, created = [], []
-    for slot in structure.slots():
-        ref = new_refs.get(slot)
-        if ref is not None and (slot not in old or ref.id != old[slot].id):
-            refs.append(ref)
-            created.append(ref.id)
-        else:
-            o = old[slot]
-            refs.append(o if o.source is not None or source is None else replace(o, source=source))
+    test = evaluate_params(structure, params, data.test, batch_size, preprocessing=tf.preprocessing)
+    base_test = None if new_head else evaluate_params(structure, model.params, data.test, batch_size,
+                                                      preprocessing=tf.preprocessing)
+    # the variant's task file: new components by id, untouched ones referenced in the source repo
+    refs, created = _variant_components(structure, tf.component_map(), new_refs, _source_of(model))
     variant = TaskFile(
         task=task or tf.task, image_size=tf.image_size, num_layers=tf.num_layers, components=refs,
         labels=list(data.labels), adapter_layers=tf.adapter_layers, adapter_dim=tf.adapter_dim,
@@ -235,6 +207,64 @@ def finetune(
 
     out.task_file = release(variant, earlier={}, probe=make_probe(out))
     return out
+
+
+def _clone_on_write(model: TaskModel, structure: Structure, slots: list[str],
+                    new_classes: int | None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """frozen = the loaded device arrays, untouched; trainable = host copies of `slots` (a zero-initialised head of
+    `new_classes` classes when the labels changed, as µ2Net gives every new task)."""
+    frozen = {s: model.params[s] for s in structure.slots() if s not in slots}
+    trainable = {s: {k: np.array(v, np.float32) for k, v in model.params[s].items()} for s in slots}
+    if new_classes is not None:
+        from ..model import expected_shapes
+
+        shapes = expected_shapes("head", model.config.dims, num_classes=new_classes)
+        trainable["head"] = {k: np.zeros(shape, np.float32) for k, shape in shapes.items()}
+    return frozen, trainable
+
+
+def _finetune_hparams(tf: TaskFile, lr: float) -> dict[str, Any]:
+    """The task's data hparams and the µ2Net child recipe at peak `lr` (warmup 10%, cosine, SGD momentum 0.9)."""
+    return {**{k: v for k, v in tf.hparams.items() if k.startswith("ds_")}, "ds_image_size": tf.image_size,
+            "opt_lr": float(lr), "opt_lr_schedule": "cosine", "opt_lr_warmup_ratio": 0.1, "opt_momentum": 0.9,
+            "opt_nesterov": False}
+
+
+def _train(structure: Structure, frozen: dict[str, Any], trainable: dict[str, Any], data: TaskData,
+           hparams: dict[str, Any], tf: TaskFile, *, steps: int, num_validations: int, batch_size: int, seed: int,
+           progress: bool | Callable[[int, int, dict], None]) -> ChildResult:
+    """Train the trainable slots, keeping the best validation snapshot; `progress=True` draws a bar over the steps."""
+    from .child import train_child
+
+    bar = None
+    if progress is True:
+        from ..utils.progress import progress_bar
+
+        bar = progress_bar(total=steps, desc=f"fine-tuning {tf.task}", unit="step")
+        progress = lambda step, total, metrics: bar.update(1)  # noqa: E731
+    try:
+        return train_child(structure, frozen, trainable, data, hparams, num_validations=num_validations,
+                           steps_per_validation=steps // num_validations, batch_size=batch_size, seed=seed,
+                           progress=progress or None, preprocessing=tf.preprocessing)
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def _variant_components(structure: Structure, old: dict[str, ComponentRef], new_refs: dict[str, ComponentRef],
+                        source: ComponentSource | None) -> tuple[list[ComponentRef], list[str]]:
+    """The variant's components slot by slot, and the ids it created: a trained component whose id changed is new;
+    any other keeps the source task's, referenced in the source repo (`source`) when it is not already elsewhere."""
+    refs, created = [], []
+    for slot in structure.slots():
+        ref = new_refs.get(slot)
+        if ref is not None and (slot not in old or ref.id != old[slot].id):
+            refs.append(ref)
+            created.append(ref.id)
+        else:
+            o = old[slot]
+            refs.append(o if o.source is not None or source is None else replace(o, source=source))
+    return refs, created
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from mu2hub.data import get_task
-from mu2hub.data.catalog import BENCHMARKS, RULES, SOURCES, TASKS, load, lookup, resolve, slice_indices, stream
+from mu2hub.data.catalog import BENCHMARKS, SOURCES, SPLIT_RULES, TASKS, load, lookup, resolve, slice_indices, stream
 from mu2hub.data.vtab import kitti_closest_object_distance, kitti_closest_vehicle_distance, kitti_count_vehicles
 from mu2hub.errors import DataSourceError, LabelMismatchError
 
@@ -59,7 +59,7 @@ def test_the_table_is_the_reference_stream():
     assert counts == {"vit": 3, "vtab": 23, "vdd": 10, "chars": 8, "vtab1k": 25}
     assert stream()[:3] == ["imagenet2012", "cifar100", "cifar10"]
     assert "smallnorb/label_elevation/1k" in TASKS and "smallnorb/label_azimuth/1k" in TASKS  # the reference's typos fixed
-    assert {t.rule for t in TASKS.values()} == set(RULES)  # every rule is used (and tested below)
+    assert {t.rule for t in TASKS.values()} == set(SPLIT_RULES)  # every rule is used (and tested below)
 
 
 def test_the_table_carries_what_republishing_needs():

@@ -23,7 +23,7 @@ from mu2hub.data import (
     builtin,
     eval_batches,
     get_task,
-    list_tasks,
+    list_data_tasks,
     load_hf_task,
     load_imagefolder,
     pp,
@@ -50,21 +50,21 @@ def _split(n: int, num_classes: int = 2, size: int = 4) -> Split:
 # Registry
 # ---------------------------------------------------------------------------------------------------------
 def test_list_tasks_is_sorted_and_filters_by_glob():
-    assert list_tasks() == sorted(list_tasks())
+    assert list_data_tasks() == sorted(list_data_tasks())
     assert {
         "digits",
         "shapes/label_shape",
         "shapes/label_orientation",
         "shapes/label_x_position",
         "shapes/label_scale",
-    } <= set(list_tasks())
-    assert list_tasks("shapes/*") == [
+    } <= set(list_data_tasks())
+    assert list_data_tasks("shapes/*") == [
         "shapes/label_orientation",
         "shapes/label_scale",
         "shapes/label_shape",
         "shapes/label_x_position",
     ]
-    assert list_tasks("nothing*") == []
+    assert list_data_tasks("nothing*") == []
 
 
 def test_unknown_task_is_a_key_error_listing_known_tasks():
@@ -197,7 +197,7 @@ def test_shapes_splits_never_share_a_latent_combination():
 
 
 def test_shapes_tasks_shapes_sizes_and_balance():
-    for name in list_tasks("shapes/*"):
+    for name in list_data_tasks("shapes/*"):
         task = get_task(name, image_size=24, **SMALL)
         assert task.image_shape == (24, 24, 3)
         assert (len(task.train), len(task.validation), len(task.test)) == (300, 50, 100)

@@ -78,7 +78,7 @@ def test_training_preprocessing_with_augmentation_off_is_the_stored_eval():
 
 
 def test_device_evaluation_applies_a_task_files_preprocessing():
-    """`train.evaluate(..., preprocessing=spec)` scores what the public path (the host spec) predicts."""
+    """`train.evaluate_params(..., preprocessing=spec)` scores what the public path (the host spec) predicts."""
     import jax
 
     from mu2hub import model as vit
@@ -94,5 +94,5 @@ def test_device_evaluation_applies_a_task_files_preprocessing():
     spec = pp_spec(8, antialias=False, pixel_scale=255)
     labels = np.asarray(vit.apply_path(structure, params, apply_pp_spec_numpy(sprites, spec))).argmax(-1)
     split = Split(sprites, labels)
-    assert train.evaluate(structure, params, split, 16, preprocessing=spec) == 1.0  # the host path's predictions
-    assert train.evaluate(structure, params, split, 16) < 1.0  # mu2hub's defaults see other pixels
+    assert train.evaluate_params(structure, params, split, 16, preprocessing=spec) == 1.0  # the host path's predictions
+    assert train.evaluate_params(structure, params, split, 16) < 1.0  # mu2hub's defaults see other pixels

@@ -13,7 +13,7 @@ import mu2hub
 from mu2hub import cli
 from mu2hub.data.registry import Split, TaskData
 from mu2hub.train.finetune import FineTunedModel, trainable_slots
-from mu2hub.format.system import Dims, Source
+from mu2hub.format.system import ComponentSource, Dims
 from mu2hub.hub.store import LocalStore
 from mu2hub.testing import random_system
 from mu2hub.inference.probe import probe_images, verify
@@ -71,7 +71,7 @@ def test_finetune_clones_on_write(tuned):
         if ref.slot in trained:
             assert ref.id != old[ref.slot].id and ref.source is None
         else:
-            assert ref.id == old[ref.slot].id and ref.source == Source(REPO, model.revision)
+            assert ref.id == old[ref.slot].id and ref.source == ComponentSource(REPO, model.revision)
             assert variant.params[ref.slot] is model.params[ref.slot]  # shared, not copied
     assert variant.task_file.lineage["created"] == [r.id for r in variant.components if r.slot in trained]
     m = variant.task_file.metrics

@@ -70,7 +70,7 @@ def test_a_child_trained_on_a_streamed_split_equals_the_in_memory_child(digits):
         for name, value in held.params[slot].items():
             np.testing.assert_array_equal(read.params[slot][name], value, err_msg=f"{slot}/{name}")
     params = {**frozen, **held.params}
-    assert train.evaluate(structure, params, streamed.test, 48) == train.evaluate(structure, params, digits.test, 48)
+    assert train.evaluate_params(structure, params, streamed.test, 48) == train.evaluate_params(structure, params, digits.test, 48)
 
 
 def _task_file(run: RunDir) -> dict:

@@ -168,12 +168,12 @@ def test_tiny_vit_learns_digits(learned):
 
 def test_snapshot_is_the_best_validation_and_evaluate_counts_each_example_once(structure, learned, digits):
     # Identity score and >=: the snapshot is the last validation reaching the maximum accuracy.
-    assert train.evaluate(structure, learned.params, digits.validation, 64) == pytest.approx(learned.quality)
+    assert train.evaluate_params(structure, learned.params, digits.validation, 64) == pytest.approx(learned.quality)
     split = digits.validation
     assert len(split) % 7  # so the last batch is padded
     logits = vit.apply_path_jit(structure, learned.params, preprocess_eval(split.images, 16))
     expected = float(np.mean(np.asarray(logits).argmax(-1) == split.labels))
-    assert train.evaluate(structure, learned.params, split, 7) == pytest.approx(expected, abs=1e-12)
+    assert train.evaluate_params(structure, learned.params, split, 7) == pytest.approx(expected, abs=1e-12)
 
 
 def test_best_score_threshold_decides_improved(structure, init, digits):
