@@ -2,7 +2,7 @@
 baselines a user would pick instead.
 
 Faithful to µ2Net's "Ti/16 capped to 3 layers" configuration (spec §3.2, the Chars benchmark), scaled to 2 CPU cores:
-- **root**: a small pretrained ViT that ships with the project (`training/roots/shapes-vit-64`: hidden 64, 4 heads,
+- **root**: a small pretrained ViT that ships with the project (`training/roots/generated-vit-64`: hidden 64, 4 heads,
   3 blocks, patch 8, 32×32 px), made by `training/pretrain_root.py` from generated shapes that exclude every image
   of these tasks' splits; the reference likewise starts from a pretrained root and never freezes random-init blocks;
 - **search space and scoring**: µ2Net `auto_tune` v1 with adapters, µ = 0.1 (`mu2net-ti3`), scored by validation
@@ -36,7 +36,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.name = "mu2hub-quickstart"
     c.seed = 0
     # ---- root model ------------------------------------------------------------------------------
-    c.root = dict(init=f"mu2hub:{ROOTS / 'shapes-vit-64'}", image_size=32, num_layers=3)
+    c.root = dict(init=f"mu2hub:{ROOTS / 'generated-vit-64'}", image_size=32, num_layers=3)
     # ---- task stream -------------------------------------------------------------------------------
     c.tasks = ["shapes/label_shape", "shapes/label_scale", "shapes/label_x_position", "digits"]
     c.task_kwargs = {}
