@@ -103,6 +103,10 @@ def shape_images(n: int, image_size: int, seed: int) -> tuple[np.ndarray, np.nda
     return builtin.render(factors, image_size), factor_labels(factors)
 
 
+#: Each source's generator: (n, image size, seed) -> (uint8 images [n, S, S, 3], labels [n] or [n, heads]).
+GENERATORS = {"shapes": shape_images, "glyphs": procedural.glyphs, "textures": procedural.textures}
+
+
 def pretraining_data(n: int, image_size: int, seed: int, sources: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
     """`n` images (uint8 [n, S, S, 3]) split evenly over `sources`, shuffled, and labels [n, heads] (-1: the head
     does not apply to the image's source)."""
@@ -111,11 +115,8 @@ def pretraining_data(n: int, image_size: int, seed: int, sources: tuple[str, ...
     for i, source in enumerate(sources):
         k = n // len(sources) + (i < n % len(sources))
         y = np.full((k, len(heads)), -1, np.int32)
-        columns = [heads.index(h) for h in SOURCE_HEADS[source]]
-        if source == "shapes":
-            x, y[:, columns] = shape_images(k, image_size, seed)
-        else:
-            x, y[:, columns[0]] = getattr(procedural, source)(k, image_size, seed + i)
+        x, source_labels = GENERATORS[source](k, image_size, seed + i)
+        y[:, [heads.index(h) for h in SOURCE_HEADS[source]]] = source_labels.reshape(k, -1)
         images.append(x)
         labels.append(y)
     if len(sources) == 1:
