@@ -40,7 +40,8 @@ from mu2hub import model as vit
 from mu2hub.data import builtin
 from mu2hub.data.pp import pp_spec
 from mu2hub.format.system import Dims, Structure, SystemConfig, TaskFile
-from mu2hub.hub.store import LocalStore, atomic_write
+from mu2hub.hub.store import LocalStore
+from mu2hub.utils.atomic import atomic_write
 
 import procedural
 

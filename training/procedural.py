@@ -34,7 +34,7 @@ _CANVAS = 64  # drawn at 64 px, then reduced: anti-aliased strokes and edges
 
 def font_paths() -> list[Path]:
     """The fonts matplotlib ships (its `figures` extra): real, licensed (DejaVu, STIX, BaKoMa CM), and offline."""
-    from mu2hub.extras import require
+    from mu2hub.utils.extras import require
 
     matplotlib = require("matplotlib")
     folder = Path(matplotlib.get_data_path()) / "fonts" / "ttf"

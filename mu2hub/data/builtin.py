@@ -1,7 +1,7 @@
 """Built-in tasks that need no download: scikit-learn's bundled digits and dSprites-style generated shapes.
 
 These are what the quickstart, the embedded default and the tests train on, so their labels must be real:
-`tests/test_data.py` checks that a plain scikit-learn model learns each of them well above chance.
+`tests/data/test_data.py` checks that a plain scikit-learn model learns each of them well above chance.
 
 Shapes follow dSprites (Matthey et al. 2017): latent factors shape (square, ellipse, heart), scale (6 values
 in [0.5, 1]), orientation (40 values over [0, 2π), endpoint excluded so no two values draw the same image),

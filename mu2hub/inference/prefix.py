@@ -4,7 +4,7 @@ When a child's augmentation is off (µ3Net's default: no crop, no flip, no colou
 block k is a fixed function of the image as long as the embedding slots and blocks 0..k-1 (with any adapters
 between them) are frozen, i.e. shared components that this child cannot change. `train.train_child(...,
 prefix_cache=cache)` then computes those activations once per (prefix, split) and trains only the rest on
-them, with the same result as the plain step (tests/test_fast_paths.py).
+them, with the same result as the plain step (tests/train/test_fast_paths.py).
 
 The cache is keyed by sha256 over the prefix's component ids (or, without ids, a hash of their tensors),
 a fingerprint of the split's bytes, the image size, the compute dtype and the attention implementation. It

@@ -2,7 +2,7 @@
 
 The card is a pure function of the task files, the root path and `config.json` at the target (no dates, stable
 order), so two exporters that end up with the same set of tasks write byte-identical cards, and an export that
-changes nothing uploads no card. What it states is what the files say, checked by `tests/test_card.py`:
+changes nothing uploads no card. What it states is what the files say, checked by `tests/publishing/test_card.py`:
 
 - one model-index result per task (`dataset.config` = the task name, so huggingface_hub never merges two tasks'
   results), its test accuracy and how many test images it was measured on;

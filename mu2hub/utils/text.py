@@ -4,7 +4,7 @@ Every string a task file carries (task and label names, `lineage.*`, anything a 
 it is shown: raw HTML (`<img onerror=...>`), links and images, a `|` that splits a table row, a backtick that ends a
 code span, a newline that ends a fence or the card's YAML front matter. The schema bounds these strings (length, no
 control or bidi characters, no newline in the fields a card shows); these functions render what is left literally.
-The Hub renders CommonMark with GFM tables, so `tests/test_trust_text.py` checks them with markdown-it-py.
+The Hub renders CommonMark with GFM tables, so `tests/utils/test_trust_text.py` checks them with markdown-it-py.
 """
 
 from __future__ import annotations

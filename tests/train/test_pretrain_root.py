@@ -3,19 +3,19 @@ training/procedural.py): every source labels only its own heads, the data is rep
 loads as the quickstart config names it."""
 
 import sys
-from pathlib import Path
 
 import numpy as np
 from huggingface_hub import ModelCard
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent / "training"))
+from locations import TRAINING
+
+sys.path.insert(0, str(TRAINING))
 
 import pretrain_root  # noqa: E402
 import procedural  # noqa: E402
 from evolve import load_config  # noqa: E402
 
-from mu2hub.roots import read_checkpoint  # noqa: E402
+from mu2hub.convert.roots import read_checkpoint  # noqa: E402
 
 SOURCES = ("shapes", "glyphs", "textures")
 
@@ -45,9 +45,9 @@ def test_generated_glyphs_and_textures_cover_their_classes_and_are_not_blank():
 
 
 def test_the_quickstart_root_loads_as_its_config_names_it_and_its_card_parses():
-    init = load_config(str(HERE.parent / "training" / "configs" / "quickstart.py"))["root"]["init"]
+    init = load_config(str(TRAINING / "configs" / "quickstart.py"))["root"]["init"]
     ckpt = read_checkpoint(init, head=False)
     assert ckpt.structure.num_layers == 3 and ckpt.structure.image_size == 32
     assert ckpt.source == "mu2hub:generated-vit-64#shapes-glyphs-textures-pretraining"
-    card = ModelCard.load(HERE.parent / "training" / "roots" / "generated-vit-64" / "README.md")
+    card = ModelCard.load(TRAINING / "roots" / "generated-vit-64" / "README.md")
     assert card.data.library_name == "mu2hub" and "| glyph | 62 |" in card.text
