@@ -32,7 +32,8 @@ from hypothesis import strategies as st
 from PIL import Image
 
 import mu2hub
-from mu2hub import cli, schema
+from mu2hub import cli
+from mu2hub.format import schema
 from mu2hub.inference.task import TaskModel
 from mu2hub.constants import component_filename, task_filename
 from mu2hub.data.registry import MAX_PIXELS, open_image, to_rgb_uint8
