@@ -21,7 +21,7 @@ from mu2hub.evolution.evolve import evolve
 from mu2hub.publishing.publish import export
 from mu2hub.utils.tables import table
 
-sys.path.insert(0, str(ROOT / "training"))
+sys.path[:0] = [str(ROOT / "training"), str(ROOT / "tests" / "contrib")]
 from evolve import load_config  # noqa: E402
 from test_contribute import SETTINGS, write_imagefolder  # noqa: E402  (the fixture's data and settings)
 
