@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import mu2hub
@@ -47,8 +48,10 @@ def test_every_subpackage_and_public_name_imports_cold():
             "print(json.dumps({m: getattr(sys.modules[m], '__file__', None) for m in sys.modules "
             "if m == 'mu2hub' or m.startswith('mu2hub.')}))\n")
     failed = []
-    for what, names in _groups():
-        out = _fresh(code, what, *names)
+    groups = _groups()
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:  # independent interpreters: one per core
+        runs = list(pool.map(lambda g: _fresh(code, g[0], *g[1]), groups))
+    for (what, _), out in zip(groups, runs):
         if out.returncode != 0:
             failed.append(f"{what}: {out.stderr.strip().splitlines()[-1]}")
             continue
