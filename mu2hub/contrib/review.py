@@ -36,7 +36,10 @@ from typing import Any, Callable, Mapping
 from ..constants import COMPONENTS_DIR, CONFIG_NAME, TASKS_DIR, task_filename
 from ..errors import ArgumentError, HubRequestError, Mu2hubError, ValidationError
 from ..format.system import SystemConfig, TaskFile, load_json, sha256_hex
+from ..hub.store import hub_download
+from ..hub.transfer import hub_call
 from ..utils.tables import table
+from ..utils.text import md_fence, one_line
 from .checks import (
     MAX_PR_FILES,
     Header,
@@ -47,9 +50,6 @@ from .checks import (
     task_problems,
     unreferenced,
 )
-from ..hub.store import _download
-from ..hub.transfer import hub_call
-from ..utils.text import md_fence, one_line
 
 # ---------------------------------------------------------------------------------------------------
 # Validating one
@@ -248,7 +248,7 @@ def _validate(api: Any, report: ValidationReport, *, merge: bool, token: Any, ca
 
     # the added files, downloaded at the PR's commit into a cache nothing else wrote
     def fetch(path: str, revision: str = report.head) -> Path:
-        return Path(_download(repo_id, path, revision=revision, cache_dir=cache, token=token, force_download=False,
+        return Path(hub_download(repo_id, path, revision=revision, cache_dir=cache, token=token, force_download=False,
                               local_files_only=False, nbytes=sizes.get(path)))
 
     config = SystemConfig.from_json(load_json(fetch(CONFIG_NAME, report.target).read_bytes(), CONFIG_NAME), CONFIG_NAME)

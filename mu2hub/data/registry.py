@@ -258,7 +258,6 @@ def register_task(name: str) -> Callable[[Callable[..., TaskData]], Callable[...
     return decorator
 
 
-
 def register_source(prefix: str, loader: Callable[..., TaskData]) -> None:
     """Route names starting with `prefix` (`hf:`, `imagefolder:`) to `loader(rest, decode_size=..., **kwargs)`."""
     if prefix not in SOURCE_PREFIXES or prefix in _SOURCES:

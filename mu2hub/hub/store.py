@@ -112,10 +112,7 @@ class LocalStore:
             data = self._read(rel)
         except FileNotFoundError:
             raise TaskNotFoundError(task, self.list_tasks(), self.name) from None
-        tf = TaskFile.from_json(load_json(data, rel), rel)
-        if tf.task != task:
-            raise FormatError(f"file names task {tf.task!r} but lives at {rel}", path=rel)
-        return tf
+        return _task_file(data, task, rel)
 
     def read_root(self) -> TaskFile | None:
         """The root path (`root.json`), if the system publishes one."""
@@ -220,7 +217,7 @@ class HubStore:
         sub = check_subfolder(subfolder)
         where = f"{sub}/{CONFIG_NAME}" if sub else CONFIG_NAME
         try:
-            path = _download(repo_id, where, revision=revision, cache_dir=cache_dir, token=token,
+            path = hub_download(repo_id, where, revision=revision, cache_dir=cache_dir, token=token,
                              force_download=force_download, local_files_only=local_files_only)
         except RemoteFileNotFoundError:
             at = f" at {revision}" if revision else ""
@@ -233,7 +230,7 @@ class HubStore:
              tqdm_class=None, nbytes: int | None = None) -> str:
         if repo_id is None or (repo_id == self.repo_id and revision in (None, self.commit)):
             filename = self._prefix + filename  # this system's own files; a referenced repo's sit at its root
-        return _download(
+        return hub_download(
             repo_id or self.repo_id, filename, revision=revision or self.commit, force_download=force or self.force_download,
             local_files_only=self.local_files_only, tqdm_class=tqdm_class, nbytes=nbytes, **self._kw,
         )
@@ -303,10 +300,7 @@ class HubStore:
         except LocalFilesMissingError as e:
             cached = self.list_tasks()
             raise LocalFilesMissingError(self.repo_id, e.missing + ([f"(tasks in the cache: {', '.join(cached)})"] if cached else [])) from None
-        tf = TaskFile.from_json(load_json(Path(path).read_bytes(), rel), rel)
-        if tf.task != task:
-            raise FormatError(f"file names task {tf.task!r} but lives at {rel}", path=rel)
-        return tf
+        return _task_file(Path(path).read_bytes(), task, rel)
 
     def read_components(self, refs: Iterable[ComponentRef], *, desc: str = "") -> dict[str, tuple[str, Tensors]]:
         """Fetch, verify and parse exactly these components (in parallel, one aggregate progress bar)."""
@@ -360,10 +354,18 @@ def _cached_tree(repo_id: str, commit: str, cache_dir) -> list[str] | None:
         return None
 
 
+def _task_file(data: bytes, task: str, rel: str) -> TaskFile:
+    """A task file as either store read it: valid, and naming the task its path says (a renamed copy is refused)."""
+    tf = TaskFile.from_json(load_json(data, rel), rel)
+    if tf.task != task:
+        raise FormatError(f"file names task {tf.task!r} but lives at {rel}", path=rel)
+    return tf
+
+
 _HAS_TQDM_CLASS: bool | None = None
 
 
-def _download(repo_id: str, filename: str, *, revision, cache_dir, token, force_download, local_files_only,
+def hub_download(repo_id: str, filename: str, *, revision, cache_dir, token, force_download, local_files_only,
               tqdm_class=None, nbytes: int | None = None) -> str:
     """`hf_hub_download` under a deadline (`transfer.hub_call`): every failure is a named `Mu2hubError`; an offline
     miss is `LocalFilesMissingError` naming the file."""

@@ -45,7 +45,9 @@ def loaded_component(cid: str, device: jax.Device | None = None) -> _DeviceTenso
     return _LOADED.get((cid, "default" if device is None else str(device)))
 
 
-def _device_component(cid: str, tensors: dict[str, np.ndarray], device: jax.Device | None = None) -> _DeviceTensors:
+def device_component(cid: str, tensors: dict[str, np.ndarray], device: jax.Device | None = None) -> _DeviceTensors:
+    """The device copy of component `cid`, made once per device: every model of this process that holds the component
+    (a task, a fine-tuned variant, the server's pool) shares it, since its id is its content."""
     key = (cid, "default" if device is None else str(device))
     hit = _LOADED.get(key)
     if hit is None:
@@ -406,7 +408,7 @@ def load_task(store: Store, task: str, *, dtype: Any = None, repo_id: str = "", 
         kind, tensors = comps[ref.id]
         if kind != ref.kind:
             raise ShapeMismatchError(f"{ref.slot} names component {ref.id} of kind {kind!r}", path=tf.filename)
-        params[ref.slot] = _device_component(ref.id, tensors, device)
+        params[ref.slot] = device_component(ref.id, tensors, device)
     return TaskModel(config, tf, params, repo_id=repo_id or store.name, revision=revision, dtype=dtype,
                      subfolder=subfolder)
 

@@ -14,7 +14,7 @@ import threading
 from typing import Any, Mapping
 
 from .. import model as vit
-from ..inference.task import _device_component, loaded_component
+from ..inference.task import device_component, loaded_component
 from ..errors import ShapeMismatchError
 from ..format.system import ComponentRef, SystemConfig, TaskFile
 from ..hub.store import Store
@@ -121,6 +121,6 @@ class ComponentPool:
                     ref = next(r for r in todo if r.id == cid)
                     if kind != ref.kind:
                         raise ShapeMismatchError(f"{ref.slot} names component {cid} of kind {kind!r}", path=tf.filename)
-                    device = _device_component(cid, tensors)
+                    device = device_component(cid, tensors)
                     out[cid] = (device, sum(int(a.nbytes) for a in device.values()))
         return out

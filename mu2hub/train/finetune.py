@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 
-from ..inference.task import TaskModel, _device_component
+from ..inference.task import TaskModel, device_component
 from ..data.decode import training_decode_size
 from ..data.pp import pp_spec
 from ..format.datasource import public_name
@@ -182,7 +182,7 @@ def finetune(
                     batch_size=batch_size, seed=seed, progress=progress)
     trained = result.params
     new_refs = {r.slot: r for r in component_refs(trained, slots)}
-    params = {**frozen, **{s: _device_component(new_refs[s].id, trained[s]) for s in slots}}
+    params = {**frozen, **{s: device_component(new_refs[s].id, trained[s]) for s in slots}}
     # as the variant is served: its stored preprocessing (e.g. a reference task's non-antialiased resize)
     test = evaluate_params(structure, params, data.test, batch_size, preprocessing=tf.preprocessing)
     base_test = None if new_head else evaluate_params(structure, model.params, data.test, batch_size,
